@@ -1,0 +1,192 @@
+"""Benchmark of stages 1-2 (scene context model and CBR) on one batch at the VSPW grid, on CPU.
+
+Times K-Means (K=20, n_init=10) on all vectors of a 14-frame batch, KNN fit/predict with both backends
+(fit on one batch, predict the next), the correspondence-based refinement and a whole ``coarse_batch``
+(first batch and a following one). Each stage runs in a fresh subprocess so that its peak memory
+(peak RSS minus RSS just before the stage, inputs excluded: Linux ``VmHWM`` after resetting it through
+``/proc/self/clear_refs``, else ``ru_maxrss`` growth) is its own. Prints a markdown table.
+
+    python benchmarks/bench_coarse.py [--frames 14 --h 28 --w 52 --c 640 --repeat 1]
+
+Features are synthetic: 20 planted clusters (block layout, drifting one cell every other frame) plus
+Gaussian noise, float32, so K-Means converges as on real features rather than on pure noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+STAGES = (
+    "kmeans",
+    "knn_sklearn_fit",
+    "knn_sklearn_predict",
+    "knn_torch_fit",
+    "knn_torch_predict",
+    "refine",
+    "coarse_batch_first",
+    "coarse_batch_next",
+)
+
+
+def make_features(frames: int, h: int, w: int, c: int, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((20, c)).astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0 : w + frames]
+    layout = (yy // 7) * 5 + (xx // 11) % 5  # 20 block-shaped regions
+    feats = []
+    for j in range(2 * frames):  # two consecutive batches
+        lab = layout[:, j // 2 : j // 2 + w] % 20
+        f = centres[lab] + 0.6 * rng.standard_normal((h, w, c)).astype(np.float32)
+        feats.append(f / np.abs(f).max(axis=-1, keepdims=True))
+    f = np.stack(feats).astype(np.float32)
+    return f[:frames], f[frames:]
+
+
+def maxrss_mib() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 1024 / 1024 if sys.platform == "darwin" else r / 1024
+
+
+def _status_mib(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak() -> tuple[float, bool]:
+    """Current RSS in MiB and whether the kernel's peak (VmHWM) could be reset to it (Linux)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        rss = _status_mib("VmRSS")
+        if rss is not None:
+            return rss, True
+    except OSError:
+        pass
+    return maxrss_mib(), False
+
+
+def peak_mib(reset_ok: bool) -> float:
+    hwm = _status_mib("VmHWM") if reset_ok else None
+    return hwm if hwm is not None else maxrss_mib()
+
+
+def run_stage(name: str, args: argparse.Namespace) -> dict:
+    import numpy as np
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    from vidseg_nb.context import SceneContextModel, coarse_batch
+    from vidseg_nb.refine import refine
+
+    b1, b2 = make_features(args.frames, args.h, args.w, args.c)
+    rng = np.random.default_rng(1)
+    labels1 = rng.integers(0, 20, b1.shape[:3])
+    prep = None
+    if name.endswith("_predict"):
+        backend = name.split("_")[1]
+        prep = SceneContextModel(backend=backend).fit(b1, labels1)
+    if name == "coarse_batch_next":
+        prep = SceneContextModel(n_clusters=20, n_init=10, seed=0)
+        coarse_batch(prep, b1)
+    if name == "refine":
+        refine(labels1[:2], b1[:2])  # warm-up of torch kernels
+    import gc
+
+    gc.collect()
+    base, reset_ok = reset_peak()
+    times = []
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        if name == "kmeans":
+            SceneContextModel(n_clusters=20, n_init=10, seed=0).start(b1)
+        elif name.endswith("_fit"):
+            SceneContextModel(backend=name.split("_")[1]).fit(b1, labels1)
+        elif name.endswith("_predict"):
+            prep.predict(b2)
+        elif name == "refine":
+            refine(labels1, b1, radius2=1.0)
+        elif name == "coarse_batch_first":
+            coarse_batch(SceneContextModel(n_clusters=20, n_init=10, seed=0), b1)
+        elif name == "coarse_batch_next":
+            coarse_batch(prep, b2)
+        times.append(time.perf_counter() - t0)
+    return {
+        "stage": name,
+        "seconds": min(times),
+        "peak_extra_mib": peak_mib(reset_ok) - base,
+        "base_mib": base,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=14)
+    ap.add_argument("--h", type=int, default=28)
+    ap.add_argument("--w", type=int, default=52)
+    ap.add_argument("--c", type=int, default=640)
+    ap.add_argument("--repeat", type=int, default=1, help="repetitions per stage; the minimum is reported")
+    ap.add_argument("--stage", choices=STAGES, help="(internal) run one stage and print JSON")
+    ap.add_argument("--stages", nargs="*", choices=STAGES, default=list(STAGES))
+    args = ap.parse_args()
+    if args.stage:
+        print(json.dumps(run_stage(args.stage, args)))
+        return
+
+    import numpy as np
+    import sklearn
+    import torch
+
+    load0 = os.getloadavg()[0]
+    rows = []
+    for name in args.stages:
+        cmd = [sys.executable, os.path.abspath(__file__), "--stage", name]
+        cmd += ["--frames", str(args.frames), "--h", str(args.h), "--w", str(args.w), "--c", str(args.c)]
+        cmd += ["--repeat", str(args.repeat)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        print(f"  {name}: {rows[-1]['seconds']:.3f} s", file=sys.stderr)
+
+    n = args.frames * args.h * args.w
+    print(
+        f"Batch: B={args.frames} frames, grid {args.h}x{args.w} (h x w), C={args.c}: "
+        f"{n} vectors, {n * args.c * 4 / 2**20:.0f} MiB float32 per batch."
+    )
+    print(
+        f"Machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
+        f"nproc={os.cpu_count()}, torch threads={torch.get_num_threads()}; "
+        f"Python {platform.python_version()}, torch {torch.__version__}, scikit-learn {sklearn.__version__}, "
+        f"numpy {np.__version__}; load average before the run {load0:.1f}."
+    )
+    print()
+    print("| stage | seconds | peak extra RSS (MiB) |")
+    print("|---|---:|---:|")
+    labels = {
+        "kmeans": "K-Means start (K=20, n_init=10, all B*h*w vectors) + M^1 + KNN fit",
+        "knn_sklearn_fit": "KNN fit, scikit-learn (one batch)",
+        "knn_sklearn_predict": "KNN predict, scikit-learn (next batch)",
+        "knn_torch_fit": "KNN fit, torch",
+        "knn_torch_predict": "KNN predict, torch (float64 distances)",
+        "refine": "CBR refine (radius2=1)",
+        "coarse_batch_first": "coarse_batch, first batch (K-Means + KNN + CBR + refit)",
+        "coarse_batch_next": "coarse_batch, next batch (KNN + CBR + refit)",
+    }
+    for r in rows:
+        print(f"| {labels[r['stage']]} | {r['seconds']:.3f} | {r['peak_extra_mib']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

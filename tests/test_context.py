@@ -1,0 +1,263 @@
+"""Scene context model Omega and the coarse-map stage (SPEC 5, paper 4.1)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+from sklearn.neighbors import KNeighborsClassifier
+
+from vidseg_nb.context import CoarseBatch, SceneContextModel, coarse_batch, coarse_maps, torch_knn_predict
+from vidseg_nb.refine import count_label_changes
+
+N_CLASSES = 5
+
+
+def planted(rng, b=4, h=10, w=12, c=12, noise=0.25, flicker=0.0):
+    """Features = one-hot planted label (scaled) + Gaussian noise. Labels: static blocks; with ``flicker``
+    a fraction of cells per frame get the feature of another (random) class."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    truth = (xx // 3 + yy // 5) % N_CLASSES
+    labs = np.repeat(truth[None], b, 0)
+    shown = labs.copy()
+    if flicker:
+        flip = rng.random(labs.shape) < flicker
+        shown = np.where(flip, rng.integers(0, N_CLASSES, labs.shape), labs)
+    feats = np.eye(c)[shown] * 2.0 + noise * rng.standard_normal((b, h, w, c))
+    return feats.astype(np.float32), labs
+
+
+def accuracy_after_permutation(pred: np.ndarray, truth: np.ndarray) -> float:
+    p, t = pred.ravel(), truth.ravel()
+    pl, tl = np.unique(p), np.unique(t)
+    conf = np.array([[np.sum((p == a) & (t == b)) for b in tl] for a in pl])
+    r, c = linear_sum_assignment(-conf)
+    return conf[r, c].sum() / p.size
+
+
+# ---------------------------------------------------------------- K-Means + KNN
+
+
+def test_kmeans_and_knn_recover_planted_labels():
+    rng = np.random.default_rng(0)
+    feats, truth = planted(rng, b=4, noise=0.3)
+    model = SceneContextModel(n_clusters=N_CLASSES, seed=0, n_init=3)
+    res = coarse_batch(model, feats, refine=False)
+    assert isinstance(res, CoarseBatch) and len(res) == 4
+    assert res.before.shape == truth.shape and res.before.dtype == np.int64
+    assert accuracy_after_permutation(res.before, truth) > 0.95
+    assert set(np.unique(res.before)) <= set(range(N_CLASSES))
+    # a second batch is predicted by the KNN alone, with the same ids (same permutation)
+    feats2, truth2 = planted(rng, b=3, noise=0.3)
+    res2 = coarse_batch(model, feats2, refine=False)
+    both = np.concatenate([res.before, res2.before])
+    assert accuracy_after_permutation(both, np.concatenate([truth, truth2])) > 0.95
+    # accuracy measure can fail: random labels score low
+    assert accuracy_after_permutation(rng.integers(0, N_CLASSES, truth.shape), truth) < 0.5
+
+
+def test_start_returns_kmeans_prediction_of_frame_one_and_fits_it():
+    rng = np.random.default_rng(1)
+    feats, _ = planted(rng, b=3)
+    feats[1:] = feats[1:, ::-1]  # other frames differ from frame 1, so "M^1 of frame 1" is checkable
+    model = SceneContextModel(n_clusters=N_CLASSES, n_init=2)
+    m1 = model.start(feats)
+    assert m1.shape == (10, 12) and m1.dtype == np.int64
+    np.testing.assert_array_equal(m1.ravel(), model.kmeans_.predict(feats[0].reshape(-1, 12)))
+    assert model.kmeans_.cluster_centers_.shape == (N_CLASSES, 12)
+    assert model.kmeans_.n_features_in_ == 12 and model.kmeans_.labels_.size == 3 * 10 * 12
+    np.testing.assert_array_equal(model.fit_features_, feats[0].reshape(-1, 12))
+    np.testing.assert_array_equal(model.fit_labels_, m1.ravel())
+    assert model.n_fits_ == 1
+    np.testing.assert_array_equal(model.predict(feats[0]), m1)  # KNN reproduces its training labels
+
+
+def test_start_is_seeded():
+    rng = np.random.default_rng(2)
+    feats = rng.standard_normal((2, 6, 7, 5)).astype(np.float32)
+    a = SceneContextModel(n_clusters=6, seed=3, n_init=2).start(feats)
+    b = SceneContextModel(n_clusters=6, seed=3, n_init=2).start(feats)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_too_many_clusters_is_clamped_with_warning():
+    rng = np.random.default_rng(3)
+    feats = rng.standard_normal((1, 2, 3, 4)).astype(np.float32)
+    model = SceneContextModel(n_clusters=20)
+    with pytest.warns(UserWarning, match="n_clusters"):
+        m1 = model.start(feats)
+    assert model.kmeans_.n_clusters == 6
+    assert sorted(np.unique(m1)) == list(range(6))
+
+
+def test_fit_predict_any_leading_shape_and_torch_input():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 4, 5, 6)).astype(np.float32)
+    y = rng.integers(0, 4, (3, 4, 5))
+    model = SceneContextModel(n_neighbors=1).fit(x, y)
+    np.testing.assert_array_equal(model.predict(x), y)
+    assert model.predict(x[0, 0]).shape == (5,)
+    assert model.predict(torch.from_numpy(x[:2])).shape == (2, 4, 5)
+    with pytest.raises(ValueError):
+        model.fit(x, y[:2])
+    with pytest.raises(RuntimeError):
+        SceneContextModel().predict(x)
+
+
+def test_fit_replaces_stored_data():
+    rng = np.random.default_rng(5)
+    model = SceneContextModel(n_neighbors=2)
+    for n in (30, 50, 20):
+        model.fit(rng.standard_normal((n, 3)), rng.integers(0, 3, n))
+        assert model.fit_features_.shape == (n, 3) and model.fit_labels_.shape == (n,)
+        assert model.knn_.n_samples_fit_ == n
+    assert model.n_fits_ == 3
+
+
+# ---------------------------------------------------------------- torch KNN == scikit-learn KNN
+
+
+def sk_predict(x_fit, y_fit, x, k=4):
+    return (
+        KNeighborsClassifier(n_neighbors=k, weights="uniform", metric="euclidean")
+        .fit(x_fit, y_fit)
+        .predict(x)
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_torch_knn_equals_sklearn_random(dtype):
+    rng = np.random.default_rng(6)
+    x_fit = rng.standard_normal((600, 24)).astype(dtype)
+    y_fit = rng.choice([0, 3, 4, 9, 17], 600)  # sparse ids, few classes -> many 2-2 vote ties
+    x = rng.standard_normal((500, 24)).astype(dtype)
+    ref = sk_predict(x_fit, y_fit, x)
+    sk = SceneContextModel(backend="sklearn").fit(x_fit, y_fit)
+    th = SceneContextModel(backend="torch").fit(torch.from_numpy(x_fit), y_fit)
+    assert th.backend_ == "torch" and sk.backend_ == "sklearn"
+    np.testing.assert_array_equal(sk.predict(x), ref)
+    np.testing.assert_array_equal(th.predict(x), ref)
+    np.testing.assert_array_equal(th.predict(torch.from_numpy(x)), ref)
+
+
+def test_torch_knn_equals_sklearn_planted_vote_ties():
+    rng = np.random.default_rng(7)
+    n_q, c = 60, 8
+    centres = rng.standard_normal((n_q, c)) * 100.0  # far apart: each query's 4 neighbours are its own
+    x_fit, y_fit, expected = [], [], []
+    for i in range(n_q):
+        a, b, d, e = rng.choice(12, 4, replace=False)
+        kind = i % 3
+        labels = [a, b, a, b] if kind == 0 else [b, a, b, a] if kind == 1 else [a, b, d, e]
+        # distinct distances 0.1 .. 0.4 along different axes, in shuffled order
+        for m, dist in enumerate(rng.permutation([0.1, 0.2, 0.3, 0.4])):
+            v = centres[i].copy()
+            v[m] += dist
+            x_fit.append(v)
+            y_fit.append(labels[m])
+        expected.append(min(a, b) if kind < 2 else min(a, b, d, e))
+    x_fit, y_fit, x = np.array(x_fit), np.array(y_fit), centres
+    ref = sk_predict(x_fit, y_fit, x)
+    np.testing.assert_array_equal(ref, expected)  # scikit-learn: smallest label wins a vote tie
+    th = SceneContextModel(backend="torch").fit(x_fit, y_fit)
+    np.testing.assert_array_equal(th.predict(x), expected)
+    idx = torch_knn_predict(torch.from_numpy(x_fit), torch.from_numpy(y_fit), torch.from_numpy(x), 4, 12)
+    np.testing.assert_array_equal(idx.numpy(), expected)
+
+
+def test_auto_backend_on_cpu_is_sklearn():
+    rng = np.random.default_rng(8)
+    model = SceneContextModel(backend="auto").fit(torch.randn(20, 3), rng.integers(0, 2, 20))
+    assert model.backend_ == "sklearn"
+    with pytest.raises(ValueError):
+        SceneContextModel(backend="faiss").fit(np.zeros((3, 2)), np.zeros(3, int))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_torch_knn_on_cuda_equals_sklearn():
+    rng = np.random.default_rng(9)
+    x_fit = rng.standard_normal((800, 64)).astype(np.float32)
+    y_fit = rng.integers(0, 6, 800)
+    x = rng.standard_normal((700, 64)).astype(np.float32)
+    model = SceneContextModel().fit(torch.from_numpy(x_fit).cuda(), y_fit)
+    assert model.backend_ == "torch" and model.fit_features_.is_cuda
+    np.testing.assert_array_equal(model.predict(torch.from_numpy(x).cuda()), sk_predict(x_fit, y_fit, x))
+
+
+# ---------------------------------------------------------------- the coarse-map stage
+
+
+def test_autoregressive_update_refits_on_previous_batch_only():
+    rng = np.random.default_rng(10)
+    model = SceneContextModel(n_clusters=N_CLASSES, n_init=3)
+    batches = [planted(rng, b=b, flicker=0.05)[0] for b in (4, 3, 5, 2)]
+    seen = []
+    original_fit = model.fit
+
+    def spy(features, labels):
+        seen.append((np.array(features), np.array(labels)))
+        return original_fit(features, labels)
+
+    model.fit = spy
+    results = list(coarse_maps(iter(batches), model))
+    assert len(results) == 4
+    # start fits (F~^1, M^1); then one refit per batch on exactly that batch and its refined maps
+    assert len(seen) == 5 and model.n_fits_ == 5
+    np.testing.assert_array_equal(seen[0][0], batches[0][0])
+    np.testing.assert_array_equal(seen[0][1], results[0].before[0])
+    for i, (feats, res) in enumerate(zip(batches, results)):
+        np.testing.assert_array_equal(seen[i + 1][0], feats)
+        np.testing.assert_array_equal(seen[i + 1][1], res.after)
+    # what Omega holds now: the last batch, nothing older (bounded memory)
+    np.testing.assert_array_equal(model.fit_features_, batches[-1].reshape(-1, 12))
+    np.testing.assert_array_equal(model.fit_labels_, results[-1].after.ravel())
+    # batch i+1 is Omega(batch i)'s prediction
+    ref = SceneContextModel(n_neighbors=4).fit(batches[1], results[1].after)
+    np.testing.assert_array_equal(results[2].before, ref.predict(batches[2]))
+    # ids stay K-Means cluster ids
+    for res in results:
+        assert set(np.unique(res.after)) <= set(range(N_CLASSES))
+
+
+def test_coarse_batch_refinement_reduces_flicker():
+    rng = np.random.default_rng(11)
+    feats, truth = planted(rng, b=10, h=12, w=15, noise=0.2, flicker=0.12)
+    # correspondence features: a static pattern, so every cell tracks to itself
+    corr = np.repeat(rng.standard_normal((1, 12, 15, 16)), 10, 0)
+    model = SceneContextModel(n_clusters=N_CLASSES, n_init=3)
+    res = coarse_batch(model, feats, corr, refine=True, radius2=1.0)
+    static = np.ones((12, 15), bool)
+    before, after = count_label_changes(res.before, static), count_label_changes(res.after, static)
+    assert before > 30  # the coarse maps do flicker
+    assert after < before
+    assert accuracy_after_permutation(res.after, truth) > accuracy_after_permutation(res.before, truth)
+    off = coarse_batch(SceneContextModel(n_clusters=N_CLASSES, n_init=3), feats, corr, refine=False)
+    np.testing.assert_array_equal(off.before, off.after)
+
+
+def test_batch_of_one_frame():
+    rng = np.random.default_rng(12)
+    model = SceneContextModel(n_clusters=N_CLASSES, n_init=3)
+    frames = [planted(rng, b=1)[0] for _ in range(3)]
+    results = list(coarse_maps(frames, model, refine=True))
+    for res in results:
+        assert res.before.shape == (1, 10, 12) and res.before.dtype == np.int64
+        np.testing.assert_array_equal(res.before, res.after)
+    assert model.n_fits_ == 4  # start + one refit per frame
+    np.testing.assert_array_equal(model.fit_features_, frames[-1].reshape(-1, 12))
+    np.testing.assert_array_equal(model.fit_labels_, results[-1].after.ravel())
+
+
+def test_coarse_batch_torch_features_and_corr_batches():
+    rng = np.random.default_rng(13)
+    feats = [torch.from_numpy(planted(rng, b=3)[0]) for _ in range(2)]
+    corr = [torch.randn(3, 10, 12, 7) for _ in range(2)]
+    model = SceneContextModel(n_clusters=N_CLASSES, n_init=3, backend="torch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = list(coarse_maps(feats, model, corr, radius2=2.0))
+    assert [o.after.shape for o in out] == [(3, 10, 12)] * 2
+    assert isinstance(model.fit_features_, torch.Tensor) and model.fit_features_.shape == (360, 12)
