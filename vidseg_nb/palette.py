@@ -39,7 +39,7 @@ PALETTE: np.ndarray = _make_palette()
 
 def colorize(labels: np.ndarray) -> np.ndarray:
     """Label ids (..., h, w) int -> RGB (..., h, w, 3) uint8 with the fixed palette; negative ids are black."""
-    labels = np.asarray(labels)
+    labels = np.asarray(labels).astype(np.int64, copy=False)
     rgb = PALETTE[np.mod(labels, len(PALETTE))]
     if (labels < 0).any():
         rgb = rgb.copy()
