@@ -148,12 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .backbone import BackboneLoadError
+    from .datasets import DatasetError
     from .video import VideoError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (VideoError, BackboneLoadError, ConfigError, FileNotFoundError) as e:
+    except (VideoError, BackboneLoadError, ConfigError, DatasetError, FileNotFoundError) as e:
         msg = str(e).replace("\n", " ")
         print(f"vidseg {args.command}: error: {msg}", file=sys.stderr)
         return 2
