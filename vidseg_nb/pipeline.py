@@ -125,7 +125,10 @@ class VideoSegmenter:
     ) -> tuple[np.ndarray, np.ndarray, float]:
         """(original frames, frames at the processing size, fps) of a clip, path or array."""
         if not isinstance(clip, Clip):
-            clip = read_video(clip, max_frames=config.max_frames)
+            if hasattr(clip, "frames") and hasattr(clip, "fps"):  # e.g. a SyntheticClip
+                clip = Clip(frames=np.asarray(clip.frames), fps=float(clip.fps), source="<clip>")
+            else:
+                clip = read_video(clip, max_frames=config.max_frames)
         frames = clip.frames
         if config.max_frames is not None and len(frames) > config.max_frames:
             frames = frames[: config.max_frames]
@@ -241,10 +244,11 @@ class VideoSegmenter:
             if coarse is not None:
                 m_before, m_after = coarse[0][a:b], coarse[1][a:b]
             else:
-                cb = coarse_batch(
+                dev = self.backbone.device if self.backbone.device.type == "cuda" else "cpu"
+                cb = coarse_batch(  # on a GPU the KNN and the refinement run there (torch backend)
                     model,
-                    feats.stage1(config.aggregate),
-                    feats.corr,
+                    feats.stage1(config.aggregate).to(dev),
+                    feats.corr.to(dev),
                     refine=config.refine,
                     radius2=config.radius2,
                 )

@@ -92,3 +92,327 @@ def frame_panels(detail: Any, pca: np.ndarray | None = None) -> list[tuple[np.nd
                 out.append((detail.diff.minus[k], f"I- for label {lab}"))
     out.append((overlay(detail.frame[None], detail.final[None])[0], "final Y"))
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Notebook figures: matplotlib ``Figure``s built with pyplot and closed before they are returned, so a
+# notebook shows each exactly once (as a cell's last value, with ``display`` or from ``interact``) and
+# headless callers (tests, widget callbacks) leak no open figures.
+# ---------------------------------------------------------------------------------------------------
+def _grid(rows: int, cols: int, size: float, aspect: float = 1.0) -> tuple[Any, np.ndarray]:
+    """A closed pyplot figure with a (rows, cols) array of axes, ticks off; ``aspect`` = height / width."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(size * cols, size * rows * aspect + 0.4), squeeze=False, layout="constrained"
+    )
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    plt.close(fig)
+    return fig, axes
+
+
+def _pick(n: int, frame_ids: Sequence[int] | None, most: int) -> list[int]:
+    """Frame indices to show: the given ones (negative from the end), else up to ``most`` evenly spread."""
+    if frame_ids is None:
+        return sorted({int(round(x)) for x in np.linspace(0, n - 1, min(n, most))})
+    return [int(i) % n for i in frame_ids]
+
+
+def _row_y(row: int, grid_h: int, height: int) -> float:
+    """Pixel y of the centre of feature-grid row ``row`` in an image ``height`` pixels tall."""
+    return (row + 0.5) * height / grid_h - 0.5
+
+
+def show_images(
+    images: Sequence[np.ndarray],
+    titles: Sequence[str] | None = None,
+    cols: int | None = None,
+    size: float = 2.6,
+    suptitle: str | None = None,
+) -> Any:
+    """Images (each (H, W, 3) uint8/float in [0, 1], or (H, W) maps in [0, 1]) in a grid with titles."""
+    if len(images) == 0:
+        raise ValueError("show_images needs at least one image")
+    cols = cols or len(images)
+    rows = -(-len(images) // cols)
+    h, w = np.asarray(images[0]).shape[:2]
+    fig, axes = _grid(rows, cols, size, h / w)
+    for k, ax in enumerate(axes.flat):
+        if k >= len(images):
+            ax.axis("off")
+            continue
+        im = np.asarray(images[k])
+        ax.imshow(
+            im, cmap="inferno" if im.ndim == 2 else None, vmin=0, vmax=1 if im.dtype != np.uint8 else 255
+        )
+        if titles is not None:
+            ax.set_title(titles[k], fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def show_pca_blocks(
+    frames: np.ndarray,
+    pcas: dict[str, np.ndarray],
+    frame_ids: Sequence[int] = (0, -1),
+    row: int | None = None,
+    size: float = 2.6,
+) -> Any:
+    """The paper's Figures 2 and 15 (top): each chosen frame next to the PCA view of each block.
+
+    ``frames`` (N, H, W, 3) uint8; ``pcas`` name -> (N, h, w, 3) in [0, 1] from
+    :func:`vidseg_nb.features.pca_view` (one PCA per block, fitted jointly over the frames). ``row``:
+    a feature-grid row drawn in red on the frames (the row of the x-t slices of :func:`show_xt`).
+    """
+    ids = _pick(len(frames), frame_ids, 2)
+    h, w = frames.shape[1:3]
+    fig, axes = _grid(len(ids), 1 + len(pcas), size, h / w)
+    for r, i in enumerate(ids):
+        axes[r, 0].imshow(frames[i])
+        axes[r, 0].set_ylabel(f"frame {i}")
+        for c, (name, p) in enumerate(pcas.items(), start=1):
+            axes[r, c].imshow(upscale(to_uint8(p[i]), (h, w)))
+            if r == 0:
+                axes[r, c].set_title(f"PCA of {name}", fontsize=9)
+        if row is not None:
+            y = _row_y(row, next(iter(pcas.values())).shape[1], h)
+            for ax in axes[r]:
+                ax.axhline(y, color="red", lw=1.2)
+    axes[0, 0].set_title("frame", fontsize=9)
+    return fig
+
+
+def show_xt(
+    slices: dict[str, np.ndarray],
+    frame: np.ndarray | None = None,
+    row: int | None = None,
+    grid_h: int | None = None,
+    size: float = 2.6,
+) -> Any:
+    """The paper's Figures 2 and 15 (bottom): x-t slices, one per block, time running downwards.
+
+    ``slices`` name -> (T, w, 3) in [0, 1] or uint8 (:func:`vidseg_nb.features.xt_slice` of a PCA view).
+    With ``frame`` (H, W, 3), ``row`` and ``grid_h`` the first panel shows where the slice was taken.
+    Vertical streaks mean features that stay put over time; jagged ones mean flicker.
+    """
+    panels = len(slices) + (frame is not None)
+    fig, axes = _grid(1, panels, size, 0.8)
+    k = 0
+    if frame is not None:
+        axes[0, 0].imshow(frame)
+        if row is not None and grid_h:
+            axes[0, 0].axhline(_row_y(row, grid_h, frame.shape[0]), color="red", lw=1.5)
+        axes[0, 0].set_title("slice row (red)", fontsize=9)
+        k = 1
+    for ax, (name, s) in zip(axes[0, k:], slices.items()):
+        s = np.asarray(s)
+        ax.imshow(s, aspect="auto", interpolation="nearest")
+        ax.set_title(f"x-t slice: {name}", fontsize=9)
+        ax.set_xlabel("x (grid cell)")
+        ax.set_ylabel("t (frame)")
+        if s.shape[0] <= 12:
+            ax.set_yticks(range(s.shape[0]))
+    return fig
+
+
+def show_label_rows(
+    frames: np.ndarray,
+    rows: dict[str, np.ndarray],
+    frame_ids: Sequence[int] | None = None,
+    alpha: float = 0.55,
+    most: int = 6,
+    size: float = 2.2,
+) -> Any:
+    """Label maps over frames: one row per entry of ``rows`` (name -> (N, h, w) or (N, H, W) ids),
+    palette colours over the frames, one column per chosen frame."""
+    ids = _pick(len(frames), frame_ids, most)
+    h, w = frames.shape[1:3]
+    fig, axes = _grid(len(rows), len(ids), size, h / w)
+    for r, (name, labs) in enumerate(rows.items()):
+        for c, i in enumerate(ids):
+            lab = upscale(np.asarray(labs[i]), (h, w))
+            axes[r, c].imshow(overlay(frames[i][None], lab[None], alpha)[0])
+            if r == 0:
+                axes[r, c].set_title(f"frame {i}", fontsize=9)
+        axes[r, 0].set_ylabel(name, fontsize=9)
+    return fig
+
+
+def show_coarse_before_after(
+    frames: np.ndarray,
+    before: np.ndarray,
+    after: np.ndarray,
+    frame_ids: Sequence[int] | None = None,
+    size: float = 2.2,
+) -> Any:
+    """The paper's Figure 4: ``M^j`` (scene context model) over ``M~^j`` (after correspondence-based
+    refinement), and a third row marking in white the cells the refinement changed.
+
+    Row titles carry the number of label flips between consecutive frames
+    (:func:`vidseg_nb.refine.count_label_changes`) before and after refinement.
+    """
+    from .refine import count_label_changes
+
+    ids = _pick(len(frames), frame_ids, 6)
+    h, w = frames.shape[1:3]
+    fig, axes = _grid(3, len(ids), size, h / w)
+    names = (
+        f"$M^j$ (context model)\n{count_label_changes(before)} flips",
+        f"$\\tilde{{M}}^j$ (refined)\n{count_label_changes(after)} flips",
+        "changed by CBR",
+    )
+    for c, i in enumerate(ids):
+        for r, lab in enumerate((before[i], after[i])):
+            axes[r, c].imshow(overlay(frames[i][None], upscale(lab, (h, w))[None], 0.55)[0])
+        changed = upscale((before[i] != after[i]).astype(np.float32), (h, w))
+        axes[2, c].imshow(frames[i] // 3)
+        axes[2, c].imshow(changed, cmap="gray", alpha=changed * 0.9, vmin=0, vmax=1)
+        axes[0, c].set_title(f"frame {i}", fontsize=9)
+    for r, name in enumerate(names):
+        axes[r, 0].set_ylabel(name, fontsize=9)
+    return fig
+
+
+def show_correspondence(
+    frame_j: np.ndarray,
+    frame_j1: np.ndarray,
+    coords: np.ndarray,
+    labels: np.ndarray | None = None,
+    size: float = 3.4,
+) -> Any:
+    """Eq. 3: the match ``T^j[p]`` of every grid cell p of frame j in frame j+1, as arrows on frame j.
+
+    ``coords`` (h, w, 2) target (y', x') from :func:`vidseg_nb.refine.correspondence` (``as_coords=True``);
+    cells matched to themselves get a dot. ``labels`` (h, w) optionally colours frame j by ``M^j``.
+    """
+    h, w = coords.shape[:2]
+    big_h, big_w = frame_j.shape[:2]
+    fig, axes = _grid(1, 2, size, big_h / big_w)
+    base = (
+        frame_j if labels is None else overlay(frame_j[None], upscale(labels, (big_h, big_w))[None], 0.4)[0]
+    )
+    axes[0, 0].imshow(base)
+    axes[0, 1].imshow(frame_j1)
+    ys, xs = np.mgrid[0:h, 0:w]
+    sy, sx = big_h / h, big_w / w
+    dy, dx = coords[..., 0] - ys, coords[..., 1] - xs
+    moved = (dy != 0) | (dx != 0)
+    axes[0, 0].scatter((xs[~moved] + 0.5) * sx, (ys[~moved] + 0.5) * sy, s=3, c="white")
+    axes[0, 0].quiver(
+        (xs[moved] + 0.5) * sx,
+        (ys[moved] + 0.5) * sy,
+        dx[moved] * sx,
+        dy[moved] * sy,
+        color="red",
+        angles="xy",
+        scale_units="xy",
+        scale=1,
+        width=0.006,
+    )
+    axes[0, 0].set_title(f"frame j: $T^j$ ({int(moved.sum())} of {h * w} cells move)", fontsize=9)
+    axes[0, 1].set_title("frame j+1", fontsize=9)
+    return fig
+
+
+def show_difference_maps(
+    frame: np.ndarray,
+    coarse: np.ndarray,
+    labels: Sequence[int],
+    raw: np.ndarray,
+    filtered: np.ndarray | None = None,
+    final: np.ndarray | None = None,
+    plus: np.ndarray | None = None,
+    minus: np.ndarray | None = None,
+    max_labels: int = 6,
+    size: float = 2.0,
+) -> Any:
+    """Stage 3 of one frame, one row per label l: mask ``M_l``, ``I+``, ``I-``, ``D_l``, ``D~_l``; then ``Y``.
+
+    ``coarse`` (h, w) is ``M~^j``; ``raw``/``filtered`` (L, H, W) in [0, 1]; ``plus``/``minus`` (L, H, W, 3)
+    uint8; ``final`` (H, W) label ids. The last row shows the frame and ``Y = argmax_l D~_l``.
+    """
+    labels = list(labels)[:max_labels]
+    big_h, big_w = frame.shape[:2]
+    cols = ["mask $M_l$"]
+    cols += ["$I^+_l$", "$I^-_l$"] if plus is not None else []
+    cols += ["$D_l$"] + (["$\\tilde{D}_l$"] if filtered is not None else [])
+    fig, axes = _grid(len(labels) + (final is not None), len(cols), size, big_h / big_w)
+    for r, lab in enumerate(labels):
+        mask = upscale((np.asarray(coarse) == lab).astype(np.float32), (big_h, big_w))
+        panels = [overlay(frame[None], np.where(mask > 0, lab, -1)[None], 0.6)[0]]
+        if plus is not None and minus is not None:
+            panels += [plus[r], minus[r]]
+        panels += [heatmap(raw[r])] + ([heatmap(filtered[r])] if filtered is not None else [])
+        for c, im in enumerate(panels):
+            axes[r, c].imshow(im)
+        axes[r, 0].set_ylabel(f"label {lab}", fontsize=9)
+    for c, name in enumerate(cols):
+        axes[0, c].set_title(name, fontsize=10)
+    if final is not None:
+        r = len(labels)
+        axes[r, 0].imshow(frame)
+        axes[r, 0].set_ylabel("result", fontsize=9)
+        axes[r, 1].imshow(overlay(frame[None], np.asarray(final)[None], 0.6)[0])
+        axes[r, 1].set_title("$Y = \\arg\\max_l \\tilde{D}_l$", fontsize=9)
+        for ax in axes[r, 2:]:
+            ax.axis("off")
+    return fig
+
+
+def show_masking_comparison(
+    frame: np.ndarray,
+    mask: np.ndarray,
+    diffs: dict[str, np.ndarray],
+    finals: dict[str, np.ndarray],
+    size: float = 2.4,
+) -> Any:
+    """The paper's Figures 7 and 12: (a) the frame, (b) the coarse mask ``M_l``, then the difference map
+    ``D_l`` of that mask and the final map ``Y`` of each variant (name -> (H, W)): e.g. without and with
+    latent blending, and with difference-map filtering."""
+    big_h, big_w = frame.shape[:2]
+    fig, axes = _grid(2, 1 + len(diffs), size, big_h / big_w)
+    m = upscale(np.asarray(mask).astype(np.float32), (big_h, big_w))
+    axes[0, 0].imshow(frame)
+    axes[0, 0].set_title("(a) frame", fontsize=9)
+    axes[1, 0].imshow(m, cmap="gray", vmin=0, vmax=1)
+    axes[1, 0].set_title("(b) coarse mask $M_l$", fontsize=9)
+    for c, (name, d) in enumerate(diffs.items(), start=1):
+        axes[0, c].imshow(heatmap(d))
+        axes[0, c].contour(m, levels=[0.5], colors="cyan", linewidths=0.8)
+        axes[0, c].set_title(f"$D_l$, {name}", fontsize=9)
+    for c, (name, y) in enumerate(finals.items(), start=1):
+        axes[1, c].imshow(overlay(frame[None], np.asarray(y)[None], 0.6)[0])
+        axes[1, c].set_title(f"$Y$, {name}", fontsize=9)
+    return fig
+
+
+def show_filtering(
+    frame: np.ndarray,
+    labels: Sequence[int],
+    raw: np.ndarray,
+    filtered: np.ndarray,
+    final: np.ndarray,
+    title: str | None = None,
+    max_labels: int = 8,
+    size: float = 2.0,
+) -> Any:
+    """Compact stage-3 view for sliders: top row ``D_l`` per label, bottom row ``D~_l`` (eq. 7), with the
+    frame and ``Y = argmax_l D~_l`` in the last column. ``raw``/``filtered`` (L, H, W); ``final`` (H, W)."""
+    labels = list(labels)[:max_labels]
+    big_h, big_w = frame.shape[:2]
+    fig, axes = _grid(2, len(labels) + 1, size, big_h / big_w)
+    for c, lab in enumerate(labels):
+        axes[0, c].imshow(heatmap(raw[c]))
+        axes[0, c].set_title(f"$D_{{{lab}}}$", fontsize=10)
+        axes[1, c].imshow(heatmap(filtered[c]))
+        axes[1, c].set_title(f"$\\tilde{{D}}_{{{lab}}}$", fontsize=10)
+    axes[0, -1].imshow(frame)
+    axes[0, -1].set_title("frame", fontsize=9)
+    axes[1, -1].imshow(overlay(frame[None], np.asarray(final)[None], 0.6)[0])
+    axes[1, -1].set_title("$Y = \\arg\\max_l \\tilde{D}_l$", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
