@@ -486,6 +486,9 @@ def load_backbone(
     src = str(source) if source is not None else default_model()
     dev = torch.device(device) if device is not None else _default_device()
     dt = dtype or _default_dtype(dev)
+    if dev.type == "cuda":  # the fp32 VAE's convolutions and matmuls on tensor cores (TF32)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     is_random = src == TINY
     try:
         if src == RANDOM_SD21:

@@ -49,6 +49,14 @@ def flops_per_call(size: int = 512) -> dict[str, float]:
     with FlopCounterMode(display=False) as fc:
         bb.unet_eps(x, 22, 5.0)  # one CFG pair = 2 samples
     out["unet_sample"] = fc.get_total_flops() / 2
+    from .probe import Probe, StopForward
+
+    with FlopCounterMode(display=False) as fc, Probe(bb.unet, feature_step=24, stop_after_features=True) as p:
+        try:
+            bb.unet_eps(x, 24, 5.0, listener=p)
+        except StopForward:
+            pass
+    out["unet_partial_sample"] = fc.get_total_flops() / 2  # forward stopped after block 8 (features only)
     img = torch.empty(1, size, size, 3, dtype=torch.uint8, device="meta")
     with FlopCounterMode(display=False) as fc:
         bb.encode(img)
@@ -68,9 +76,20 @@ def work_formula(n_labels: int, t_m: int = 22, n_steps: int = 25) -> dict[str, i
     }
 
 
+def feature_work_formula(t_m: int = 22, n_steps: int = 25) -> dict[str, int]:
+    """Work per frame of feature extraction alone: full samples up to the last step, which stops at block 8."""
+    return {
+        "unet_samples": (n_steps - t_m - 1) * 2,
+        "unet_partial_samples": 2,
+        "vae_encodes": 1,
+        "vae_decodes": 0,
+    }
+
+
 def tflop_per_frame(work: dict[str, float], per_call: dict[str, float]) -> float:
     return (
-        work["unet_samples"] * per_call["unet_sample"]
+        work.get("unet_partial_samples", 0) * per_call["unet_partial_sample"]
+        + work["unet_samples"] * per_call["unet_sample"]
         + work["vae_encodes"] * per_call["vae_encode"]
         + work["vae_decodes"] * per_call["vae_decode"]
     ) / 1e12
@@ -93,11 +112,17 @@ def run_tiny(n_frames: int = 8, size: int = 256, n_clusters: int = 4, mode: str 
     res = seg.segment(clip.frames, mode=mode, keep=None, progress=False)
     dt = time.perf_counter() - t0
     labels_per_frame = float(np.mean([len(np.unique(m)) for m in res.coarse_after]))
+    from .metrics import apply_label_map, assign_labels, confusion_matrix, mean_iou
+
+    mapping = assign_labels(res.coarse_after[0], clip.labels[0])  # first-frame label assignment (SPEC 8)
+    pred = apply_label_map(res.labels.astype(np.int64), mapping, default=clip.n_labels)  # unassigned: wrong
+    planted_miou = mean_iou(confusion_matrix(clip.labels, pred, clip.n_labels + 1))
     return dict(
         frames=len(res),
         size=size,
         mode=mode,
         labels_per_frame=labels_per_frame,
+        planted_miou=planted_miou,
         seconds_per_frame=dt / len(res),
         timings=res.timings,
         work_per_frame=res.work_per_frame(),
@@ -171,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     res["flops_per_call"] = per_call
     formula = work_formula(args.labels)
     res["tflop_per_frame_sd21_512_L%d" % args.labels] = tflop_per_frame(formula, per_call[512])
+    res["tflop_per_frame_features_only_512"] = tflop_per_frame(feature_work_formula(), per_call[512])
+    res["tflop_per_frame_features_no_early_stop_512"] = tflop_per_frame(
+        {**feature_work_formula(), "unet_samples": 6, "unet_partial_samples": 0}, per_call[512]
+    )
     res["tiny_full"] = run_tiny(args.frames, args.size)
     res["tiny_preview"] = run_tiny(args.frames, args.size, mode="preview")
     if args.full:
@@ -189,6 +218,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{formula['vae_encodes']} encode, {formula['vae_decodes']} decodes |"
     )
     print(
+        f"| SD 2.1 at 512px: TFLOP per UNet sample stopped after block 8 (features only) | "
+        f"{per_call[512]['unet_partial_sample'] / 1e12:.3f} |"
+    )
+    print(
+        f"| TFLOP per frame, feature extraction only (t_m = 22), with / without the block-8 stop | "
+        f"{res['tflop_per_frame_features_only_512']:.2f} / {res['tflop_per_frame_features_no_early_stop_512']:.2f} |"
+    )
+    print(
         f"| TFLOP per frame, SD 2.1 512px, L = {args.labels} | {res['tflop_per_frame_sd21_512_L%d' % args.labels]:.1f} |"
     )
     for key in ("tiny_full", "tiny_preview"):
@@ -200,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{w['unet_partial_samples']:.1f} / {w['vae_encodes']:.1f} / {w['vae_decodes']:.1f} |"
         )
         print(f"| tiny model, {t['mode']}: CPU seconds per frame | {t['seconds_per_frame']:.2f} |")
+        print(
+            f"| tiny model, {t['mode']}: planted-segment mIoU (smoke figure, random weights) | {t['planted_miou']:.3f} |"
+        )
     print(f"| peak RSS (MB) | {peak_rss_mb():.0f} |")
     if "full_size" in res:
         f = res["full_size"]
