@@ -59,6 +59,7 @@ def test_new_s_reruns_no_unet_sample(segmenter, first, clip):
     c0 = segmenter.backbone.counters.snapshot()
     res = segmenter.segment(clip.frames, segmenter.config.replace(s=0.0), progress=False)
     assert all(v == 0 for v in segmenter.backbone.counters.since(c0).values())
+    assert res.computed == ("filter",) and first.computed == ("features", "coarse maps", "stage 3", "filter")
     np.testing.assert_array_equal(res.coarse_after, first.coarse_after)
     f = 1
     raw, old = res.details[f].diff.raw, first.details[f].filtered
@@ -72,6 +73,7 @@ def test_new_lambda_reruns_stage3_only(segmenter, first, clip):
     w = segmenter.backbone.counters.since(c0)
     assert "features" not in res.timings and "coarse maps (stages 1-2)" not in res.timings
     assert res.features is first.features  # the cached feature extraction, not a new one
+    assert res.computed == ("stage 3", "filter")
     np.testing.assert_array_equal(res.coarse_after, first.coarse_after)
     assert w["unet_samples"] == first.work["unet_samples"]  # stage 3: reference run + modulated runs
     assert not np.allclose(res.details[0].diff.raw, first.details[0].diff.raw)
@@ -80,7 +82,7 @@ def test_new_lambda_reruns_stage3_only(segmenter, first, clip):
 def test_new_cluster_count_reruns_stages_1_to_3_not_features(segmenter, first, clip):
     res = segmenter.segment(clip.frames, segmenter.config.replace(n_clusters=2), progress=False)
     assert "features" not in res.timings and "coarse maps (stages 1-2)" in res.timings
-    assert res.features is first.features
+    assert res.features is first.features and res.computed == ("coarse maps", "stage 3", "filter")
     assert len(np.unique(res.coarse_before[0])) <= 2
 
 
@@ -116,7 +118,13 @@ def test_presets_run_end_to_end(tiny, name):
 
 
 @pytest.mark.parametrize(
-    "switch", [dict(batch_size=1), dict(masked_modulation=False, lam=10.0, s=1.0), dict(aggregate=False), dict(refine=False)]
+    "switch",
+    [
+        dict(batch_size=1),
+        dict(masked_modulation=False, lam=10.0, s=1.0),
+        dict(aggregate=False),
+        dict(refine=False),
+    ],
 )
 def test_table2_switches_run_end_to_end(tiny, switch):
     cfg = SegConfig(n_clusters=3, kmeans_n_init=1, max_side=64, t_m=24, batch_size=2).replace(**switch)
@@ -149,8 +157,22 @@ def test_config_validation_names_the_field(bad, field):
 
 def test_config_defaults_are_the_papers():
     c = SegConfig()
-    assert (c.n_steps, c.t_m, c.guidance_scale, c.batch_size, c.n_clusters, c.n_neighbors) == (25, 22, 5.0, 14, 20, 4)
-    assert (c.lam, c.s, c.blur_kernel, c.blur_sigma, c.radius2, c.last_blend_step) == (50.0, 0.7, 5, 3.0, 1.0, 24)
+    assert (c.n_steps, c.t_m, c.guidance_scale, c.batch_size, c.n_clusters, c.n_neighbors) == (
+        25,
+        22,
+        5.0,
+        14,
+        20,
+        4,
+    )
+    assert (c.lam, c.s, c.blur_kernel, c.blur_sigma, c.radius2, c.last_blend_step) == (
+        50.0,
+        0.7,
+        5,
+        3.0,
+        1.0,
+        24,
+    )
     with pytest.raises(ConfigError, match="unknown preset"):
         preset("nope")
     with pytest.raises(ConfigError, match="unknown SegConfig field"):

@@ -216,39 +216,45 @@ class Backbone:
         return self
 
 
-# -------------------------------------------------------------------- tiny model
-def tiny_configs() -> dict[str, dict[str, Any]]:
-    """Small configs with the real SD 2.x block layout (4 up blocks, attention in up_blocks 1-3)."""
-    unet = dict(
-        sample_size=32,
+# -------------------------------------------------------------------- model configs
+def sd2_unet_config(
+    channels: tuple[int, ...], heads: tuple[int, ...], cross_dim: int, sample: int
+) -> dict[str, Any]:
+    """The SD 2.x UNet layout (3 cross-attention down blocks, 3 cross-attention up blocks after a plain
+    one, linear projections), at any width."""
+    return dict(
+        sample_size=sample,
         in_channels=4,
         out_channels=4,
         layers_per_block=2,
-        block_out_channels=(32, 64, 64, 64),
-        down_block_types=(
-            "CrossAttnDownBlock2D",
-            "CrossAttnDownBlock2D",
-            "CrossAttnDownBlock2D",
-            "DownBlock2D",
-        ),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        attention_head_dim=(2, 4, 4, 4),
-        cross_attention_dim=32,
+        block_out_channels=channels,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        attention_head_dim=heads,
+        cross_attention_dim=cross_dim,
         use_linear_projection=True,
         norm_num_groups=32,
     )
-    vae = dict(
+
+
+def sd_vae_config(channels: tuple[int, ...], layers: int, sample: int) -> dict[str, Any]:
+    """The SD VAE layout (4 blocks: 8x down/upsampling, 4 latent channels, scaling factor 0.18215)."""
+    return dict(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(32, 32, 64, 64),
-        layers_per_block=1,
+        block_out_channels=channels,
+        layers_per_block=layers,
         latent_channels=4,
         norm_num_groups=32,
-        sample_size=256,
+        sample_size=sample,
         scaling_factor=0.18215,
     )
+
+
+def tiny_configs() -> dict[str, dict[str, Any]]:
+    """Small configs with the real SD 2.x block layout (4 up blocks, attention in up_blocks 1-3)."""
     text = dict(
         hidden_size=32,
         intermediate_size=64,
@@ -258,45 +264,23 @@ def tiny_configs() -> dict[str, dict[str, Any]]:
         projection_dim=32,
         hidden_act="gelu",
     )
-    scheduler = dict(**SCALED_LINEAR, prediction_type="epsilon", _class_name="EulerDiscreteScheduler")
-    return dict(unet=unet, vae=vae, text_encoder=text, scheduler=scheduler)
+    return dict(
+        unet=sd2_unet_config((32, 64, 64, 64), (2, 4, 4, 4), 32, 32),
+        vae=sd_vae_config((32, 32, 64, 64), 1, 256),
+        text_encoder=text,
+        scheduler=dict(**SCALED_LINEAR, prediction_type="epsilon", _class_name="EulerDiscreteScheduler"),
+    )
 
 
-def sd21_configs() -> dict[str, dict[str, Any]]:
+def sd21_configs() -> dict[str, Any]:
     """The real SD 2.1-base configs (UNet 865M, VAE 84M): for FLOP counts on the ``meta`` device and
     full-size random-weight benchmarks (``load_backbone("random-sd21")``)."""
-    unet = dict(
-        sample_size=64,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=2,
-        block_out_channels=(320, 640, 1280, 1280),
-        down_block_types=(
-            "CrossAttnDownBlock2D",
-            "CrossAttnDownBlock2D",
-            "CrossAttnDownBlock2D",
-            "DownBlock2D",
-        ),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        attention_head_dim=(5, 10, 20, 20),
-        cross_attention_dim=1024,
-        use_linear_projection=True,
-        norm_num_groups=32,
+    return dict(
+        unet=sd2_unet_config((320, 640, 1280, 1280), (5, 10, 20, 20), 1024, 64),
+        vae=sd_vae_config((128, 256, 512, 512), 2, 512),
+        scheduler=dict(**SCALED_LINEAR, prediction_type="epsilon"),
+        text_dim=1024,
     )
-    vae = dict(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(128, 256, 512, 512),
-        layers_per_block=2,
-        latent_channels=4,
-        norm_num_groups=32,
-        sample_size=512,
-        scaling_factor=0.18215,
-    )
-    scheduler = dict(**SCALED_LINEAR, prediction_type="epsilon")
-    return dict(unet=unet, vae=vae, scheduler=scheduler, text_dim=1024)
 
 
 def build_random_sd21(device: str | torch.device = "cpu", seed: int = 0) -> Backbone:

@@ -71,6 +71,8 @@ class SegmentationResult:
     timings: dict[str, float] = field(default_factory=dict)
     work: dict[str, int] = field(default_factory=dict)
     is_random_model: bool = False
+    computed: tuple[str, ...] = ()  # stages computed by this call, not served by the cache:
+    # "features", "coarse maps", "stage 3" (reference run + modulated runs), "filter"
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -160,9 +162,11 @@ class VideoSegmenter:
         details: dict[int, FrameDetail] = {}
         timings: dict[str, float] = {}
         counters0 = self.backbone.counters.snapshot()
-        for out in self.iter_batches(
-            frames, config, mode=mode, keep=keep_set, progress=progress, timings=timings
-        ):
+        computed: list[str] = []
+        batches = self.iter_batches(
+            frames, config, mode=mode, keep=keep_set, progress=progress, timings=timings, computed=computed
+        )
+        for out in batches:
             a, b = out["start"], out["stop"]
             t0 = time.perf_counter()
             labels[a:b] = resize_labels(out["final"], orig.shape[1:3]).astype(np.uint8)
@@ -185,6 +189,7 @@ class VideoSegmenter:
             timings=timings,
             work=self.backbone.counters.since(counters0),
             is_random_model=self.backbone.is_random,
+            computed=tuple(computed),
         )
 
     def iter_batches(
@@ -196,6 +201,7 @@ class VideoSegmenter:
         keep: set[int] | None = None,
         progress: bool = True,
         timings: dict[str, float] | None = None,
+        computed: list[str] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Run the stages over batches of B frames of ``frames`` (already at the processing size).
 
@@ -221,6 +227,11 @@ class VideoSegmenter:
         new_before: list[np.ndarray] = []
         new_after: list[np.ndarray] = []
         new_diffs: list[FrameDiff] = []
+        computed = computed if computed is not None else []
+        computed += [name for name, hit in (("features", all_feats), ("coarse maps", coarse)) if hit is None]
+        if mode == "full":
+            computed += ["stage 3"] if diffs is None else []
+            computed.append("filter")
         model = SceneContextModel.from_config(config)
         bsz = config.batch_size
         starts = range(0, n, bsz)
