@@ -75,7 +75,11 @@ class FakeSegmenter:
     def segment(self, clip, config=None, *, mode=None, keep="auto", progress=True):
         self.calls += 1
         return SimpleNamespace(
-            labels=self.labels, coarse_after=self.coarse, work={"unet_samples": 1}, mode=mode
+            labels=self.labels,
+            coarse_before=self.coarse,
+            coarse_after=self.coarse,
+            work={"unet_samples": 1},
+            mode=mode,
         )
 
 
@@ -92,7 +96,7 @@ class ColourSegmenter:
         labels = (np.asarray(clip)[..., 0] // 64).astype(np.uint8)
         h, w = labels.shape[1] // 16, labels.shape[2] // 16
         coarse = np.stack([resize_nearest(x, (h, w)) for x in labels]).astype(np.int64)
-        return SimpleNamespace(labels=labels, coarse_after=coarse, work={}, mode=mode)
+        return SimpleNamespace(labels=labels, coarse_before=coarse, coarse_after=coarse, work={}, mode=mode)
 
 
 # --------------------------------------------------------------------------------------------------

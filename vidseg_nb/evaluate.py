@@ -127,7 +127,8 @@ def evaluate_clip(
     """Segment ``frames`` (N, H, W, 3) with ``segmenter`` (a :class:`~vidseg_nb.pipeline.VideoSegmenter`)
     and score the result against ``gt`` (N, H, W) integer labels (``ignore_index`` = void).
 
-    Label assignment (SPEC 8): ``assign_labels(result.coarse_after[f], gt[f])`` on the feature grid, with
+    Label assignment (SPEC 8): ``assign_labels(result.coarse_before[f], gt[f])`` on the feature grid (M^f,
+    the context model's map: refinement can drop a cluster from M~^1 that later frames still carry), with
     f the first annotated frame (frame 0 unless ``annotated`` says otherwise, e.g. Cityscapes snippets);
     the cluster -> class map is applied to ``result.labels`` of every frame; unassigned clusters score as
     errors (see the module docstring). ``annotated`` (per frame, default all True) also leaves windows
@@ -146,7 +147,7 @@ def evaluate_clip(
     result = segmenter.segment(frames, config, mode=mode, keep=None, progress=False)
     seconds = time.perf_counter() - t0
     out = score_result(
-        result.labels, result.coarse_after, gt, num_classes, ignore_index, davis=davis, annotated=annotated
+        result.labels, result.coarse_before, gt, num_classes, ignore_index, davis=davis, annotated=annotated
     )
     out.update(
         seconds=seconds,
@@ -159,7 +160,7 @@ def evaluate_clip(
 
 def score_result(
     labels: np.ndarray,
-    coarse_after: np.ndarray,
+    coarse: np.ndarray,
     gt: np.ndarray,
     num_classes: int,
     ignore_index: int = 255,
@@ -168,7 +169,7 @@ def score_result(
     annotated: Sequence[bool] | None = None,
 ) -> dict[str, Any]:
     """The scoring half of :func:`evaluate_clip`, on cluster maps ``labels`` (N, H, W) and refined coarse
-    maps ``coarse_after`` (N, h, w) already computed."""
+    maps ``coarse`` (N, h, w) already computed (the clusters are assigned on ``coarse[first annotated]``)."""
     labels = np.asarray(labels)
     gt = np.asarray(gt)
     n = len(labels)
@@ -182,7 +183,7 @@ def score_result(
     if not ann.any():
         raise ValueError("no annotated frame to assign labels from")
     first = int(np.flatnonzero(ann)[0])
-    mapping = assign_labels(np.asarray(coarse_after)[first], gt[first], ignore_index=ignore_index)
+    mapping = assign_labels(np.asarray(coarse)[first], gt[first], ignore_index=ignore_index)
     # clusters that were assigned a class outside [0, C) (never for a void-free ignore index) are unassigned
     mapping = {k: (v if 0 <= v < c else -1) for k, v in mapping.items()}
     pred = apply_label_map(labels, mapping, default=-1)
