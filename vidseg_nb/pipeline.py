@@ -121,6 +121,14 @@ class VideoSegmenter:
     def clear_cache(self) -> None:
         self._cache = None
 
+    def feature_key(self, config: SegConfig) -> tuple:
+        """Cache key of the features: the fields the reference run reads, plus B for a backbone that
+        denoises the frames of a batch jointly (SVD: a frame's features depend on its batch)."""
+        key = config.key(FEATURE_FIELDS)
+        if getattr(self.backbone, "joint_frames", False):
+            key += config.key(("batch_size",))
+        return key
+
     # ------------------------------------------------------------------ inputs
     def prepare(
         self, clip: Clip | np.ndarray | str | Any, config: SegConfig
@@ -174,7 +182,7 @@ class VideoSegmenter:
             before[a:b], after[a:b] = out["before"], out["after"]
             details.update(out["details"])
         cache = self._cache if self._cache is not None and n <= self.cache_frames else None
-        feats = cache.features.get(config.key(FEATURE_FIELDS)) if cache else None
+        feats = cache.features.get(self.feature_key(config)) if cache else None
         return SegmentationResult(
             labels=labels,
             coarse_before=before,
@@ -219,7 +227,7 @@ class VideoSegmenter:
             if self._cache is None or self._cache.key != key:
                 self._cache = _ClipCache(key)
             cache = self._cache
-        fkey, ckey, dkey = config.key(FEATURE_FIELDS), config.key(COARSE_FIELDS), config.key(DIFF_FIELDS)
+        fkey, ckey, dkey = self.feature_key(config), config.key(COARSE_FIELDS), config.key(DIFF_FIELDS)
         all_feats = cache.features.get(fkey) if cache else None
         coarse = cache.coarse.get(ckey) if cache else None
         diffs = cache.diffs.get(dkey) if cache and mode == "full" else None

@@ -1,0 +1,885 @@
+"""The Stable Video Diffusion backbone: the paper's "Ours (SVD)" (section 4.4, Table 3; SPEC 10).
+
+Everything SVD-specific lives here; the rest of the library dispatches on two class attributes of the
+backbone: ``layout`` (which modules the probe hooks, :data:`SVD_LAYOUT`) and ``joint_frames`` (the frames
+of a batch are one clip denoised jointly, so :func:`features.reference_run` and
+:func:`modulation.modulate` hand over to :func:`reference_run` and :func:`modulate` below).
+
+Model. ``UNetSpatioTemporalConditionModel`` (8 input channels: the noisy latent and the conditioning
+frame's latent), ``AutoencoderKLTemporalDecoder`` (the SD VAE encoder, a decoder with temporal layers that
+decodes ``num_frames`` frames together), ``CLIPVisionModelWithProjection`` (ViT-H/14 image embedding).
+The same module names as SD: blocks 6-8 are ``up_blocks[2].attentions[0..2]``; each attention is a
+``TransformerSpatioTemporalModel`` with ``transformer_blocks`` (spatial) and
+``temporal_transformer_blocks`` (attention over the frames at each grid cell).
+
+Conditioning of a batch of F frames (diffusers' ``StableVideoDiffusionPipeline``; the authors' sgm code
+does the same): the conditioning frame is the first frame of the batch;
+- ``encoder_hidden_states`` (R, 1, D): CLIP image embedding of that frame (resized to 224 x 224 with
+  antialiasing, CLIP mean/std), without noise;
+- its VAE latent, ``vae.encode(frame + 0.02 * noise).latent_dist.mode()``, unscaled (no 0.18215),
+  concatenated on channels to every frame's latent;
+- ``added_time_ids`` = (fps_id, motion_bucket_id, noise_aug_strength) = (14, 127, 0.02): fps_id 14 is
+  the authors' VSPW setting (VSPW is sampled at 15 fps; diffusers' default fps=7 gives 6);
+- classifier-free guidance: the uncond half has a zero image embedding and zero conditioning latents
+  (as in the SVD pipeline and sgm's ``force_uc_zero_embeddings``). The guidance weight is not SD's
+  constant 5: SVD's pipeline and the authors' ``LinearPredictionGuider`` use a per-frame linear ramp from
+  1.0 (the conditioning frame) to a maximum (2.5 in the authors' SVD config, 3.0 in diffusers). We follow
+  the authors: w_j = linspace(``min_guidance_scale`` = 1.0, ``config.guidance_scale``, F)[j], and the
+  ``svd`` preset sets ``guidance_scale = 2.5`` (``min_guidance_scale=None`` gives a constant weight).
+
+Sampler. SVD is v-prediction with EDM preconditioning on Karras sigmas (sigma_max 700, sigma_min 0.002,
+rho 7): diffusers' ``EulerDiscreteScheduler`` with ``use_karras_sigmas`` and
+``timestep_type="continuous"`` gives sigma_0 = 700 > ... > sigma_24 = 0.002, sigma_25 = 0 and the UNet
+timestep c_noise = 0.25 log sigma (as sgm's ``EDMDiscretization`` and ``VScalingWithEDMcNoise``). One step:
+v = UNet([x / sqrt(sigma^2 + 1); cond latent], 0.25 log sigma); x0 = x / (sigma^2 + 1) - sigma v /
+sqrt(sigma^2 + 1); d = (x - x0) / sigma; d_hat = d_u + w (d_c - d_u); x <- x + (sigma_{i+1} - sigma_i) d_hat.
+Noising x = z0 + sigma[t_m] eps as for SD (the authors' ``add_noise``); t_m = 17 (8 denoising steps).
+
+Sites (``SVD_LAYOUT``, Table 3): features at blocks 6, 7, 8 (spatial ``attn1.to_q``), correspondence and
+modulation at block 8; the modulation is added to the self-attention output (``attn1``) of block 8's
+spatial transformer block and, as in the authors' code (``modulate_layer_type="spatial,temporal"``), of
+its temporal transformer block; q/k of ``attn1``/``attn2`` of the spatial and temporal transformer blocks
+of ``up_blocks[1..3]`` are injected (Table 3: "spatial & temporal"; the authors' VSPW script injects the
+temporal ones only: ``SVD_LAYOUT`` with ``inject_spatial=False``).
+
+Runs and work (a batch of F frames, L labels present in its frames that hold at least two labels;
+S = n_steps - t_m denoising steps; a UNet "sample" is one frame through the UNet, a CFG pair counts 2):
+- reference run: one clip: S x 2F UNet samples, F + 1 VAE encodes (the frames and the noise-augmented
+  conditioning frame), 1 CLIP image encode;
+- modulated runs: one per (label, sign) for the whole clip: 2L runs x S x 2F UNet samples; at t_m,
+  sign * lambda * M_l^j is added to frame j's tokens (zero where frame j has no label l); latent
+  blending per frame with its own mask; every frame of every run is decoded (the temporal decoder sees
+  the whole clip): 2L x F decodes;
+- per frame: S x 2 x (1 + 2L) UNet samples, 2L decodes, 1 + 1/F encodes, 1/F image encodes; the UNet is
+  called S x (1 + ceil(2L / chunk)) times per batch (``chunk`` runs per call), independent of L when all
+  runs fit in one call.
+D_l is computed per frame only for the labels present in that frame (``modulation.difference_map``);
+frames whose map holds a single label get a constant map, as with SD.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .backbone import (
+    BackboneLoadError,
+    StepListener,
+    WorkCounters,
+    _default_device,
+    _default_dtype,
+    load_error,
+)
+from .config import DEFAULT_MODEL, SegConfig
+from .features import Features, Reference, _to_grid, aggregate, frame_noise
+from .modulation import FrameDiff, ModulationOutput, difference_map, upsample_masks
+from .probe import Layout, Probe, StopForward
+
+TINY_SVD = "tiny-svd"
+RANDOM_SVD = "random-svd"  # full-size SVD architecture, random weights (benchmarks, FLOP counts)
+SVD_MODEL = "stabilityai/stable-video-diffusion-img2vid"
+SVD_XT_MODEL = "stabilityai/stable-video-diffusion-img2vid-xt"
+SVD_UNET_CLASS = "UNetSpatioTemporalConditionModel"
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+SVD_LAYOUT = Layout(
+    name="svd",
+    feature_blocks=(6, 7, 8),
+    mod_block=8,
+    mod_kind="attn1",
+    mod_temporal=True,
+    corr_block=8,
+    qk_up_blocks=(1, 2, 3),
+    inject_spatial=True,
+    inject_temporal=True,
+)
+
+# stabilityai/stable-video-diffusion-img2vid scheduler/scheduler_config.json
+SVD_SCHEDULER = dict(
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    num_train_timesteps=1000,
+    prediction_type="v_prediction",
+    interpolation_type="linear",
+    sigma_min=0.002,
+    sigma_max=700.0,
+    steps_offset=1,
+    timestep_spacing="leading",
+    timestep_type="continuous",
+    use_karras_sigmas=True,
+)
+
+
+@dataclass
+class SVDWorkCounters(WorkCounters):
+    """:class:`WorkCounters` plus CLIP image encodes (one per batch, of its conditioning frame)."""
+
+    image_encodes: int = 0
+
+
+@dataclass
+class SVDCondition:
+    """The image conditioning of one clip (its first frame), on the backbone's device."""
+
+    image_embeds: torch.Tensor  # (1, 1, D) CLIP image embedding
+    image_latent: torch.Tensor  # (1, 4, h, w) VAE mode of the noise-augmented frame, unscaled
+    added_time_ids: torch.Tensor  # (1, 3): fps_id, motion_bucket_id, noise_aug_strength
+
+
+def _cond_seed(seed: int, index: int) -> int:
+    """Seed of the conditioning frame's noise augmentation (distinct from the frames' noise seeds)."""
+    return (int(seed) * 1_000_003 + int(index)) ^ 0x5_EED_C0D
+
+
+@dataclass
+class SVDBackbone:
+    """An SVD UNet + temporal VAE + CLIP image encoder with the EDM Euler loop (module docstring).
+
+    Same surface as :class:`vidseg_nb.backbone.Backbone` (``encode``, ``decode``, ``noise``, ``sample``,
+    ``unet_eps``, ``counters``, ``sigmas``, ...). Latents of one clip are (F, 4, h, w); ``sample`` and
+    ``unet_eps`` take one clip (F, 4, h, w) or R runs of it (R, F, 4, h, w) and the clip's
+    :class:`SVDCondition` (``cond``; default: the last one made by :meth:`condition_on`).
+    """
+
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    image_encoder: torch.nn.Module
+    scheduler_config: dict[str, Any]
+    source: str = TINY_SVD
+    is_random: bool = False
+    counters: SVDWorkCounters = field(default_factory=SVDWorkCounters)
+    n_steps: int = 25
+    fps_id: int = 14
+    motion_bucket_id: int = 127
+    noise_aug_strength: float = 0.02
+    min_guidance_scale: float | None = 1.0  # None: constant guidance weight
+    decode_chunk: int | None = None  # frames per temporal-decoder call; None: the whole clip
+    condition: SVDCondition | None = None
+    layout: ClassVar[Layout] = SVD_LAYOUT
+    joint_frames: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        self.set_steps(self.n_steps)
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def vae_dtype(self) -> torch.dtype:
+        return next(self.vae.parameters()).dtype
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def vae_scale(self) -> int:
+        """Pixels per latent cell (8)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler_config.get("prediction_type", "v_prediction")
+
+    @property
+    def image_size(self) -> int:
+        """Side of the CLIP image encoder's input (224 for SVD)."""
+        return int(self.image_encoder.config.image_size)
+
+    # ---------------------------------------------------------------- sampler
+    def set_steps(self, n_steps: int) -> None:
+        """Karras/EDM sigmas sigma_0 > ... > sigma_{n-1}, sigma_n = 0 and timesteps 0.25 log sigma_i."""
+        from diffusers import EulerDiscreteScheduler
+
+        sched = EulerDiscreteScheduler.from_config(self.scheduler_config)
+        sched.set_timesteps(n_steps)
+        self.n_steps = n_steps
+        self.timesteps = sched.timesteps.to(torch.float32).cpu()
+        self.sigmas = sched.sigmas.to(torch.float32).cpu()
+
+    def noise(
+        self,
+        z0: torch.Tensor,
+        start: int,
+        generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x = z0 + sigma[t_m] * eps, eps ~ N(0, I) from ``generator`` (or given)."""
+        if eps is None:
+            eps = torch.randn(z0.shape, generator=generator, dtype=torch.float32, device="cpu")
+        return z0 + self.sigmas[start].item() * eps.to(z0.device, z0.dtype)
+
+    def guidance_weights(self, n_frames: int, guidance_scale: float) -> torch.Tensor:
+        """(F,) guidance weight per frame: linspace(min_guidance_scale, guidance_scale, F), or constant."""
+        if self.min_guidance_scale is None:
+            return torch.full((n_frames,), float(guidance_scale))
+        return torch.linspace(float(self.min_guidance_scale), float(guidance_scale), n_frames)
+
+    def _cond(self, cond: SVDCondition | None) -> SVDCondition:
+        cond = cond if cond is not None else self.condition
+        if cond is None:
+            raise RuntimeError("SVD needs a conditioning frame: pass cond= or call condition_on(frame) first")
+        return cond
+
+    def unet_eps(
+        self,
+        x: torch.Tensor,
+        step: int,
+        guidance_scale: float,
+        listener: StepListener | None = None,
+        cond: SVDCondition | None = None,
+    ) -> torch.Tensor:
+        """d_hat (the Euler derivative) for x (F, 4, h, w) or (R, F, 4, h, w) at step i: one UNet call on
+        the 2R clips [uncond; cond]."""
+        cond = self._cond(cond)
+        single = x.ndim == 4
+        if single:
+            x = x[None]
+        r, f = x.shape[:2]
+        sigma = self.sigmas[step].item()
+        xin = (x / (sigma**2 + 1) ** 0.5).to(self.device, self.dtype)
+        lat = cond.image_latent.to(self.device, self.dtype)[:, None].expand(r, f, -1, -1, -1)
+        inp = torch.cat([torch.cat([xin, torch.zeros_like(lat)], 2), torch.cat([xin, lat], 2)])
+        emb = cond.image_embeds.to(self.device, self.dtype).expand(r, -1, -1)
+        states = torch.cat([torch.zeros_like(emb), emb])
+        ids = cond.added_time_ids.to(self.device, self.dtype).expand(2 * r, -1)
+        t = self.timesteps[step].to(self.device)
+        if listener is not None:
+            listener.set_step(step)
+        self.counters.unet_calls += 1
+        try:
+            out = self.unet(inp, t, encoder_hidden_states=states, added_time_ids=ids, return_dict=False)[
+                0
+            ].float()
+        except StopForward:
+            self.counters.unet_partial_samples += 2 * r * f
+            raise
+        self.counters.unet_samples += 2 * r * f
+        xs = torch.cat([x, x]).to(out.device, torch.float32)
+        if self.prediction_type == "v_prediction":
+            x0 = out * (-sigma / (sigma**2 + 1) ** 0.5) + xs / (sigma**2 + 1)
+            out = (xs - x0) / sigma
+        elif self.prediction_type != "epsilon":
+            raise BackboneLoadError(f"unsupported prediction_type {self.prediction_type!r}")
+        d_u, d_c = out[:r], out[r:]
+        w = self.guidance_weights(f, guidance_scale).to(out.device).view(1, f, 1, 1, 1)
+        d = d_u + w * (d_c - d_u)
+        return d[0] if single else d
+
+    def euler_step(self, x: torch.Tensor, step: int, d_hat: torch.Tensor) -> torch.Tensor:
+        """x <- x + (sigma_{i+1} - sigma_i) * d_hat."""
+        return x + (self.sigmas[step + 1].item() - self.sigmas[step].item()) * d_hat
+
+    def sample(
+        self,
+        x: torch.Tensor,
+        start: int,
+        guidance_scale: float = 2.5,
+        listener: StepListener | None = None,
+        callback: Callable[[int, torch.Tensor], torch.Tensor | None] | None = None,
+        stop: int | None = None,
+        cond: SVDCondition | None = None,
+    ) -> torch.Tensor:
+        """Euler loop from step ``start`` to the last step (or up to ``stop`` exclusive), one clip
+        (F, 4, h, w) or R runs of it (R, F, 4, h, w). ``callback(i, x)`` may return a replacement latent."""
+        cond = self._cond(cond)
+        x = x.to(self.device, torch.float32)
+        for i in range(start, self.n_steps if stop is None else stop):
+            x = self.euler_step(x, i, self.unet_eps(x, i, guidance_scale, listener, cond=cond))
+            if callback is not None:
+                y = callback(i, x)
+                if y is not None:
+                    x = y
+        return x
+
+    # ---------------------------------------------------------------- VAE and image encoder
+    @staticmethod
+    def _pixels(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        if isinstance(frames, np.ndarray):
+            frames = torch.from_numpy(np.ascontiguousarray(frames))
+        return frames
+
+    @torch.no_grad()
+    def encode(self, frames: np.ndarray | torch.Tensor, chunk: int = 8) -> torch.Tensor:
+        """Frames (N, H, W, 3) uint8 -> z0 (N, 4, H/8, W/8) float32: posterior mean x scaling factor."""
+        frames = self._pixels(frames)
+        out = []
+        for i in range(0, len(frames), chunk):
+            f = frames[i : i + chunk].to(self.device)
+            x = f.permute(0, 3, 1, 2).to(self.vae_dtype) / 127.5 - 1.0
+            mean = self.vae.encode(x).latent_dist.mean
+            out.append(mean.float() * self.scaling_factor)
+            self.counters.vae_encodes += len(f)
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def decode(
+        self, z: torch.Tensor, num_frames: int | None = None, chunk: int | None = None
+    ) -> torch.Tensor:
+        """Latents of clips -> images (N, 3, 8h, 8w) in [0, 1] (VAE in its own dtype, fp32).
+
+        ``z`` is (R, F, 4, h, w) (R clips of F frames) or (N, 4, h, w) (clips of ``num_frames`` frames,
+        default one clip). The temporal decoder sees ``chunk`` (default ``decode_chunk``, else the whole
+        clip) frames of a clip at a time, passed as its ``num_frames``.
+        """
+        if z.ndim == 5:
+            num_frames = z.shape[1]
+            z = z.flatten(0, 1)
+        clip = num_frames or len(z)
+        step = min(chunk or self.decode_chunk or clip, clip)
+        out = []
+        for c0 in range(0, len(z), clip):
+            c1 = min(c0 + clip, len(z))
+            for a in range(c0, c1, step):
+                zi = z[a : min(a + step, c1)].to(self.device, self.vae_dtype) / self.scaling_factor
+                img = self.vae.decode(zi, num_frames=len(zi), return_dict=False)[0].float()
+                out.append(((img + 1) / 2).clamp(0, 1))
+                self.counters.vae_decodes += len(zi)
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def embed_image(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """CLIP image embeddings (N, D) of frames (N, H, W, 3) uint8: resized to 224 x 224 in [-1, 1]
+        with antialiasing (as the SVD pipeline), then CLIP's mean/std."""
+        x = self._pixels(frames).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        s = self.image_size
+        x = F.interpolate(x, size=(s, s), mode="bicubic", align_corners=False, antialias=True)
+        x = ((x + 1) / 2).clamp(0, 1)
+        mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
+        enc_dtype = next(self.image_encoder.parameters()).dtype
+        emb = self.image_encoder(pixel_values=((x - mean) / std).to(enc_dtype)).image_embeds
+        self.counters.image_encodes += len(x)
+        return emb.float()
+
+    @torch.no_grad()
+    def condition_on(self, frame: np.ndarray | torch.Tensor, seed: int = 0, index: int = 0) -> SVDCondition:
+        """The :class:`SVDCondition` of a clip whose conditioning frame is ``frame`` (H, W, 3) uint8; the
+        noise augmentation is seeded by (``seed``, ``index``). Also kept as ``self.condition``."""
+        frame = self._pixels(frame)
+        emb = self.embed_image(frame[None])[:, None]
+        img = frame[None].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        g = torch.Generator().manual_seed(_cond_seed(seed, index))
+        img = img + self.noise_aug_strength * torch.randn(img.shape, generator=g, dtype=torch.float32)
+        lat = self.vae.encode(img.to(self.device, self.vae_dtype)).latent_dist.mode().float()
+        self.counters.vae_encodes += 1
+        ids = torch.tensor(
+            [[float(self.fps_id), float(self.motion_bucket_id), float(self.noise_aug_strength)]],
+            device=self.device,
+        )
+        self.condition = SVDCondition(image_embeds=emb, image_latent=lat, added_time_ids=ids)
+        return self.condition
+
+    def to(self, device: str | torch.device) -> SVDBackbone:
+        for m in (self.unet, self.vae, self.image_encoder):
+            m.to(device)
+        self.condition = None
+        return self
+
+
+# -------------------------------------------------------------------- model configs
+def svd_unet_config(
+    channels: tuple[int, ...], heads: tuple[int, ...], cross_dim: int, time_dim: int, sample: int
+) -> dict[str, Any]:
+    """The SVD UNet layout (3 spatio-temporal cross-attention down blocks, 3 cross-attention up blocks
+    after a plain one; 8 input channels; 3 added time ids), at any width."""
+    return dict(
+        sample_size=sample,
+        in_channels=8,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal",) * 3 + ("DownBlockSpatioTemporal",),
+        up_block_types=("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * 3,
+        block_out_channels=channels,
+        addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=3 * time_dim,
+        layers_per_block=2,
+        cross_attention_dim=cross_dim,
+        transformer_layers_per_block=1,
+        num_attention_heads=heads,
+        num_frames=14,
+    )
+
+
+def svd_vae_config(channels: tuple[int, ...], layers: int, sample: int) -> dict[str, Any]:
+    """The SVD VAE (SD's encoder, a temporal decoder; 8x, 4 latent channels, scaling factor 0.18215)."""
+    return dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        block_out_channels=channels,
+        layers_per_block=layers,
+        latent_channels=4,
+        sample_size=sample,
+        scaling_factor=0.18215,
+        force_upcast=True,
+    )
+
+
+def tiny_svd_configs() -> dict[str, dict[str, Any]]:
+    """Small configs with the real SVD block layout (4 up blocks, spatio-temporal attention in 1-3)."""
+    return dict(
+        unet=svd_unet_config((32, 64, 64, 64), (2, 4, 4, 4), 32, 8, 8),
+        vae=svd_vae_config((32, 32, 64, 64), 1, 64),
+        image_encoder=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            image_size=32,
+            patch_size=4,
+            projection_dim=32,
+            hidden_act="gelu",
+        ),
+        scheduler=dict(SVD_SCHEDULER),
+    )
+
+
+def svd_configs() -> dict[str, dict[str, Any]]:
+    """The real ``stable-video-diffusion-img2vid`` configs (UNet 1.52B, VAE 98M, ViT-H/14 632M): for FLOP
+    counts on the ``meta`` device and full-size random-weight benchmarks (``load_backbone("random-svd")``)."""
+    return dict(
+        unet=svd_unet_config((320, 640, 1280, 1280), (5, 10, 20, 20), 1024, 256, 96),
+        vae=svd_vae_config((128, 256, 512, 512), 2, 768),
+        image_encoder=dict(
+            hidden_size=1280,
+            intermediate_size=5120,
+            num_attention_heads=16,
+            num_hidden_layers=32,
+            image_size=224,
+            patch_size=14,
+            projection_dim=1024,
+            hidden_act="gelu",
+            layer_norm_eps=1e-5,
+        ),
+        scheduler=dict(SVD_SCHEDULER),
+    )
+
+
+def build_svd_components(
+    cfg: dict[str, dict[str, Any]], seed: int = 0, device: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Random-weight UNet, temporal VAE, CLIP image encoder and scheduler from ``cfg`` (no download)."""
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        UNetSpatioTemporalConditionModel,
+    )
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        unet = UNetSpatioTemporalConditionModel(**cfg["unet"])
+        vae = AutoencoderKLTemporalDecoder(**cfg["vae"])
+        image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**cfg["image_encoder"]))
+    for m in (unet, vae, image_encoder):  # .to: diffusers' AlphaBlender makes its mix factor on the CPU
+        m.to(device).eval().requires_grad_(False)
+    return dict(
+        unet=unet,
+        vae=vae,
+        image_encoder=image_encoder,
+        scheduler=EulerDiscreteScheduler(**cfg["scheduler"]),
+    )
+
+
+def build_tiny_svd_components(seed: int = 0) -> dict[str, Any]:
+    """The tiny random SVD (real block layout and module names) built offline."""
+    return build_svd_components(tiny_svd_configs(), seed)
+
+
+def build_random_svd(device: str | torch.device = "cpu", seed: int = 0) -> SVDBackbone:
+    """A full-size SVD (img2vid) with random weights (``device="meta"``: shapes only, no memory)."""
+    comps = build_svd_components(svd_configs(), seed, device)
+    return SVDBackbone(
+        unet=comps["unet"],
+        vae=comps["vae"],
+        image_encoder=comps["image_encoder"],
+        scheduler_config=dict(comps["scheduler"].config),
+        source=RANDOM_SVD,
+        is_random=True,
+    )
+
+
+def save_svd_components(components: dict[str, Any], folder: str | Path) -> Path:
+    """Write SVD components as a diffusers folder (``unet/``, ``vae/``, ``image_encoder/``,
+    ``feature_extractor/``, ``scheduler/``) with a ``StableVideoDiffusionPipeline`` ``model_index.json``."""
+    import diffusers
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("unet", "vae", "image_encoder", "scheduler"):
+        components[name].save_pretrained(folder / name)
+    size = int(components["image_encoder"].config.image_size)
+    preproc = dict(
+        do_resize=True,
+        size={"shortest_edge": size},
+        do_center_crop=True,
+        crop_size={"height": size, "width": size},
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=list(CLIP_MEAN),
+        image_std=list(CLIP_STD),
+        do_convert_rgb=True,
+        resample=3,
+        image_processor_type="CLIPImageProcessor",
+    )
+    (folder / "feature_extractor").mkdir(exist_ok=True)
+    (folder / "feature_extractor" / "preprocessor_config.json").write_text(json.dumps(preproc, indent=2))
+    index = {
+        "_class_name": "StableVideoDiffusionPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "feature_extractor": ["transformers", "CLIPImageProcessor"],
+        "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+        "scheduler": ["diffusers", type(components["scheduler"]).__name__],
+        "unet": ["diffusers", SVD_UNET_CLASS],
+        "vae": ["diffusers", "AutoencoderKLTemporalDecoder"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
+# -------------------------------------------------------------------- loading
+def _names_svd(config: dict[str, Any]) -> bool:
+    cls = str(config.get("_class_name", ""))
+    unet = config.get("unet")
+    return (
+        "StableVideoDiffusion" in cls
+        or cls == SVD_UNET_CLASS
+        or (isinstance(unet, list | tuple) and len(unet) > 1 and unet[1] == SVD_UNET_CLASS)
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def is_svd_source(src: str) -> bool:
+    """Whether ``src`` names an SVD model: ``tiny-svd``, ``random-svd``, a Stability SVD Hub id, a folder
+    (or Hub repository) whose ``model_index.json`` or ``unet/config.json`` names
+    ``UNetSpatioTemporalConditionModel`` / ``StableVideoDiffusionPipeline``."""
+    if src in (TINY_SVD, RANDOM_SVD):
+        return True
+    p = Path(src)
+    if p.is_dir():
+        return _names_svd(_read_json(p / "model_index.json")) or _names_svd(
+            _read_json(p / "unet" / "config.json")
+        )
+    if p.exists() or src.startswith((".", "/", "~")) or src.count("/") != 1:
+        return False
+    if "stable-video-diffusion" in src.lower():
+        return True
+    if src == DEFAULT_MODEL:
+        return False
+    try:  # another Hub repository: read its model_index.json (from the local cache when offline)
+        from huggingface_hub import hf_hub_download
+
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        path = hf_hub_download(src, "model_index.json", local_files_only=offline)
+    except Exception:  # noqa: BLE001 - not readable: let the SD loader report it
+        return False
+    return _names_svd(_read_json(Path(path)))
+
+
+def _load_svd_folder_or_hub(source: str, local_only: bool) -> dict[str, Any]:
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        UNetSpatioTemporalConditionModel,
+    )
+    from transformers import CLIPVisionModelWithProjection
+
+    kw = dict(local_files_only=local_only)
+    return dict(
+        unet=UNetSpatioTemporalConditionModel.from_pretrained(source, subfolder="unet", **kw),
+        vae=AutoencoderKLTemporalDecoder.from_pretrained(source, subfolder="vae", **kw),
+        image_encoder=CLIPVisionModelWithProjection.from_pretrained(source, subfolder="image_encoder", **kw),
+        scheduler_config=dict(EulerDiscreteScheduler.load_config(source, subfolder="scheduler", **kw)),
+    )
+
+
+def _check_svd_layout(unet: torch.nn.Module, src: str) -> None:
+    ups = getattr(unet, "up_blocks", None)
+    ok = ups is not None and len(ups) == 4 and all(hasattr(ups[i], "attentions") for i in (1, 2, 3))
+    ok = ok and len(ups[2].attentions) >= 3 and hasattr(ups[2].attentions[2], "temporal_transformer_blocks")
+    if not ok:
+        raise BackboneLoadError(
+            f"{src!r} does not have the SVD UNet layout (4 up blocks, spatio-temporal attention in up_blocks "
+            f"1-3, 3 transformer blocks in up_blocks[2]); use {SVD_MODEL} or {SVD_XT_MODEL}."
+        )
+
+
+def load_svd_backbone(
+    source: str,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    *,
+    seed: int = 0,
+    n_steps: int = 25,
+) -> SVDBackbone:
+    """Load an SVD backbone (``load_backbone`` calls this for SVD sources): UNet and image encoder in
+    ``dtype`` (bf16/fp16 on CUDA, fp32 on CPU), the VAE in fp32."""
+    src = str(source)
+    dev = torch.device(device) if device is not None else _default_device()
+    dt = dtype or _default_dtype(dev)
+    is_random = src in (TINY_SVD, RANDOM_SVD)
+    try:
+        if src == RANDOM_SVD:
+            comps = build_svd_components(svd_configs(), seed, dev)
+            comps["scheduler_config"] = dict(comps.pop("scheduler").config)
+        elif src == TINY_SVD:
+            comps = build_tiny_svd_components(seed)
+            comps["scheduler_config"] = dict(comps.pop("scheduler").config)
+        elif Path(src).is_dir():
+            comps = _load_svd_folder_or_hub(src, local_only=True)
+        else:
+            if src.startswith((".", "/", "~")):
+                raise FileNotFoundError(f"no such folder: {src}")
+            offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+            comps = _load_svd_folder_or_hub(src, local_only=offline)
+    except BackboneLoadError:
+        raise
+    except Exception as e:  # noqa: BLE001 - every loading failure becomes one clear message
+        raise load_error(
+            src,
+            e,
+            example=SVD_MODEL,
+            local="./svd",
+            what="a diffusers folder of an SVD model; the Hub repository is gated: accept its licence first",
+            tiny=TINY_SVD,
+        ) from e
+    _check_svd_layout(comps["unet"], src)
+    unet = comps["unet"].to(dev).eval()
+    image_encoder = comps["image_encoder"].to(dev).eval()
+    for m in (unet, image_encoder):
+        if next(m.parameters()).dtype != dt:
+            m.to(dt)
+    vae = comps["vae"].to(dev).eval()
+    if next(vae.parameters()).dtype != torch.float32:
+        vae.to(torch.float32)
+    for m in (unet, vae, image_encoder):
+        m.requires_grad_(False)
+    sched_cfg = {k: v for k, v in comps["scheduler_config"].items() if not k.startswith("_")}
+    return SVDBackbone(
+        unet=unet,
+        vae=vae,
+        image_encoder=image_encoder,
+        scheduler_config=sched_cfg,
+        source=src,
+        is_random=is_random,
+        n_steps=n_steps,
+    )
+
+
+# -------------------------------------------------------------------- stage 0: the reference run
+@torch.no_grad()
+def reference_run(
+    backbone: SVDBackbone,
+    frames: np.ndarray,
+    config: SegConfig,
+    *,
+    frame_offset: int = 0,
+    record_qk: bool = False,
+    progress: bool = True,
+) -> Reference:
+    """The unmodulated reference run of a batch: the frames are one clip conditioned on its first frame.
+
+    Noise each frame to sigma[t_m] (per-frame seeds as for SD), denoise the clip jointly to the last step,
+    record the block 6-8 features (F~; block 8 for correspondences). With ``record_qk`` every latent x_i
+    and the spatial and temporal q/k of ``up_blocks[1..3]`` are kept for :func:`modulate`; without it the
+    last UNet forward stops after block 8.
+    """
+    if backbone.n_steps != config.n_steps:
+        backbone.set_steps(config.n_steps)
+    layout = backbone.layout
+    n = len(frames)
+    last = config.n_steps - 1
+    z0 = backbone.encode(frames)
+    cond = backbone.condition_on(frames[0], seed=config.seed, index=frame_offset)
+    eps = torch.stack([frame_noise(tuple(z0.shape[1:]), config.seed, frame_offset + i) for i in range(n)])
+    x_start = backbone.noise(z0, config.t_m, eps=eps)
+    latents: dict[int, torch.Tensor] = {}
+
+    def keep(i: int, xi: torch.Tensor) -> None:
+        latents[i] = xi[0]
+
+    probe = Probe(
+        backbone.unet,
+        layout=layout,
+        feature_step=last,
+        stop_after_features=not record_qk,
+        record_qk=record_qk,
+    )
+    with probe:
+        x = x_start[None]
+        if record_qk:
+            backbone.sample(x, config.t_m, config.guidance_scale, listener=probe, callback=keep, cond=cond)
+        else:
+            x = backbone.sample(x, config.t_m, config.guidance_scale, listener=probe, stop=last, cond=cond)
+            try:
+                backbone.unet_eps(x, last, config.guidance_scale, listener=probe, cond=cond)
+            except StopForward:
+                pass
+    h, w = z0.shape[2] // 2, z0.shape[3] // 2
+    blocks = {b: _to_grid(probe.block_features(b), h, w) for b in layout.feature_blocks}
+    feats = Features(
+        blocks=blocks,
+        aggregated=aggregate(blocks, layout.feature_blocks),
+        corr=blocks[layout.corr_block],
+        single_block=layout.corr_block,
+    )
+    return Reference(z0=z0, x_start=x_start, features=feats, latents=latents, qk=probe.qk, condition=cond)
+
+
+# -------------------------------------------------------------------- stage 3: modulated runs
+def plan_runs(coarse: np.ndarray) -> list[tuple[int, int]]:
+    """(label, sign) of every modulated run of a batch (N, h, w): +1 then -1 per label present in a frame
+    that holds at least two labels (a single-label frame needs no difference map)."""
+    labels: set[int] = set()
+    for m in np.asarray(coarse):
+        labs = np.unique(m)
+        if len(labs) > 1:
+            labels.update(int(v) for v in labs)
+    return [(lab, sign) for lab in sorted(labels) for sign in (+1, -1)]
+
+
+def default_chunk(backbone: SVDBackbone, n_frames: int) -> int:
+    """Runs (clips of ``n_frames`` frames, 2 x F UNet samples each) per UNet call: 2 on the CPU; on a GPU
+    about 1 per free GiB per 14 frames at 512 px, even, 2..16."""
+    if backbone.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(backbone.device)
+        runs = int(free / 2**30 / max(1, n_frames))
+        return max(2, min(16, runs - runs % 2))
+    return 2
+
+
+@torch.no_grad()
+def modulate(
+    backbone: SVDBackbone,
+    ref: Reference,
+    coarse: np.ndarray,
+    config: SegConfig,
+    *,
+    chunk: int | None = None,
+    keep_images: set[int] | None = None,
+    return_latents: bool = False,
+    progress: bool = True,
+) -> ModulationOutput:
+    """Masked-modulation runs of a batch with SVD: one run per (label, sign) for the whole clip.
+
+    At step t_m, sign * lambda * M_l^j is added to frame j's tokens of block 8's self-attention output
+    (spatial and temporal; frames without label l get zero); q/k of ``up_blocks[1..3]`` come from the
+    reference run; after every step t_m..t_f each frame is blended with the reference latent through its
+    own mask. Every frame of each run is decoded (temporal decoder); D_l is computed for frame j only when
+    label l is in frame j. ``chunk`` runs (even: a +/- pair stays together) share a UNet call.
+    ``ModulationOutput.runs`` holds (-1, label, sign): -1 = all frames of the batch;
+    ``final_latents`` is (R, F, 4, h8, w8) when asked.
+    """
+    if ref.qk is None:
+        raise ValueError("modulate needs a reference run with record_qk=True")
+    coarse = np.asarray(coarse)
+    n, h, w = coarse.shape
+    runs = plan_runs(coarse)
+    chunk = chunk or config.chunk_size or default_chunk(backbone, n)
+    chunk = max(2, chunk - chunk % 2)
+    keep_images = keep_images or set()
+    lat_h, lat_w = ref.x_start.shape[-2:]
+    last_blend = config.last_blend_step
+    dev = backbone.device
+    multi = [len(np.unique(m)) > 1 for m in coarse]
+    diffs: dict[tuple[int, int], torch.Tensor] = {}
+    images: dict[tuple[int, int, int], np.ndarray] = {}
+    finals = []
+    for a in tqdm(range(0, len(runs), chunk), desc="modulation", disable=not progress, leave=False):
+        part = runs[a : a + chunk]
+        r = len(part)
+        masks = torch.from_numpy(
+            np.stack([coarse == lab for lab, _ in part]).astype(np.float32)
+        )  # (r, n, h, w)
+        sign = torch.tensor([float(sg) for _, sg in part])
+        mod = (sign[:, None, None, None] * config.lam * masks).reshape(r * n, h * w, 1)
+        m_lat = upsample_masks(masks.reshape(r * n, h, w), (lat_h, lat_w), mode="nearest")
+        m_lat = m_lat.reshape(r, n, 1, lat_h, lat_w).to(dev)
+        probe = Probe(backbone.unet, layout=backbone.layout, mod_step=config.t_m, inject_qk=ref.qk)
+        probe.modulation = mod.to(dev)
+        probe.inject_index = torch.zeros(r, dtype=torch.long, device=dev)  # every run: the one reference
+
+        def blend(i: int, x: torch.Tensor, m_lat: torch.Tensor = m_lat) -> torch.Tensor | None:
+            if not config.masked_modulation or i > last_blend:
+                return None
+            return x * m_lat + ref.latents[i].to(x.device)[None] * (1 - m_lat)
+
+        with probe:
+            x = backbone.sample(
+                ref.x_start[None].expand(r, -1, -1, -1, -1),
+                config.t_m,
+                config.guidance_scale,
+                listener=probe,
+                callback=blend,
+                cond=ref.condition,
+            )
+        if return_latents:
+            finals.append(x.cpu())
+        img = backbone.decode(x)
+        img = img.reshape(r, n, *img.shape[1:])
+        for j in range(0, r, 2):
+            lab = part[j][0]
+            fr = [f for f in range(n) if multi[f] and bool((coarse[f] == lab).any())]
+            if not fr:
+                continue
+            d = difference_map(img[j, fr], img[j + 1, fr], config.blur_kernel, config.blur_sigma).cpu()
+            for k, f in enumerate(fr):
+                diffs[(f, lab)] = d[k]
+                if f in keep_images:
+                    for jj, sg in ((j, 1), (j + 1, -1)):
+                        images[(f, lab, sg)] = (
+                            (img[jj, f].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+                        )
+    H, W = lat_h * backbone.vae_scale, lat_w * backbone.vae_scale
+    out = []
+    for f in range(n):
+        labs = np.unique(coarse[f])
+        if len(labs) < 2:
+            out.append(FrameDiff(labels=labs.astype(np.int64), raw=np.ones((1, H, W), np.float32)))
+            continue
+        raw = torch.stack([diffs[(f, int(lab))] for lab in labs]).half().numpy()
+        fd = FrameDiff(labels=labs.astype(np.int64), raw=raw)
+        if f in keep_images:
+            fd.plus = np.stack([images[(f, int(lab), 1)] for lab in labs])
+            fd.minus = np.stack([images[(f, int(lab), -1)] for lab in labs])
+        out.append(fd)
+    return ModulationOutput(
+        frames=out,
+        final_latents=torch.cat(finals) if finals else None,
+        runs=[(-1, lab, sg) for lab, sg in runs],
+    )
+
+
+def work_formula(n_labels: int, t_m: int = 17, n_steps: int = 25, n_frames: int = 14) -> dict[str, float]:
+    """Work per frame of the full method with SVD (L labels in the batch, F frames per batch):
+    (n - t_m) x 2 x (1 + 2L) UNet samples, 2L decodes, 1 + 1/F VAE encodes, 1/F CLIP image encodes."""
+    return {
+        "unet_samples": (n_steps - t_m) * 2 * (1 + 2 * n_labels),
+        "vae_encodes": 1 + 1 / n_frames,
+        "vae_decodes": 2 * n_labels,
+        "image_encodes": 1 / n_frames,
+    }
