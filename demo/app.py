@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from vidseg_nb.backbone import Backbone, BackboneLoadError, load_backbone
-from vidseg_nb.config import FEATURE_FIELDS, MODEL_ENV, PRESETS, ConfigError, SegConfig, default_model
+from vidseg_nb.config import MODEL_ENV, PRESETS, ConfigError, SegConfig, default_model
 from vidseg_nb.features import pca_view, xt_slice
 from vidseg_nb.palette import colorize
 from vidseg_nb.pipeline import SegmentationResult, VideoSegmenter, device_info
@@ -860,7 +860,7 @@ def _run(
         seg = session.segmenter_for(mid)
         if session.result_sig != (sig, mid):  # the segmenter's cache follows the last clip
             session.feature_keys = set()
-        fkey = config.key(FEATURE_FIELDS)
+        fkey = seg.feature_key(config)
         features_cached = session.cache_valid and fkey in session.feature_keys
         keep = kept_frames(len(clip))
         result, seg = _segment_on_device(mid, seg, clip, config, mode, keep)
@@ -1042,11 +1042,17 @@ def banner_event(model_id: str | None = None) -> str:
 
 
 def preset_event(preset_name: str) -> tuple:
-    """Set lambda, s and B to the preset's values."""
+    """Set lambda, s, B and t_m to the preset's values."""
     p = PRESETS.get(preset_name)
     if p is None:
-        return gr.skip(), gr.skip(), gr.skip()
-    return gr.update(value=p["lam"]), gr.update(value=p["s"]), gr.update(value=p["batch_size"])
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    d = SegConfig()
+    return (
+        gr.update(value=p["lam"]),
+        gr.update(value=p["s"]),
+        gr.update(value=p["batch_size"]),
+        gr.update(value=p.get("t_m", d.t_m)),
+    )
 
 
 @user_errors
@@ -1141,7 +1147,7 @@ def build_app(
                 with gr.Accordion("Advanced", open=False):
                     preset_dd = gr.Dropdown(
                         sorted(PRESETS), value=d.preset, label="preset",
-                        info="vidseg: the paper's method; emerdiff: the frame-by-frame baseline",
+                        info="vidseg: the paper's method; emerdiff: the frame-by-frame baseline; svd: for an SVD model",
                     )  # fmt: skip
                     t_m = gr.Slider(
                         0, n_steps - 1, value=d.t_m, step=1, label="t_m: step of modulation",
@@ -1157,7 +1163,7 @@ def build_app(
                     )
                     model_id = gr.Textbox(
                         value=rt.default_model, label="model id",
-                        info="Hub id, diffusers folder, .safetensors file, or 'tiny' (random); loaded on demand",
+                        info="SD 2.x or SVD: Hub id, folder, .safetensors file, 'tiny' or 'tiny-svd' (random); loaded on demand",
                     )  # fmt: skip
             with gr.Column(scale=3, min_width=400):
                 status = gr.Markdown(elem_id="status")
@@ -1249,7 +1255,9 @@ def build_app(
         frame_sl.release(frame_event, [state, frame_sl], [gallery], api_name="frame", show_progress="minimal")
         row_sl.release(xt_event, [state, row_sl], [xt_feat, xt_lab], api_name="xt", show_progress="minimal")
         video_in.change(inspect_event, [video_in], [clip_info], api_name="inspect", show_progress="minimal")
-        preset_dd.change(preset_event, [preset_dd], [lam, s, batch], api_visibility="private", queue=False)
+        preset_dd.change(
+            preset_event, [preset_dd], [lam, s, batch, t_m], api_visibility="private", queue=False
+        )
         demo.load(
             lambda: banner_event(None), None, [banner], api_visibility="private", show_progress="minimal"
         )

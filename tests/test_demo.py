@@ -368,9 +368,10 @@ def test_old_sessions_drop_their_caches(rt):
     assert [s.cache_valid for s in sessions] == [False, True, False]
 
 
-def test_preset_sets_lambda_s_and_batch(rt):
-    lam, s, b = app.preset_event("emerdiff")
-    assert (lam["value"], s["value"], b["value"]) == (10.0, 1.0, 1)
+def test_preset_sets_lambda_s_batch_and_t_m(rt):
+    lam, s, b, t_m = app.preset_event("emerdiff")
+    assert (lam["value"], s["value"], b["value"], t_m["value"]) == (10.0, 1.0, 1, 22)
+    assert app.preset_event("svd")[3]["value"] == 17  # the paper's SVD setting
     cfg = app.make_config(10.0, 1.0, 3, "emerdiff", 24, 1, 64)
     assert not cfg.refine and not cfg.masked_modulation and cfg.kmeans_n_init == 1
 

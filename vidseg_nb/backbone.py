@@ -441,8 +441,9 @@ def _load_single_file(path: str, config: str | None, local_only: bool) -> dict[s
     from diffusers import StableDiffusionPipeline
 
     kw: dict[str, Any] = dict(local_files_only=local_only, safety_checker=None, requires_safety_checker=False)
-    if config:
-        kw["config"] = config
+    # configs of the components: the given folder/id, else the default SD 2.1-base (diffusers' own guess for
+    # an SD 2.x file is the 768 v-prediction repository, which would silently change the sampler)
+    kw["config"] = config or DEFAULT_MODEL
     pipe = StableDiffusionPipeline.from_single_file(path, **kw)
     return dict(
         unet=pipe.unet,

@@ -14,7 +14,8 @@ from typing import Any
 from .config import PRESETS, ConfigError, SegConfig, default_model, preset
 
 RANDOM_BANNER = (
-    "NOTE: the 'tiny' model has random weights: its segmentations are not meaningful (smoke test only)."
+    "NOTE: this model has random weights ('tiny', 'tiny-svd', 'random-*'): its segmentations are not "
+    "meaningful (smoke test only)."
 )
 
 
@@ -23,7 +24,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help=f"Hub id, diffusers folder, single file or 'tiny' (default: {default_model()})",
+        help=f"SD 2.x or SVD: Hub id, diffusers folder, single file, 'tiny' or 'tiny-svd' (default: {default_model()})",
     )
     p.add_argument("--preset", default="vidseg", choices=sorted(PRESETS))
     p.add_argument("--lam", type=float, default=None, help="lambda, modulation strength")
