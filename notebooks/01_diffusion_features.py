@@ -200,3 +200,36 @@ if TINY:
 # temporally more consistent than the temporal-layer features of Stable Video Diffusion, which is why
 # the method builds on them and then enforces consistency itself (notebook 02). With the tiny random
 # model the pictures are noise and the cosine similarities are low everywhere.
+
+# %% [markdown]
+# ## SD vs SVD features (when an SVD model is available)
+#
+# The paper's "Ours (SVD)" reads the same kind of features out of Stable Video Diffusion, whose UNet
+# denoises the 14 frames of a batch jointly (spatial and temporal attention), and uses block 8 where
+# SD uses block 7 (SPEC section 10). Set `VIDSEG_SVD_MODEL` to an SVD folder or Hub id
+# (`stabilityai/stable-video-diffusion-img2vid`, gated) to compare; on the tiny model the random
+# `tiny-svd` stands in so this cell runs everywhere (again: not meaningful). The table repeats the
+# stability measure above for both backbones.
+
+# %%
+import os
+
+SVD_SOURCE = os.environ.get("VIDSEG_SVD_MODEL") or ("tiny-svd" if TINY else None)
+if SVD_SOURCE is None:
+    print("No SVD model: set VIDSEG_SVD_MODEL to a local copy of stable-video-diffusion-img2vid to compare.")
+else:
+    svd = load_backbone(SVD_SOURCE)
+    svd_config = preset("svd", max_side=MAX_SIDE, batch_size=min(14, len(frames)))
+    svd_features = extract_features(svd, frames, svd_config, progress=False)
+    compare = {"SD block 7": features.blocks[7], "SVD block 8": svd_features.blocks[8]}
+    compare_pca = {name: pca_view(f) for name, f in compare.items()}
+    show_pca_blocks(frames, compare_pca, frame_ids=(0, -1), row=ROW)
+    show_xt({name: xt_slice(p, ROW) for name, p in compare_pca.items()}, frame=frames[0], row=ROW, grid_h=h)
+    print(f"{'feature':<14}{'static cells':>14}{'moving cells':>14}")
+    for name, f in compare.items():
+        cos = consecutive_cosine(f)
+        st = float(cos[static].mean()) if static.any() else float("nan")
+        mv = float(cos[~static].mean()) if (~static).any() else float("nan")
+        print(f"{name:<14}{st:>14.3f}{mv:>14.3f}")
+    if svd.is_random:
+        print("(random tiny-svd: these numbers are NOT meaningful)")
