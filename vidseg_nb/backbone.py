@@ -63,25 +63,15 @@ class StepListener:
         ...
 
 
-@dataclass
-class Backbone:
-    """An SD 2.x UNet + VAE + empty-prompt text states, with the trailing-sigma Euler loop (SPEC 2)."""
+class UNetVAEModel:
+    """What every backbone derives from its ``unet``, ``vae`` and ``sigmas``: devices, dtypes, the VAE's
+    scale, and the Euler update x <- x + (sigma_{i+1} - sigma_i) * d (d: eps_hat for SD, the derivative
+    for SVD)."""
 
     unet: torch.nn.Module
     vae: torch.nn.Module
-    scheduler_config: dict[str, Any]
-    cond_states: torch.Tensor  # (1, 77, D): text embedding of ""
-    source: str = TINY
-    is_random: bool = False
-    counters: WorkCounters = field(default_factory=WorkCounters)
-    n_steps: int = 25
-    layout: ClassVar[Layout] = SD_LAYOUT  # the probe's modules (SPEC 3)
-    joint_frames: ClassVar[bool] = False  # frames are independent samples (SVD: one clip per run)
+    sigmas: torch.Tensor
 
-    def __post_init__(self) -> None:
-        self.set_steps(self.n_steps)
-
-    # ---------------------------------------------------------------- properties
     @property
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
@@ -100,9 +90,33 @@ class Backbone:
 
     @property
     def vae_scale(self) -> int:
-        """Pixels per latent cell (8 for SD)."""
+        """Pixels per latent cell (8 for SD and SVD)."""
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
+    def euler_step(self, x: torch.Tensor, step: int, d_hat: torch.Tensor) -> torch.Tensor:
+        """x <- x + (sigma_{i+1} - sigma_i) * d_hat."""
+        return x + (self.sigmas[step + 1].item() - self.sigmas[step].item()) * d_hat
+
+
+@dataclass
+class Backbone(UNetVAEModel):
+    """An SD 2.x UNet + VAE + empty-prompt text states, with the trailing-sigma Euler loop (SPEC 2)."""
+
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    scheduler_config: dict[str, Any]
+    cond_states: torch.Tensor  # (1, 77, D): text embedding of ""
+    source: str = TINY
+    is_random: bool = False
+    counters: WorkCounters = field(default_factory=WorkCounters)
+    n_steps: int = 25
+    layout: ClassVar[Layout] = SD_LAYOUT  # the probe's modules (SPEC 3)
+    joint_frames: ClassVar[bool] = False  # frames are independent samples (SVD: one clip per run)
+
+    def __post_init__(self) -> None:
+        self.set_steps(self.n_steps)
+
+    # ---------------------------------------------------------------- properties
     @property
     def prediction_type(self) -> str:
         return self.scheduler_config.get("prediction_type", "epsilon")
@@ -159,10 +173,6 @@ class Backbone:
             raise BackboneLoadError(f"unsupported prediction_type {self.prediction_type!r}")
         eps_u, eps_c = out[:r], out[r:]
         return eps_u + guidance_scale * (eps_c - eps_u)
-
-    def euler_step(self, x: torch.Tensor, step: int, eps_hat: torch.Tensor) -> torch.Tensor:
-        """x <- x + (sigma_{i+1} - sigma_i) * eps_hat."""
-        return x + (self.sigmas[step + 1].item() - self.sigmas[step].item()) * eps_hat
 
     def sample(
         self,

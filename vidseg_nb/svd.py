@@ -74,6 +74,7 @@ from tqdm.auto import tqdm
 from .backbone import (
     BackboneLoadError,
     StepListener,
+    UNetVAEModel,
     WorkCounters,
     _default_device,
     _default_dtype,
@@ -143,7 +144,7 @@ def _cond_seed(seed: int, index: int) -> int:
 
 
 @dataclass
-class SVDBackbone:
+class SVDBackbone(UNetVAEModel):
     """An SVD UNet + temporal VAE + CLIP image encoder with the EDM Euler loop (module docstring).
 
     Same surface as :class:`vidseg_nb.backbone.Backbone` (``encode``, ``decode``, ``noise``, ``sample``,
@@ -173,27 +174,6 @@ class SVDBackbone:
         self.set_steps(self.n_steps)
 
     # ---------------------------------------------------------------- properties
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
-
-    @property
-    def vae_dtype(self) -> torch.dtype:
-        return next(self.vae.parameters()).dtype
-
-    @property
-    def scaling_factor(self) -> float:
-        return float(self.vae.config.scaling_factor)
-
-    @property
-    def vae_scale(self) -> int:
-        """Pixels per latent cell (8)."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
     @property
     def prediction_type(self) -> str:
         return self.scheduler_config.get("prediction_type", "v_prediction")
@@ -282,10 +262,6 @@ class SVDBackbone:
         w = self.guidance_weights(f, guidance_scale).to(out.device).view(1, f, 1, 1, 1)
         d = d_u + w * (d_c - d_u)
         return d[0] if single else d
-
-    def euler_step(self, x: torch.Tensor, step: int, d_hat: torch.Tensor) -> torch.Tensor:
-        """x <- x + (sigma_{i+1} - sigma_i) * d_hat."""
-        return x + (self.sigmas[step + 1].item() - self.sigmas[step].item()) * d_hat
 
     def sample(
         self,
