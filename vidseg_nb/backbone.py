@@ -71,6 +71,8 @@ class UNetVAEModel:
     unet: torch.nn.Module
     vae: torch.nn.Module
     sigmas: torch.Tensor
+    scheduler_config: dict[str, Any]
+    scheduler_overrides: ClassVar[dict[str, Any]] = {}
 
     @property
     def device(self) -> torch.device:
@@ -97,37 +99,13 @@ class UNetVAEModel:
         """x <- x + (sigma_{i+1} - sigma_i) * d_hat."""
         return x + (self.sigmas[step + 1].item() - self.sigmas[step].item()) * d_hat
 
-
-@dataclass
-class Backbone(UNetVAEModel):
-    """An SD 2.x UNet + VAE + empty-prompt text states, with the trailing-sigma Euler loop (SPEC 2)."""
-
-    unet: torch.nn.Module
-    vae: torch.nn.Module
-    scheduler_config: dict[str, Any]
-    cond_states: torch.Tensor  # (1, 77, D): text embedding of ""
-    source: str = TINY
-    is_random: bool = False
-    counters: WorkCounters = field(default_factory=WorkCounters)
-    n_steps: int = 25
-    layout: ClassVar[Layout] = SD_LAYOUT  # the probe's modules (SPEC 3)
-    joint_frames: ClassVar[bool] = False  # frames are independent samples (SVD: one clip per run)
-
-    def __post_init__(self) -> None:
-        self.set_steps(self.n_steps)
-
-    # ---------------------------------------------------------------- properties
-    @property
-    def prediction_type(self) -> str:
-        return self.scheduler_config.get("prediction_type", "epsilon")
-
-    # ---------------------------------------------------------------- sampler
     def set_steps(self, n_steps: int) -> None:
-        """Trailing timesteps t_i and sigmas sigma_0 > ... > sigma_{n-1}, sigma_n = 0 (SPEC 2)."""
+        """Timesteps t_i and sigmas sigma_0 > ... > sigma_{n-1}, sigma_n = 0 of ``EulerDiscreteScheduler``
+        on ``scheduler_config`` with ``scheduler_overrides`` (SD: trailing spacing, SPEC 2; SVD: its own
+        Karras/EDM sigmas, timesteps 0.25 log sigma)."""
         from diffusers import EulerDiscreteScheduler
 
-        cfg = {**self.scheduler_config, "timestep_spacing": "trailing"}
-        sched = EulerDiscreteScheduler.from_config(cfg)
+        sched = EulerDiscreteScheduler.from_config({**self.scheduler_config, **self.scheduler_overrides})
         sched.set_timesteps(n_steps)
         self.n_steps = n_steps
         self.timesteps = sched.timesteps.to(torch.float32).cpu()
@@ -145,6 +123,32 @@ class Backbone(UNetVAEModel):
             eps = torch.randn(z0.shape, generator=generator, dtype=torch.float32, device="cpu")
         return z0 + self.sigmas[start].item() * eps.to(z0.device, z0.dtype)
 
+
+@dataclass
+class Backbone(UNetVAEModel):
+    """An SD 2.x UNet + VAE + empty-prompt text states, with the trailing-sigma Euler loop (SPEC 2)."""
+
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    scheduler_config: dict[str, Any]
+    cond_states: torch.Tensor  # (1, 77, D): text embedding of ""
+    source: str = TINY
+    is_random: bool = False
+    counters: WorkCounters = field(default_factory=WorkCounters)
+    n_steps: int = 25
+    layout: ClassVar[Layout] = SD_LAYOUT  # the probe's modules (SPEC 3)
+    scheduler_overrides: ClassVar[dict[str, Any]] = {"timestep_spacing": "trailing"}  # SPEC 2
+    joint_frames: ClassVar[bool] = False  # frames are independent samples (SVD: one clip per run)
+
+    def __post_init__(self) -> None:
+        self.set_steps(self.n_steps)
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler_config.get("prediction_type", "epsilon")
+
+    # ---------------------------------------------------------------- sampler
     def unet_eps(
         self, x: torch.Tensor, step: int, guidance_scale: float, listener: StepListener | None = None
     ) -> torch.Tensor:

@@ -184,28 +184,6 @@ class SVDBackbone(UNetVAEModel):
         return int(self.image_encoder.config.image_size)
 
     # ---------------------------------------------------------------- sampler
-    def set_steps(self, n_steps: int) -> None:
-        """Karras/EDM sigmas sigma_0 > ... > sigma_{n-1}, sigma_n = 0 and timesteps 0.25 log sigma_i."""
-        from diffusers import EulerDiscreteScheduler
-
-        sched = EulerDiscreteScheduler.from_config(self.scheduler_config)
-        sched.set_timesteps(n_steps)
-        self.n_steps = n_steps
-        self.timesteps = sched.timesteps.to(torch.float32).cpu()
-        self.sigmas = sched.sigmas.to(torch.float32).cpu()
-
-    def noise(
-        self,
-        z0: torch.Tensor,
-        start: int,
-        generator: torch.Generator | None = None,
-        eps: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """x = z0 + sigma[t_m] * eps, eps ~ N(0, I) from ``generator`` (or given)."""
-        if eps is None:
-            eps = torch.randn(z0.shape, generator=generator, dtype=torch.float32, device="cpu")
-        return z0 + self.sigmas[start].item() * eps.to(z0.device, z0.dtype)
-
     def guidance_weights(self, n_frames: int, guidance_scale: float) -> torch.Tensor:
         """(F,) guidance weight per frame: linspace(min_guidance_scale, guidance_scale, F), or constant."""
         if self.min_guidance_scale is None:
