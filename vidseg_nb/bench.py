@@ -191,78 +191,22 @@ def run_tiny(
 
 
 @torch.no_grad()
-def run_full_size(
-    device: str = "cuda", n_frames: int = 14, size: int = 512, n_labels: int = 10, chunk: int | None = None
+def _time_stages_0_and_3(
+    bb: Any, cfg: SegConfig, n_frames: int, size: int, n_labels: int, warm_frames: int
 ) -> dict[str, Any]:
-    """Full-size random-weight SD 2.1 at the paper's settings (B = 14, t_m = 22, L labels per frame).
-
-    Stages 0 and 3 run through the real code; the coarse maps are planted (L vertical stripes per frame)
-    because random weights give no meaningful clusters. Frames per second of the whole batch.
-    """
+    """Reference run + masked modulation of one batch of random frames with planted coarse maps (L vertical
+    stripes per frame: random weights give no meaningful clusters), after a warm-up; frames per second."""
     from .features import reference_run
     from .modulation import final_labels, modulate
 
-    bb = load_backbone("random-sd21", device=device)
-    cfg = SegConfig(max_side=size, chunk_size=chunk)
+    device = str(bb.device)
     frames = np.random.default_rng(0).integers(0, 255, (n_frames, size, size, 3), dtype=np.uint8)
     g = size // 16
     stripe = np.minimum(np.arange(g) * n_labels // g, n_labels - 1)
     coarse = np.broadcast_to(stripe[None, None, :], (n_frames, g, g)).copy()
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    # warm-up on 1 frame
-    ref = reference_run(bb, frames[:1], cfg, record_qk=True, progress=False)
-    modulate(bb, ref, coarse[:1], cfg, progress=False)
-    sync()
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    c0 = bb.counters.snapshot()
-    t0 = time.perf_counter()
-    ref = reference_run(bb, frames, cfg, record_qk=True, progress=False)
-    mo = modulate(bb, ref, coarse, cfg, progress=False)
-    _ = [final_labels(d, m, cfg.s) for d, m in zip(mo.frames, coarse)]
-    sync()
-    dt = time.perf_counter() - t0
-    work = {k: v / n_frames for k, v in bb.counters.since(c0).items()}
-    out = dict(
-        device=machine(),
-        frames=n_frames,
-        size=size,
-        labels=n_labels,
-        seconds=dt,
-        frames_per_second=n_frames / dt,
-        work_per_frame=work,
-        unet_dtype=str(bb.dtype),
-    )
-    if device.startswith("cuda"):
-        out["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
-    return out
-
-
-@torch.no_grad()
-def run_full_size_svd(
-    device: str = "cuda",
-    n_frames: int = 14,
-    size: int = 512,
-    n_labels: int = 10,
-    chunk: int | None = None,
-    model: str = "random-svd",
-) -> dict[str, Any]:
-    """Full-size random-weight SVD at the paper's settings (B = 14 frames jointly, t_m = 17, L labels).
-
-    As :func:`run_full_size`: stages 0 and 3 through the real code, planted coarse maps (L stripes)."""
-    from .config import preset
-    from .features import reference_run
-    from .modulation import final_labels, modulate
-
-    bb = load_backbone(model, device=device)
-    cfg = preset("svd", max_side=size, chunk_size=chunk, batch_size=n_frames)
-    frames = np.random.default_rng(0).integers(0, 255, (n_frames, size, size, 3), dtype=np.uint8)
-    g = size // 16
-    stripe = np.minimum(np.arange(g) * n_labels // g, n_labels - 1)
-    coarse = np.broadcast_to(stripe[None, None, :], (n_frames, g, g)).copy()
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    ref = reference_run(bb, frames[:2], cfg, record_qk=True, progress=False)  # warm-up on 2 frames
-    modulate(bb, ref, coarse[:2, :, : 2 * g // n_labels], cfg, progress=False)
+    ref = reference_run(bb, frames[:warm_frames], cfg, record_qk=True, progress=False)  # warm-up
+    modulate(bb, ref, coarse[:warm_frames, :, : 2 * g // n_labels], cfg, progress=False)
     del ref
     sync()
     if device.startswith("cuda"):
@@ -276,7 +220,7 @@ def run_full_size_svd(
     dt = time.perf_counter() - t0
     out = dict(
         device=machine(),
-        model=model,
+        model=bb.source,
         frames=n_frames,
         size=size,
         labels=n_labels,
@@ -289,6 +233,31 @@ def run_full_size_svd(
     if device.startswith("cuda"):
         out["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
     return out
+
+
+def run_full_size(
+    device: str = "cuda", n_frames: int = 14, size: int = 512, n_labels: int = 10, chunk: int | None = None
+) -> dict[str, Any]:
+    """Full-size random-weight SD 2.1 at the paper's settings (B = 14, t_m = 22, L labels per frame):
+    stages 0 and 3 through the real code, frames per second of the whole batch."""
+    bb = load_backbone("random-sd21", device=device)
+    return _time_stages_0_and_3(bb, SegConfig(max_side=size, chunk_size=chunk), n_frames, size, n_labels, 1)
+
+
+def run_full_size_svd(
+    device: str = "cuda",
+    n_frames: int = 14,
+    size: int = 512,
+    n_labels: int = 10,
+    chunk: int | None = None,
+    model: str = "random-svd",
+) -> dict[str, Any]:
+    """Full-size random-weight SVD at the paper's settings (B = 14 frames jointly, t_m = 17, L labels)."""
+    from .config import preset
+
+    bb = load_backbone(model, device=device)
+    cfg = preset("svd", max_side=size, chunk_size=chunk, batch_size=n_frames)
+    return _time_stages_0_and_3(bb, cfg, n_frames, size, n_labels, 2)
 
 
 def main(argv: list[str] | None = None) -> int:
