@@ -44,7 +44,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from vidseg_nb.backbone import load_backbone
     from vidseg_nb.config import preset
     from vidseg_nb.datasets import open_dataset
     from vidseg_nb.evaluate import (
@@ -55,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         run_ablation,
         synthetic_clips,
     )
+    from vidseg_nb.loading import load_backbone
 
     config = preset(
         "vidseg",

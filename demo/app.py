@@ -54,9 +54,10 @@ import gradio as gr
 import numpy as np
 import torch
 
-from vidseg_nb.backbone import Backbone, BackboneLoadError, load_backbone
+from vidseg_nb.backbone import Backbone, BackboneLoadError
 from vidseg_nb.config import MODEL_ENV, PRESETS, ConfigError, SegConfig, default_model
 from vidseg_nb.features import pca_view, xt_slice
+from vidseg_nb.loading import load_backbone
 from vidseg_nb.palette import colorize
 from vidseg_nb.pipeline import SegmentationResult, VideoSegmenter, device_info
 from vidseg_nb.synthetic import example_clips

@@ -51,10 +51,10 @@ DATA = REPO.resolve().parent / "shared" / "data"  # sample clips beside the repo
 import numpy as np
 import torch
 
-from vidseg_nb.backbone import load_backbone
 from vidseg_nb.config import preset
 from vidseg_nb.datasets import DavisDataset
 from vidseg_nb.features import extract_features, pca_view, xt_slice
+from vidseg_nb.loading import load_backbone
 from vidseg_nb.metrics import resize_nearest
 from vidseg_nb.pipeline import device_info
 from vidseg_nb.synthetic import make_clip

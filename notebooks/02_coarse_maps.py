@@ -52,11 +52,11 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from vidseg_nb.backbone import load_backbone
 from vidseg_nb.config import preset
 from vidseg_nb.context import SceneContextModel, coarse_maps
 from vidseg_nb.datasets import DavisDataset
 from vidseg_nb.features import extract_features
+from vidseg_nb.loading import load_backbone
 from vidseg_nb.metrics import apply_label_map, assign_labels, confusion_matrix, mean_iou, resize_nearest
 from vidseg_nb.pipeline import device_info
 from vidseg_nb.refine import correspondence, count_label_changes, refine

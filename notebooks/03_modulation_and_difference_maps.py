@@ -55,11 +55,11 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from vidseg_nb.backbone import load_backbone
 from vidseg_nb.config import preset
 from vidseg_nb.context import SceneContextModel, coarse_batch
 from vidseg_nb.datasets import DavisDataset
 from vidseg_nb.features import extract_features, reference_run
+from vidseg_nb.loading import load_backbone
 from vidseg_nb.metrics import resize_nearest
 from vidseg_nb.modulation import final_labels, modulate, plan_runs, upsample_masks
 from vidseg_nb.pipeline import device_info

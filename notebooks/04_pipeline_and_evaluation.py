@@ -50,11 +50,11 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-from vidseg_nb.backbone import load_backbone
 from vidseg_nb.bench import PAPER_FPS_A100, flops_per_call, tflop_per_frame, work_formula
 from vidseg_nb.config import preset
 from vidseg_nb.datasets import CamVidDataset
 from vidseg_nb.evaluate import evaluate_clip, format_table, run_ablation
+from vidseg_nb.loading import load_backbone
 from vidseg_nb.metrics import apply_label_map, per_class_iou
 from vidseg_nb.pipeline import VideoSegmenter, device_info
 from vidseg_nb.synthetic import make_clip

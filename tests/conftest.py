@@ -16,7 +16,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def tiny():
     """The random tiny backbone on the CPU (fp32); counters are shared, so tests read deltas."""
-    from vidseg_nb.backbone import load_backbone
+    from vidseg_nb.loading import load_backbone
 
     return load_backbone("tiny", device="cpu")
 

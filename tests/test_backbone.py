@@ -9,11 +9,11 @@ import torch
 from vidseg_nb.backbone import (
     BackboneLoadError,
     build_tiny_components,
-    load_backbone,
     save_components,
 )
 from vidseg_nb.config import SegConfig
 from vidseg_nb.features import extract_features, frame_noise, reference_run
+from vidseg_nb.loading import load_backbone
 from vidseg_nb.probe import Probe, block_path, count_hooks, injection_sites
 
 

@@ -58,7 +58,7 @@ def backbone(request):
     try:
         return request.getfixturevalue("tiny")
     except pytest.FixtureLookupError:  # pragma: no cover - without the shared conftest
-        from vidseg_nb.backbone import load_backbone
+        from vidseg_nb.loading import load_backbone
 
         return load_backbone("tiny", device="cpu")
 

@@ -54,7 +54,7 @@ def server(request, tmp_path_factory):
     try:
         bb = request.getfixturevalue("tiny")
     except pytest.FixtureLookupError:  # pragma: no cover - without the shared conftest
-        from vidseg_nb.backbone import load_backbone
+        from vidseg_nb.loading import load_backbone
 
         bb = load_backbone("tiny", device="cpu")
     demo = app.build_app(

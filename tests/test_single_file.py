@@ -11,7 +11,8 @@ import safetensors.torch
 import torch
 from ldm_format import TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX, components_to_ldm
 
-from vidseg_nb.backbone import BackboneLoadError, build_tiny_components, load_backbone, save_components
+from vidseg_nb.backbone import BackboneLoadError, build_tiny_components, save_components
+from vidseg_nb.loading import load_backbone
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 

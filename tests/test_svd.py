@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from vidseg_nb.backbone import BackboneLoadError, load_backbone
+from vidseg_nb.backbone import BackboneLoadError
 from vidseg_nb.config import PRESETS, preset
 from vidseg_nb.features import extract_features, reference_run
+from vidseg_nb.loading import is_svd_source, load_backbone
 from vidseg_nb.modulation import modulate, upsample_masks
 from vidseg_nb.pipeline import VideoSegmenter
 from vidseg_nb.probe import Probe, count_hooks
@@ -19,7 +20,6 @@ from vidseg_nb.svd import (
     SVD_LAYOUT,
     SVDBackbone,
     build_tiny_svd_components,
-    is_svd_source,
     plan_runs,
     save_svd_components,
 )

@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "SegConfig": "config",
     "preset": "config",
-    "load_backbone": "backbone",
+    "load_backbone": "loading",
     "Backbone": "backbone",
     "extract_features": "features",
     "pca_view": "features",

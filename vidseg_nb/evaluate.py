@@ -538,7 +538,7 @@ _WORKER_BACKBONES: dict[tuple, Backbone] = {}
 
 def _worker_backbone(source: str, device: str, dtype: Any) -> Backbone:
     """The backbone of a Ray worker, loaded once per worker process and reused by its later tasks."""
-    from .backbone import load_backbone
+    from .loading import load_backbone
 
     key = (source, device, str(dtype))
     if key not in _WORKER_BACKBONES:

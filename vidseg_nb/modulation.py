@@ -29,7 +29,8 @@ from .probe import Probe
 
 @dataclass
 class FrameDiff:
-    """Difference maps of one frame: ``labels`` (L,) ids and D_l ``raw`` (L, H, W) in [0, 1] (float16)."""
+    """Difference maps of one frame: ``labels`` (L,) ids and D_l ``raw`` (L, H, W) in [0, 1] (float32;
+    float16 only with ``SegConfig.diff_fp16``)."""
 
     labels: np.ndarray
     raw: np.ndarray
@@ -215,9 +216,8 @@ def modulate(
         if len(labs) < 2:
             out.append(FrameDiff(labels=labs.astype(np.int64), raw=np.ones((1, H, W), np.float32)))
             continue
-        raw = (
-            torch.stack([diffs[(f, int(lab))] for lab in labs]).half().numpy()
-        )  # in [0, 1]: float16 halves the cache
+        raw = torch.stack([diffs[(f, int(lab))] for lab in labs])
+        raw = (raw.half() if config.diff_fp16 else raw.float()).numpy()  # SPEC 7: float (fp16 opt-in)
         fd = FrameDiff(labels=labs.astype(np.int64), raw=raw)
         if f in keep_images:
             fd.plus = np.stack([images[(f, int(lab), 1)] for lab in labs])

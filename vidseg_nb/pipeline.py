@@ -335,7 +335,7 @@ def segment_clip(
     **kw: Any,
 ) -> SegmentationResult:
     """One call: load the backbone (``model``: a source for :func:`load_backbone` or a Backbone) and segment."""
-    from .backbone import load_backbone
+    from .loading import load_backbone
 
     bb = model if isinstance(model, Backbone) else load_backbone(model)
     return VideoSegmenter(bb, config).segment(clip, **kw)

@@ -60,7 +60,6 @@ frames whose map holds a single label get a constant map, as with SD.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,11 +75,8 @@ from .backbone import (
     StepListener,
     UNetVAEModel,
     WorkCounters,
-    _default_device,
-    _default_dtype,
-    load_error,
 )
-from .config import DEFAULT_MODEL, SegConfig
+from .config import SegConfig
 from .features import Features, Reference, _to_grid, aggregate, frame_noise
 from .modulation import FrameDiff, ModulationOutput, difference_map, upsample_masks
 from .probe import Layout, Probe, StopForward
@@ -177,6 +173,10 @@ class SVDBackbone(UNetVAEModel):
     @property
     def prediction_type(self) -> str:
         return self.scheduler_config.get("prediction_type", "v_prediction")
+
+    def frames_per_group(self, n_frames: int) -> int:
+        """Frames denoised together as one sample: the whole batch (one SVD clip)."""
+        return n_frames
 
     @property
     def image_size(self) -> int:
@@ -510,138 +510,6 @@ def save_svd_components(components: dict[str, Any], folder: str | Path) -> Path:
 
 
 # -------------------------------------------------------------------- loading
-def _names_svd(config: dict[str, Any]) -> bool:
-    cls = str(config.get("_class_name", ""))
-    unet = config.get("unet")
-    return (
-        "StableVideoDiffusion" in cls
-        or cls == SVD_UNET_CLASS
-        or (isinstance(unet, list | tuple) and len(unet) > 1 and unet[1] == SVD_UNET_CLASS)
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def is_svd_source(src: str) -> bool:
-    """Whether ``src`` names an SVD model: ``tiny-svd``, ``random-svd``, a Stability SVD Hub id, a folder
-    (or Hub repository) whose ``model_index.json`` or ``unet/config.json`` names
-    ``UNetSpatioTemporalConditionModel`` / ``StableVideoDiffusionPipeline``."""
-    if src in (TINY_SVD, RANDOM_SVD):
-        return True
-    p = Path(src)
-    if p.is_dir():
-        return _names_svd(_read_json(p / "model_index.json")) or _names_svd(
-            _read_json(p / "unet" / "config.json")
-        )
-    if p.exists() or src.startswith((".", "/", "~")) or src.count("/") != 1:
-        return False
-    if "stable-video-diffusion" in src.lower():
-        return True
-    if src == DEFAULT_MODEL:
-        return False
-    try:  # another Hub repository: read its model_index.json (from the local cache when offline)
-        from huggingface_hub import hf_hub_download
-
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        path = hf_hub_download(src, "model_index.json", local_files_only=offline)
-    except Exception:  # noqa: BLE001 - not readable: let the SD loader report it
-        return False
-    return _names_svd(_read_json(Path(path)))
-
-
-def _load_svd_folder_or_hub(source: str, local_only: bool) -> dict[str, Any]:
-    from diffusers import (
-        AutoencoderKLTemporalDecoder,
-        EulerDiscreteScheduler,
-        UNetSpatioTemporalConditionModel,
-    )
-    from transformers import CLIPVisionModelWithProjection
-
-    kw = dict(local_files_only=local_only)
-    return dict(
-        unet=UNetSpatioTemporalConditionModel.from_pretrained(source, subfolder="unet", **kw),
-        vae=AutoencoderKLTemporalDecoder.from_pretrained(source, subfolder="vae", **kw),
-        image_encoder=CLIPVisionModelWithProjection.from_pretrained(source, subfolder="image_encoder", **kw),
-        scheduler_config=dict(EulerDiscreteScheduler.load_config(source, subfolder="scheduler", **kw)),
-    )
-
-
-def _check_svd_layout(unet: torch.nn.Module, src: str) -> None:
-    ups = getattr(unet, "up_blocks", None)
-    ok = ups is not None and len(ups) == 4 and all(hasattr(ups[i], "attentions") for i in (1, 2, 3))
-    ok = ok and len(ups[2].attentions) >= 3 and hasattr(ups[2].attentions[2], "temporal_transformer_blocks")
-    if not ok:
-        raise BackboneLoadError(
-            f"{src!r} does not have the SVD UNet layout (4 up blocks, spatio-temporal attention in up_blocks "
-            f"1-3, 3 transformer blocks in up_blocks[2]); use {SVD_MODEL} or {SVD_XT_MODEL}."
-        )
-
-
-def load_svd_backbone(
-    source: str,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
-    *,
-    seed: int = 0,
-    n_steps: int = 25,
-) -> SVDBackbone:
-    """Load an SVD backbone (``load_backbone`` calls this for SVD sources): UNet and image encoder in
-    ``dtype`` (bf16/fp16 on CUDA, fp32 on CPU), the VAE in fp32."""
-    src = str(source)
-    dev = torch.device(device) if device is not None else _default_device()
-    dt = dtype or _default_dtype(dev)
-    is_random = src in (TINY_SVD, RANDOM_SVD)
-    try:
-        if src == RANDOM_SVD:
-            comps = build_svd_components(svd_configs(), seed, dev)
-            comps["scheduler_config"] = dict(comps.pop("scheduler").config)
-        elif src == TINY_SVD:
-            comps = build_tiny_svd_components(seed)
-            comps["scheduler_config"] = dict(comps.pop("scheduler").config)
-        elif Path(src).is_dir():
-            comps = _load_svd_folder_or_hub(src, local_only=True)
-        else:
-            if src.startswith((".", "/", "~")):
-                raise FileNotFoundError(f"no such folder: {src}")
-            offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-            comps = _load_svd_folder_or_hub(src, local_only=offline)
-    except BackboneLoadError:
-        raise
-    except Exception as e:  # noqa: BLE001 - every loading failure becomes one clear message
-        raise load_error(
-            src,
-            e,
-            example=SVD_MODEL,
-            local="./svd",
-            what="a diffusers folder of an SVD model; the Hub repository is gated: accept its licence first",
-            tiny=TINY_SVD,
-        ) from e
-    _check_svd_layout(comps["unet"], src)
-    unet = comps["unet"].to(dev).eval()
-    image_encoder = comps["image_encoder"].to(dev).eval()
-    for m in (unet, image_encoder):
-        if next(m.parameters()).dtype != dt:
-            m.to(dt)
-    vae = comps["vae"].to(dev).eval()
-    if next(vae.parameters()).dtype != torch.float32:
-        vae.to(torch.float32)
-    for m in (unet, vae, image_encoder):
-        m.requires_grad_(False)
-    sched_cfg = {k: v for k, v in comps["scheduler_config"].items() if not k.startswith("_")}
-    return SVDBackbone(
-        unet=unet,
-        vae=vae,
-        image_encoder=image_encoder,
-        scheduler_config=sched_cfg,
-        source=src,
-        is_random=is_random,
-        n_steps=n_steps,
-    )
 
 
 # -------------------------------------------------------------------- stage 0: the reference run
@@ -815,7 +683,8 @@ def modulate(
         if len(labs) < 2:
             out.append(FrameDiff(labels=labs.astype(np.int64), raw=np.ones((1, H, W), np.float32)))
             continue
-        raw = torch.stack([diffs[(f, int(lab))] for lab in labs]).half().numpy()
+        raw = torch.stack([diffs[(f, int(lab))] for lab in labs])
+        raw = (raw.half() if config.diff_fp16 else raw.float()).numpy()  # SPEC 7: float (fp16 opt-in)
         fd = FrameDiff(labels=labs.astype(np.int64), raw=raw)
         if f in keep_images:
             fd.plus = np.stack([images[(f, int(lab), 1)] for lab in labs])

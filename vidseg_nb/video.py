@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 from . import palette
+from .errors import VideoError
 
 __all__ = [
     "DEFAULT_FPS",
@@ -67,10 +68,6 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".avi", ".mkv", ".m4v", ".mpg", ".mpe
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _WHAT_TO_UPLOAD = "Upload an mp4/webm/mov/gif/avi file or a folder of PNG/JPG frames."
-
-
-class VideoError(ValueError):
-    """A problem with a clip handed in by a user; the message names the input, the problem and the fix."""
 
 
 class _NotAVideo(VideoError):
