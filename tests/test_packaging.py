@@ -16,14 +16,13 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "sync_requirements.py"
 sys.path.insert(0, str(SCRIPT.parent))
 import sync_requirements as sync  # noqa: E402
 
-PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+PYPROJECT = sync.load(ROOT)  # tomllib (tomli on Python 3.10)
 CI_TORCH = "2.13.0"  # .ci/run installs this CPU wheel before `pip install -e ".[dev,cluster]"`
 
 # import name -> distribution name, where they differ
@@ -201,3 +200,9 @@ def test_space_pin_ci_wheel_and_this_environment_satisfy_the_ranges():
         if Version(version) not in SpecifierSet(spec, prereleases=True):
             outside[name] = (version, spec)
     assert not outside, f"installed versions outside the declared ranges: {outside}"
+
+
+def test_readme_names_the_space_pins():
+    readme = (ROOT / "README.md").read_text()
+    for pin in PYPROJECT["tool"]["vidseg"]["space"]["pins"]:
+        assert f"`{pin}`" in readme, f"README's 'Installing' should name the Space's {pin}"
