@@ -33,6 +33,7 @@ from vidseg_nb.names import (
     name_clusters,
     require_text_encoder,
     site_parameters,
+    unet_word_attention,
     vocabulary_for_dataset,
     word_attention,
 )
@@ -99,6 +100,10 @@ def test_layers_resized_and_averaged():
     a_small = word_attention({"small": q_small}, {"small": eye}, {"small": 1}, vocab, (h // 2, w // 2))
     up = F.interpolate(a_small.permute(0, 3, 1, 2), size=(h, w), mode="bilinear", align_corners=False)
     torch.testing.assert_close(a, (a_big + up.permute(0, 2, 3, 1)) / 2)
+    small_chunks = word_attention(
+        qs, {"big": eye, "small": eye}, {"big": 1, "small": 1}, vocab, (h, w), max_elements=1
+    )  # one frame and one word at a time
+    torch.testing.assert_close(small_chunks, a)
     assert layer_grid(32 * 64, (64, 128)) == (32, 64) and layer_grid(16 * 16, (32, 32)) == (16, 16)
 
 
@@ -240,6 +245,7 @@ def test_word_attention_matches_diffusers_attention(comps):
     a = word_attention(queries, to_k, heads, vocab, grid, scales)
     assert a.shape == (1, 8, 8, 2)
     torch.testing.assert_close(a[0, ..., 0], torch.stack(expected).mean(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(unet_word_attention(queries, unet, vocab, grid), a)
 
 
 def test_dataset_vocabularies():
