@@ -8,9 +8,10 @@ the run goes on; the summary counts it in ``failed``.
 On Ray (``use_ray=True``): a pool of actors (``ray.util.ActorPool``), each loading the backbone ONCE in
 its ``__init__`` and then evaluating the videos it is handed; one actor per GPU of the cluster
 (``num_gpus=1``) when ``ray.cluster_resources()`` has GPUs, else one per CPU (``num_cpus=1``, on the CPU).
-The driver never loads a model. This package is shipped to the workers with
-``runtime_env={"py_modules": [...]}``, so a cluster only needs the dependencies installed; the dataset
-folder must be readable at the same path on every node (a shared file system).
+The driver never loads a model. When this function starts Ray (``ray.init(address)``), it ships this
+package to the workers with the job's ``runtime_env={"py_modules": [<vidseg_nb folder>]}``, so a cluster
+only needs the dependencies installed; when the caller started Ray, pass :func:`package_env` to its
+``ray.init``. The dataset folder must be readable at the same path on every node (a shared file system).
 """
 
 from __future__ import annotations
@@ -289,12 +290,31 @@ def ray_plan(resources: Mapping[str, float], n_videos: int, workers: int | None 
 
 
 def package_env(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The ``runtime_env`` that ships this package (``py_modules``) to the workers, merged with
-    ``extra``."""
+    """The job ``runtime_env`` that ships this package to the workers (``py_modules``: the local
+    ``vidseg_nb`` folder, uploaded by ``ray.init``), merged with ``extra``. Pass it to your own
+    ``ray.init(runtime_env=...)`` when you start Ray before calling :func:`evaluate_dataset`."""
     pkg = str(Path(__file__).resolve().parents[1])
     env: dict[str, Any] = dict(extra or {})
     env["py_modules"] = [pkg, *env.get("py_modules", [])]
     return env
+
+
+def _actor_env(ray: Any, extra: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The actors' runtime_env when Ray was started by the caller: ``extra``, plus (when the job did not
+    ship the package) this checkout on PYTHONPATH, which works for a local Ray or a shared file system.
+    Local folders in ``py_modules`` are only accepted by ``ray.init``, not per actor."""
+    env: dict[str, Any] = dict(extra or {})
+    try:
+        job = dict(ray.get_runtime_context().runtime_env or {})
+    except Exception:  # noqa: BLE001 - older Ray: assume nothing was shipped
+        job = {}
+    if not job.get("py_modules") and not env.get("py_modules"):
+        parent = str(Path(__file__).resolve().parents[2])
+        paths = [parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env_vars = dict(env.get("env_vars", {}))
+        env_vars.setdefault("PYTHONPATH", os.pathsep.join(dict.fromkeys(paths)))
+        env["env_vars"] = env_vars
+    return env or None
 
 
 def _run_ray(
@@ -314,23 +334,24 @@ def _run_ray(
     from ray.util import ActorPool
 
     started = False
+    actor_env: dict[str, Any] | None = None
     if not ray.is_initialized():
-        kw: dict[str, Any] = {"address": address}
+        kw: dict[str, Any] = {"address": address, "runtime_env": package_env(runtime_env)}
         if address is None:
             kw["include_dashboard"] = False
         ray.init(**kw)
         started = True
+    else:
+        actor_env = _actor_env(ray, runtime_env)
     actors: list[Any] = []
     try:
         plan = ray_plan(ray.cluster_resources(), len(samples), workers)
         # max_restarts / max_task_retries: a worker process that dies (out of memory, lost node) is
         # restarted and its video retried; exceptions inside a video are retried by eval_sample_safely
-        cls = ray.remote(
-            max_restarts=1,
-            max_task_retries=max(0, int(retries)),
-            runtime_env=package_env(runtime_env),
-            **plan["options"],
-        )(VideoWorker)
+        opts: dict[str, Any] = dict(max_restarts=1, max_task_retries=max(0, int(retries)), **plan["options"])
+        if actor_env:
+            opts["runtime_env"] = actor_env
+        cls = ray.remote(**opts)(VideoWorker)
         actors = [cls.remote(source, plan["device"], model_config) for _ in range(plan["actors"])]
         pool = ActorPool(actors)
         cfg_ref = ray.put(config)
