@@ -78,7 +78,7 @@ def add_config_args(p: argparse.ArgumentParser, preview: bool = True) -> None:
     hints = typing.get_type_hints(SegConfig)
     for f in config_fields():
         flags = ["--" + f.name.replace("_", "-"), *_ALIASES.get(f.name, [])]
-        help_text = f.metadata.get("help", "") if f.metadata else ""
+        help_text = (f.metadata.get("help", "") if f.metadata else "").replace("%", "%%")  # argparse formats
         tp = hints[f.name]
         args = typing.get_args(tp)
         nullable = type(None) in args
