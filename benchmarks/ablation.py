@@ -1,6 +1,6 @@
 """The paper's Table 2 ablation (B, masked modulation, feature aggregation, CBR) on the shared sample clips.
 
-Runs :func:`vidseg_nb.evaluate.run_ablation` on the first ``--videos`` DAVIS 2016 sequences and the
+Runs :func:`vidseg_nb.evaluation.ablation.run_ablation` on the first ``--videos`` DAVIS 2016 sequences and the
 CamVid sequence of ``../shared/data`` (one table per dataset: their class sets differ), or on synthetic
 clips when that folder is absent (or with ``--synthetic N``), and prints the tables in the paper's
 layout next to the paper's SD 2.1 numbers (VSPW, first 30 validation videos: a different dataset, so
@@ -46,14 +46,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from vidseg_nb.config import preset
     from vidseg_nb.datasets import open_dataset
-    from vidseg_nb.evaluate import (
+    from vidseg_nb.evaluation.ablation import (
         RANDOM_NOTE,
-        _json_value,
         dataset_clips,
         format_table,
         run_ablation,
         synthetic_clips,
     )
+    from vidseg_nb.evaluation.store import json_value
     from vidseg_nb.loading import load_backbone
 
     config = preset(
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if bb.is_random:
         print(f"NOTE: {RANDOM_NOTE}. Scores in %; '—' = undefined (mVC_n needs more than n frames).")
     if args.json:
-        Path(args.json).write_text(json.dumps(_json_value(dump), indent=2) + "\n", encoding="utf-8")
+        Path(args.json).write_text(json.dumps(json_value(dump), indent=2) + "\n", encoding="utf-8")
         print(f"rows: {args.json}")
     return 0
 

@@ -1,5 +1,6 @@
-"""Evaluation: per-clip scoring with a known answer, pooling, resumable dataset runs (local and Ray),
-the Table 2 ablation and the ``vidseg evaluate`` / ``vidseg ablate`` commands.
+"""Evaluation (vidseg_nb.evaluation): per-clip scoring with a known answer, pooling (DAVIS per object),
+resumable local dataset runs with failing videos, the Table 2 ablation. Ray: tests/test_ray.py; the
+``vidseg evaluate`` / ``vidseg ablate`` commands: tests/test_cli.py.
 
 Model runs use the random tiny backbone on 128x128 clips processed at 64x64 (a 4x4 feature grid), in
 preview mode where the test is about bookkeeping, so the whole file stays small.
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,10 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vidseg_nb import cli, pipeline
-from vidseg_nb import evaluate as ev
+from vidseg_nb import evaluate as old_path
+from vidseg_nb import evaluation as ev
+from vidseg_nb import pipeline
 from vidseg_nb.config import ConfigError, SegConfig, preset
 from vidseg_nb.datasets import open_dataset
+from vidseg_nb.evaluation import runner
 from vidseg_nb.metrics import mean_iou, resize_nearest
 from vidseg_nb.synthetic import make_clip
 
@@ -48,6 +50,10 @@ def write_camvid(root: Path, n_videos: int = 2, n_frames: int = N_FRAMES) -> Pat
             Image.fromarray(c.frames[i]).save(seq / "frames" / f"seq{v}_{i:05d}.png")
             Image.fromarray(lab.astype(np.uint8), mode="L").save(seq / "labels" / f"seq{v}_{i:05d}.png")
     return root
+
+
+class Crash(BaseException):
+    """Stands in for the process dying (a BaseException: never recorded as a failed video)."""
 
 
 def _strip(rec: dict) -> dict:
@@ -180,6 +186,34 @@ def test_summarize_pools_confusion_matrices_and_windows() -> None:
     assert s2["num_classes"] == 3 and s2["unassigned_fraction"] == pytest.approx(1 / 17)
 
 
+def _squares(n_frames: int, n_objects: int, size: int = 32) -> np.ndarray:
+    """(T, size, size) labels: object k (1..n_objects) a 6x6 square in its own column, 0 elsewhere."""
+    gt = np.zeros((n_frames, size, size), np.int64)
+    for k in range(1, n_objects + 1):
+        gt[:, 4:10, 7 * (k - 1) + 1 : 7 * (k - 1) + 7] = k
+    return gt
+
+
+def test_davis_pools_objects_not_sequences() -> None:
+    """The DAVIS 2017 toolkit's J-Mean / F-Mean average over all objects of all sequences: a sequence
+    with one missed object and one with four perfect objects give 0.8, not the per-sequence 0.5."""
+    gt_a = _squares(5, 1)
+    pred_a = np.zeros_like(gt_a)  # the object is never segmented: J = F = 0
+    gt_b = _squares(5, 4)
+    a = ev.score_result(pred_a, pred_a, gt_a, num_classes=2, davis=True)
+    b = ev.score_result(gt_b, gt_b, gt_b, num_classes=5, davis=True)  # perfect: J = F = 1 per object
+    assert a["J_objects"] == [0.0] and a["F_objects"] == [0.0] and a["J&F"] == 0.0
+    assert b["J_objects"] == [1.0] * 4 and b["F_objects"] == [1.0] * 4 and b["J&F"] == 1.0
+    s = ev.summarize([a, b])
+    assert s["objects"] == 5
+    assert s["J"] == pytest.approx(0.8) and s["F"] == pytest.approx(0.8) and s["J&F"] == pytest.approx(0.8)
+    # the same pooling after the JSON round trip of per_video.jsonl
+    from vidseg_nb.evaluation.store import from_json, to_json
+
+    s2 = ev.summarize([from_json(json.loads(json.dumps(to_json(r)))) for r in (a, b)])
+    assert s2["J&F"] == pytest.approx(0.8)
+
+
 # --------------------------------------------------------------------------------------------------
 # evaluate_dataset: resume, corrupt lines, Ray
 # --------------------------------------------------------------------------------------------------
@@ -212,22 +246,22 @@ def test_resume_after_crash_recomputes_nothing(tiny, camvid, clean_run, tmp_path
     clean_out, _ = clean_run
     ds = open_dataset("camvid", camvid)
     calls: list[str] = []
-    real = ev.eval_sample
+    real = runner.eval_sample
 
     def crashing(sample, *a, **k):
         calls.append(sample.name)
         if sample.name == "seq1":
-            raise RuntimeError("simulated crash")
+            raise Crash("simulated crash")  # the process dies: no line for seq1
         return real(sample, *a, **k)
 
-    monkeypatch.setattr(ev, "eval_sample", crashing)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    monkeypatch.setattr(runner, "eval_sample", crashing)
+    with pytest.raises(Crash, match="simulated crash"):
         ev.evaluate_dataset(ds, tiny, small_config(), tmp_path, progress=False)
     assert calls == ["seq0", "seq1"]
     assert list(_lines(tmp_path / "per_video.jsonl")) == ["seq0"] and not (tmp_path / "summary.json").exists()
 
     calls.clear()
-    monkeypatch.setattr(ev, "eval_sample", lambda s, *a, **k: (calls.append(s.name), real(s, *a, **k))[1])
+    monkeypatch.setattr(runner, "eval_sample", lambda s, *a, **k: (calls.append(s.name), real(s, *a, **k))[1])
     before = tiny.counters.snapshot()
     summary = ev.evaluate_dataset(ds, tiny, small_config(), tmp_path, progress=False)
     work = tiny.counters.since(before)
@@ -265,6 +299,63 @@ def test_corrupt_trailing_line_is_dropped(camvid, tmp_path, monkeypatch) -> None
     assert _strip(resumed)["mIoU"] == clean["mIoU"] and resumed["mVC8"] == clean["mVC8"]
 
 
+def test_failing_video_is_recorded_and_the_run_goes_on(camvid, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(pipeline, "VideoSegmenter", ColourSegmenter)
+    ds = open_dataset("camvid", camvid)
+    bb = SimpleNamespace(source="fake", is_random=False)
+    only0 = ev.evaluate_dataset(ds, bb, small_config(), tmp_path / "only0", videos=["seq0"], progress=False)
+    clean = ev.evaluate_dataset(ds, bb, small_config(), tmp_path / "clean", progress=False)
+    real = runner.eval_sample
+    tries: list[str] = []
+
+    def flaky(sample, *a, **k):
+        tries.append(sample.name)
+        if sample.name == "seq0":
+            raise ValueError("unreadable frame 3")
+        return real(sample, *a, **k)
+
+    monkeypatch.setattr(runner, "eval_sample", flaky)
+    out = tmp_path / "out"
+    s = ev.evaluate_dataset(ds, bb, small_config(), out, progress=False, retries=2)
+    assert tries == ["seq0"] * 3 + ["seq1"]  # 1 + retries attempts, then the next video
+    lines = _lines(out / "per_video.jsonl")
+    assert lines["seq0"]["error"] == "ValueError: unreadable frame 3" and lines["seq0"]["attempts"] == 3
+    assert "conf" not in lines["seq0"] and "conf" in lines["seq1"]
+    assert s["failed"] == 1 and s["failed_videos"] == ["seq0"] and s["videos"] == 1
+    seq1 = ev.evaluate_dataset(ds, bb, small_config(), tmp_path / "only1", videos=["seq1"], progress=False)
+    assert s["mIoU"] == seq1["mIoU"] and s["frames"] == N_FRAMES  # scored without the failed video
+    assert "failed" in ev.format_summary(s) and only0["failed"] == 0
+
+    tries.clear()  # a rerun retries the failed video only; once it passes, the summary is a clean run's
+    monkeypatch.setattr(
+        runner, "eval_sample", lambda smp, *a, **k: (tries.append(smp.name), real(smp, *a, **k))[1]
+    )
+    s = ev.evaluate_dataset(ds, bb, small_config(), out, progress=False)
+    assert tries == ["seq0"] and s["failed"] == 0 and "failed_videos" not in s
+    assert _strip(s)["mIoU"] == clean["mIoU"] and s["mVC8"] == clean["mVC8"]
+
+
+def test_run_json_holds_the_full_config(clean_run) -> None:
+    out, _ = clean_run
+    run = json.loads((out / "run.json").read_text())
+    fields = {f.name for f in __import__("dataclasses").fields(SegConfig)} - {"extra"}
+    assert set(run["config"]) == fields
+    assert SegConfig(**run["config"]) == small_config()
+
+
+def test_evaluation_never_imports_the_cli_and_old_path_works() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vidseg_nb.evaluation, vidseg_nb.evaluate; "
+        "from vidseg_nb.evaluate import evaluate_clip, format_table, run_ablation, summarize; "
+        "assert 'vidseg_nb.cli' not in sys.modules, 'evaluation imported the CLI'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    assert old_path.evaluate_clip is ev.evaluate_clip and old_path.run_ablation is ev.run_ablation
+
+
 def write_davis(root: Path, n_frames: int = 5) -> Path:
     for v in range(2):
         c = make_clip(n_frames=n_frames, height=64, width=64, n_objects=1, seed=20 + v, speed=3.0)
@@ -285,24 +376,13 @@ def test_davis_dataset_gets_j_and_f(tmp_path, monkeypatch) -> None:
     s = ev.evaluate_dataset(ds, bb, small_config(), tmp_path / "out", progress=False)
     recs = _lines(tmp_path / "out" / "per_video.jsonl")
     assert all(0 <= r["J"] <= 1 and 0 <= r["F"] <= 1 for r in recs.values())
-    assert s["J&F"] == pytest.approx(np.mean([r["J&F"] for r in recs.values()]))
+    assert all(len(r["J_objects"]) == len(r["F_objects"]) == 1 for r in recs.values())  # DAVIS 2016: 1 object
+    j = [x for r in recs.values() for x in r["J_objects"]]
+    f = [x for r in recs.values() for x in r["F_objects"]]
+    assert s["objects"] == 2 and s["J"] == pytest.approx(np.mean(j)) and s["F"] == pytest.approx(np.mean(f))
+    assert s["J&F"] == pytest.approx((np.mean(j) + np.mean(f)) / 2)
     table = ev.format_summary(s)
     assert "J&F" in table and "mVC8" not in table
-
-
-def test_ray_matches_local_run(tiny, camvid, clean_run, tmp_path) -> None:
-    ray = pytest.importorskip("ray", reason="Ray is optional (pip install 'vidseg_nb[cluster]')")
-    clean_out, _ = clean_run
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        ev.evaluate_dataset(
-            open_dataset("camvid", camvid), tiny, small_config(), tmp_path, progress=False, use_ray=True
-        )
-    finally:
-        ray.shutdown()
-    assert _lines(tmp_path / "per_video.jsonl") == _lines(clean_out / "per_video.jsonl")
-    ours = json.loads((tmp_path / "summary.json").read_text())
-    assert _strip(ours) == _strip(json.loads((clean_out / "summary.json").read_text()))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -326,79 +406,57 @@ def test_table2_rows_are_valid_configs() -> None:
     assert cfgs[-1] == preset("vidseg")
 
 
-def test_run_ablation_runs_every_row(tiny) -> None:
+PAPER_SWITCHES = [  # Table 2: (B, masked modulation, feature aggregation, CBR), lambda and s with MM on / off
+    (1, False, False, False),
+    (14, False, False, False),
+    (14, True, False, False),
+    (14, True, True, False),
+    (14, True, False, True),
+    (14, True, True, True),
+]
+
+
+def test_run_ablation_runs_every_row(tiny, monkeypatch) -> None:
+    """Each row runs with the paper's switches, and a switch that changes a stage changes its output:
+    B and aggregation change M^j, CBR changes M~^j, masked modulation changes the final labels."""
+    seen: list[tuple] = []
+
+    class Spy(pipeline.VideoSegmenter):
+        def segment(self, clip, config=None, **kw):
+            res = super().segment(clip, config, **kw)
+            seen.append((config, res.coarse_before.copy(), res.coarse_after.copy(), res.labels.copy()))
+            return res
+
+    monkeypatch.setattr(pipeline, "VideoSegmenter", Spy)
     c = make_clip(n_frames=3, height=SIZE, width=SIZE, n_objects=2, seed=5, speed=4.0)
     base = small_config(modulation=True)
     before = tiny.counters.snapshot()
     results = ev.run_ablation(tiny, [("clip", c.frames, c.labels)], base, num_classes=3, progress=False)
     assert tiny.counters.since(before)["vae_decodes"] > 0  # full mode: modulated images were decoded
     assert [r["row"] for r in results] == [name for name, _ in ev.TABLE2_ROWS]
-    for r, (_, over) in zip(results, ev.TABLE2_ROWS):
-        assert r["config"] == base.replace(**over)
+    assert len(seen) == 6
+    for r, (_, over), sw, (cfg, *_) in zip(results, ev.TABLE2_ROWS, PAPER_SWITCHES, seen):
+        assert cfg == r["config"] == base.replace(**over)  # the row's config is the one that ran
+        assert (cfg.batch_size, cfg.masked_modulation, cfg.aggregate, cfg.refine) == sw
+        assert (cfg.lam, cfg.s) == ((50.0, 0.7) if cfg.masked_modulation else (10.0, 1.0))
         assert 0 <= r["mIoU"] <= 1 and math.isnan(r["mVC8"])  # 3 frames: no VC_8 window
         assert r["per_clip"]["clip"]["mode"] == "full"
+
+    def differ(i: int, j: int, what: int) -> bool:
+        return not np.array_equal(seen[i][what], seen[j][what])
+
+    before_, after_, labels_ = 1, 2, 3
+    assert differ(0, 1, before_)  # B = 1 -> 14: another context model
+    assert not differ(1, 2, after_) and differ(1, 2, labels_)  # MM: same coarse maps, other labels
+    assert differ(2, 3, before_)  # aggregation: other features F~
+    assert not differ(2, 4, before_) and differ(2, 4, after_)  # CBR: same M^j, refined M~^j
+    assert not differ(3, 5, before_) and differ(3, 5, after_)
     table = ev.format_table(results)
     rows = [x for x in table.splitlines() if x.startswith("|")][2:]
     assert len(rows) == 6
-    assert rows[0].split("|")[1:5] == [" 1 ", " ✗ ", " ✗ ", " ✗ "]
+    mark = {True: " ✓ ", False: " ✗ "}
+    for row, (b, mm, agg, cbr) in zip(rows, PAPER_SWITCHES):
+        assert row.split("|")[1:5] == [f" {b} ", mark[mm], mark[agg], mark[cbr]]
     assert "33.4" in rows[0] and "88.4" in rows[5] and "VSPW" in table
     plain = ev.format_table(results, paper=False)
     assert "33.4" not in plain and len([x for x in plain.splitlines() if x.startswith("|")]) == 8
-
-
-# --------------------------------------------------------------------------------------------------
-# command line
-# --------------------------------------------------------------------------------------------------
-FAST = ["--model", "tiny", "--max-side", "64", "--clusters", "3", "--t-m", "24", "--batch-size", "4"]
-
-
-def test_cli_evaluate(camvid, tmp_path, capsys) -> None:
-    out = tmp_path / "ev"
-    rc = cli.main(["evaluate", "--dataset", "camvid", "--root", str(camvid), "--videos", "1", "--out", str(out),
-                   "--preview", "--quiet", *FAST])  # fmt: skip
-    assert rc == 0
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["videos"] == 1 and summary["run"]["config"]["n_clusters"] == 3
-    printed = capsys.readouterr()
-    assert "mIoU" in printed.out and str(out / "summary.json") in printed.out
-    assert "random weights" in printed.err
-
-
-def test_cli_ray_missing_says_how_to_install(camvid, tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    rc = cli.main(
-        ["evaluate", "--dataset", "camvid", "--root", str(camvid), "--out", str(tmp_path), "--ray", *FAST]
-    )
-    assert rc == 2
-    err = capsys.readouterr().err.strip()
-    assert "pip install 'vidseg_nb[cluster]'" in err and len(err.splitlines()) == 1
-
-
-def test_cli_wrong_root_is_one_line_error(tmp_path, capsys) -> None:
-    rc = cli.main(["evaluate", "--dataset", "camvid", "--root", str(tmp_path / "nope"), *FAST])
-    assert rc == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "nope" in err
-
-
-def test_cli_ablate_prints_table2(monkeypatch, capsys) -> None:
-    seen = {}
-
-    def fake(bb, clips, config, num_classes, ignore_index=255, **kw):
-        seen.update(clips=clips, config=config, num_classes=num_classes)
-        cfgs = [config.replace(**o) for _, o in ev.TABLE2_ROWS]
-        return [
-            dict(row=n, batch_size=c.batch_size, masked_modulation=c.masked_modulation, aggregate=c.aggregate,
-                 refine=c.refine, mIoU=0.5, mVC8=0.25, mVC16=math.nan)
-            for (n, _), c in zip(ev.TABLE2_ROWS, cfgs)
-        ]  # fmt: skip
-
-    monkeypatch.setattr(ev, "run_ablation", fake)
-    monkeypatch.setattr(cli, "_load", lambda args: SimpleNamespace(source="tiny", is_random=True))
-    assert cli.main(["ablate", "--synthetic", "2", "--max-frames", "5", *FAST]) == 0
-    out = capsys.readouterr().out
-    assert len(seen["clips"]) == 2 and seen["clips"][0][1].shape == (5, SIZE, SIZE, 3)
-    assert seen["num_classes"] == 4 and seen["config"].n_clusters == 3
-    rows = [x for x in out.splitlines() if x.startswith("| ")][1:]
-    assert len(rows) == 6 and "50.0" in rows[0] and "smoke" in out
-    assert cli.main(["ablate", *FAST]) == 2  # neither a dataset nor --synthetic

@@ -1,67 +1,173 @@
-"""Command line: ``vidseg segment``, ``vidseg evaluate``, ``vidseg ablate``, ``vidseg bench``.
+"""Command line: ``vidseg segment``, ``vidseg evaluate``, ``vidseg ablate``, ``vidseg example``,
+``vidseg bench``.
+
+Every command that runs the pipeline takes one flag per :class:`~vidseg_nb.config.SegConfig` field
+(generated from the dataclass: ``--n-clusters``, ``--aggregate/--no-aggregate``, ``--t-f none``, ...,
+help text from the field's metadata), the short aliases ``--clusters`` and ``--preview``, and
+``--config FILE`` (a JSON of SegConfig fields, or a ``run.json`` / ``OUT_config.json`` holding them
+under ``"config"``). Precedence: ``--preset`` < ``--config`` < explicit flags.
 
 A user mistake (bad clip, model that cannot be loaded, invalid setting) prints one line and exits 2.
+Argument parsing and printing live here; :mod:`vidseg_nb.evaluation` never imports this module.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import time
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from .config import PRESETS, ConfigError, SegConfig, default_model, preset
+from .config import PRESETS, SegConfig, default_model, preset
+from .errors import ConfigError
 
 RANDOM_BANNER = (
     "NOTE: this model has random weights ('tiny', 'tiny-svd', 'random-*'): its segmentations are not "
     "meaningful (smoke test only)."
 )
+DATASETS = ("davis", "vspw", "camvid", "cityscapes")
+
+_SKIP_FIELDS = ("preset", "extra")  # --preset chooses the preset; extra is for library callers
+_ALIASES = {"n_clusters": ["--clusters"]}
 
 
-def add_config_args(p: argparse.ArgumentParser) -> None:
-    """The hyper-parameter flags shared by every command that runs the pipeline."""
+# --------------------------------------------------------------------------------------------------
+# SegConfig <-> flags
+# --------------------------------------------------------------------------------------------------
+def _optional(parse: Any) -> Any:
+    def conv(text: str) -> Any:
+        return None if text.strip().lower() in ("none", "null", "") else parse(text)
+
+    conv.__name__ = getattr(parse, "__name__", "value")
+    return conv
+
+
+def config_fields() -> list[dataclasses.Field]:
+    """The SegConfig fields that get a flag (all but ``preset`` and ``extra``)."""
+    return [f for f in dataclasses.fields(SegConfig) if f.name not in _SKIP_FIELDS]
+
+
+def add_config_args(p: argparse.ArgumentParser, preview: bool = True) -> None:
+    """The model flags and one flag per SegConfig field (default None = not given), shared by every
+    command that runs the pipeline; ``preview``: also ``--preview`` (= ``--no-modulation``)."""
     p.add_argument(
         "--model",
         default=None,
         help=f"SD 2.x or SVD: Hub id, diffusers folder, single file, 'tiny' or 'tiny-svd' (default: {default_model()})",
     )
-    p.add_argument("--preset", default="vidseg", choices=sorted(PRESETS))
-    p.add_argument("--lam", type=float, default=None, help="lambda, modulation strength")
-    p.add_argument("--s", type=float, default=None, help="filtering factor outside the mask, in [0, 1]")
-    p.add_argument("--clusters", type=int, default=None, help="K-Means clusters K")
-    p.add_argument("--batch-size", type=int, default=None, help="B, frames per batch")
-    p.add_argument("--t-m", type=int, default=None, help="modulation / start step index (0..24)")
-    p.add_argument("--max-frames", type=int, default=None)
-    p.add_argument("--max-side", type=int, default=None, help="cap on the long side (multiple of 64)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--model-config",
+        default=None,
+        metavar="DIR",
+        help="diffusers folder or Hub id with the component configs of a single-file checkpoint",
+    )
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="base setting (default: vidseg)")
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="JSON",
+        help="SegConfig fields from a JSON file (a run.json or OUT_config.json works): over the preset, "
+        "under explicit flags",
+    )
+    g = p.add_argument_group("SegConfig (every field; default: the preset's value)")
+    hints = typing.get_type_hints(SegConfig)
+    for f in config_fields():
+        flags = ["--" + f.name.replace("_", "-"), *_ALIASES.get(f.name, [])]
+        help_text = (f.metadata.get("help", "") if f.metadata else "").replace("%", "%%")  # argparse formats
+        tp = hints[f.name]
+        args = typing.get_args(tp)
+        nullable = type(None) in args
+        base = next((a for a in args if a is not type(None)), tp) if args else tp
+        if base is bool:
+            g.add_argument(
+                *flags, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=help_text
+            )
+            continue
+        conv = _optional(base) if nullable else base
+        if nullable:
+            help_text = (help_text + " " if help_text else "") + "('none': unset)"
+        g.add_argument(*flags, dest=f.name, type=conv, default=None, metavar=f.name.upper(), help=help_text)
+    if preview:
+        g.add_argument(
+            "--preview",
+            dest="modulation",
+            action="store_false",
+            default=None,
+            help="coarse maps only, no modulation (fast): the same as --no-modulation",
+        )
+
+
+def read_config_json(path: str | Path) -> dict[str, Any]:
+    """SegConfig fields from a JSON file: a plain mapping of fields, or any JSON with them under
+    ``"config"`` (``run.json``, ``OUT_config.json``)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"--config {path}: not a readable JSON file ({e})") from e
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):
+        data = data["config"]
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a JSON object of SegConfig fields")
+    known = {f.name for f in dataclasses.fields(SegConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown SegConfig field(s) {unknown}")
+    return data
 
 
 def config_from_args(args: argparse.Namespace) -> SegConfig:
-    """A SegConfig from the preset and the flags that were given."""
-    over: dict[str, Any] = {}
-    for flag, name in (
-        ("lam", "lam"), ("s", "s"), ("clusters", "n_clusters"), ("batch_size", "batch_size"), ("t_m", "t_m"),
-        ("max_frames", "max_frames"), ("max_side", "max_side"), ("seed", "seed"),
-    ):  # fmt: skip
-        v = getattr(args, flag, None)
+    """The SegConfig of a command: the preset, then ``--config`` JSON, then the flags that were given."""
+    from_file = read_config_json(args.config) if getattr(args, "config", None) else {}
+    name = getattr(args, "preset", None) or from_file.get("preset") or "vidseg"
+    over = {k: v for k, v in from_file.items() if k != "preset"}
+    for f in config_fields():
+        v = getattr(args, f.name, None)
         if v is not None:
-            over[name] = v
-    if getattr(args, "preview", False):
-        over["modulation"] = False
-    return preset(args.preset, **over)
+            over[f.name] = v
+    return preset(name, **over)
 
 
-def _load(args: argparse.Namespace):
+def config_json(config: SegConfig) -> dict[str, Any]:
+    """Every field of ``config`` as JSON (what ``--config`` reads back)."""
+    from .evaluation.store import config_dict
+
+    return config_dict(config)
+
+
+# --------------------------------------------------------------------------------------------------
+# model
+# --------------------------------------------------------------------------------------------------
+def open_backbone(
+    source: str | None,
+    device: str | None = None,
+    model_config: str | None = None,
+    *,
+    banner: TextIO | None = None,
+) -> Any:
+    """``load_backbone(source, device=device, config=model_config)``, printing :data:`RANDOM_BANNER`
+    to ``banner`` (default stderr) when the model has random weights."""
     from .loading import load_backbone
 
-    bb = load_backbone(args.model, device=args.device)
+    bb = load_backbone(source, device=device, config=model_config)
     if bb.is_random:
-        print(RANDOM_BANNER, file=sys.stderr)
+        print(RANDOM_BANNER, file=banner or sys.stderr)
     return bb
 
 
+def _open(args: argparse.Namespace) -> Any:
+    return open_backbone(args.model, args.device, getattr(args, "model_config", None))
+
+
+# --------------------------------------------------------------------------------------------------
+# commands
+# --------------------------------------------------------------------------------------------------
 def cmd_segment(args: argparse.Namespace) -> int:
     from .pipeline import VideoSegmenter
     from .video import overlay_frames, read_video, write_label_pngs, write_video
@@ -70,7 +176,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     clip = read_video(args.clip, max_frames=config.max_frames)
     out = Path(args.output)
     labels_dir = Path(args.labels_dir) if args.labels_dir else out.with_name(out.stem + "_labels")
-    bb = _load(args)
+    bb = _open(args)
     t0 = time.perf_counter()
     res = VideoSegmenter(bb, config, cache_frames=0).segment(clip, keep=None)
     dt = time.perf_counter() - t0
@@ -80,14 +186,111 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     write_video(label_video, colorize(res.labels), fps=res.fps)
     write_label_pngs(labels_dir, res.labels)
+    cfg_path = out.with_name(out.stem + "_config.json")
+    run = {
+        "clip": str(args.clip),
+        "model": str(bb.source),
+        "model_config": getattr(args, "model_config", None),
+        "random_weights": bool(bb.is_random),
+        "mode": res.mode,
+        "frames": len(res),
+        "config": config_json(config),
+    }
+    cfg_path.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
     w = res.work_per_frame()
     print(
         f"{len(res)} frames in {dt:.1f} s ({res.mode} mode, {res.size[1]}x{res.size[0]} processing size); "
         f"per frame: {w['unet_samples']:.0f} UNet samples, {w['vae_decodes']:.0f} VAE decodes.\n"
-        f"overlay: {out}\nlabels video: {label_video}\nlabel PNGs: {labels_dir}/"
+        f"overlay: {out}\nlabels video: {label_video}\nlabel PNGs: {labels_dir}/\nconfig: {cfg_path}"
     )
     if bb.is_random:
         print(RANDOM_BANNER)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .datasets import open_dataset
+    from .evaluation import PER_VIDEO, SUMMARY, format_summary, import_ray, is_davis, is_random_source
+    from .evaluation.ablation import RANDOM_NOTE
+    from .evaluation.runner import evaluate_dataset
+
+    config = config_from_args(args)
+    if args.ray:
+        try:
+            import_ray()
+        except ModuleNotFoundError as e:
+            print(f"vidseg evaluate: error: {e}", file=sys.stderr)
+            return 2
+    dataset = open_dataset(args.dataset, args.root)
+    out = Path(args.out or f"eval_{args.dataset}")
+    if args.ray:  # the workers load the model; the driver never does
+        model: Any = args.model or default_model()
+        random_weights = is_random_source(model)
+        if random_weights:
+            print(RANDOM_BANNER, file=sys.stderr)
+    else:
+        model = _open(args)
+        random_weights = bool(model.is_random)
+    summary = evaluate_dataset(
+        dataset,
+        model,
+        config,
+        out,
+        videos=args.videos,
+        progress=not args.quiet,
+        use_ray=args.ray,
+        ray_address=args.address,
+        retries=args.retries,
+        workers=args.workers,
+        model_config=args.model_config,
+        device=args.device,
+    )
+    run = summary["run"]
+    print(
+        f"{args.dataset}: {summary['videos']} videos, {summary.get('frames', 0)} frames, "
+        f"{run['mode']} mode, model {run['model']}"
+    )
+    print(format_summary(summary, davis=is_davis(dataset)))
+    print(f"per-video results: {out / PER_VIDEO}\nsummary: {out / SUMMARY}\nsetting: {out / 'run.json'}")
+    if summary.get("failed"):
+        print(
+            f"{summary['failed']} video(s) failed: {', '.join(summary['failed_videos'][:5])} "
+            f"(their 'error' is in {out / PER_VIDEO}; rerun to retry them)",
+            file=sys.stderr,
+        )
+    if random_weights:
+        print(f"NOTE: {RANDOM_NOTE}.")
+    return 1 if summary.get("failed") else 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from .evaluation.ablation import RANDOM_NOTE, dataset_clips, format_table, run_ablation, synthetic_clips
+    from .evaluation.store import json_value
+
+    config = config_from_args(args)
+    if args.synthetic:
+        clips = synthetic_clips(args.synthetic, n_frames=config.max_frames or 8)
+        where = f"{args.synthetic} synthetic clips"
+    else:
+        if not args.dataset or not args.root:
+            raise ConfigError("vidseg ablate needs --dataset and --root, or --synthetic N")
+        from .datasets import open_dataset
+
+        clips = dataset_clips(open_dataset(args.dataset, args.root), args.videos, config.max_frames)
+        where = f"{len(clips)} {args.dataset} videos"
+    bb = _open(args)
+    results = run_ablation(bb, clips, config, clips[0][3], clips[0][4], progress=not args.quiet)
+    print(f"Table 2 ablation on {where}, model {bb.source} (scores in %):\n")
+    print(format_table(results, paper=not args.no_paper))
+    if args.json:
+        rows = [{k: v for k, v in r.items() if k not in ("config", "per_clip")} for r in results]
+        for r, full in zip(rows, results):
+            if "config" in full:
+                r["config"] = config_json(full["config"])
+        Path(args.json).write_text(json.dumps(json_value(rows), indent=2) + "\n", encoding="utf-8")
+        print(f"\nresults: {args.json}")
+    if bb.is_random:
+        print(f"\nNOTE: {RANDOM_NOTE}.")
     return 0
 
 
@@ -110,26 +313,76 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args.rest)
 
 
+# --------------------------------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------------------------------
+def _add_evaluate(sub: Any) -> None:
+    e = sub.add_parser(
+        "evaluate",
+        help="score a dataset (mIoU, mVC8, mVC16; J&F for DAVIS), resumable, optionally on Ray",
+        description="Evaluate on a dataset folder (SPEC 8). Each video is appended to "
+        "OUT/per_video.jsonl (a video that fails gets an 'error' line and the run goes on); rerunning "
+        "with the same --out resumes. The setting (full config) goes to OUT/run.json, the pooled "
+        "scores to OUT/summary.json. Exit status 1 when a video failed.",
+    )
+    e.add_argument("--dataset", required=True, choices=DATASETS)
+    e.add_argument("--root", required=True, help="dataset folder")
+    e.add_argument("--videos", type=int, default=None, help="only the first N videos")
+    e.add_argument("--out", default=None, help="output folder (default: ./eval_DATASET)")
+    e.add_argument(
+        "--ray",
+        action="store_true",
+        help="Ray actors, one model each: one per GPU of the cluster, else one per CPU "
+        "(pip install 'vidseg_nb[cluster]')",
+    )
+    e.add_argument(
+        "--address", default=None, help="Ray cluster address, e.g. auto (default: a local instance)"
+    )
+    e.add_argument("--workers", type=int, default=None, help="at most N Ray actors")
+    e.add_argument(
+        "--retries", type=int, default=1, help="attempts after a video's first failure (default 1)"
+    )
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_args(e)
+    e.set_defaults(func=cmd_evaluate)
+
+
+def _add_ablate(sub: Any) -> None:
+    a = sub.add_parser(
+        "ablate",
+        help="the paper's Table 2 ablation on dataset videos or synthetic clips",
+        description="Run the six rows of the paper's Table 2 (B, masked modulation, feature aggregation, "
+        "CBR) and print them in the paper's layout, next to the paper's SD 2.1 numbers.",
+    )
+    a.add_argument("--dataset", default=None, choices=DATASETS)
+    a.add_argument("--root", default=None, help="dataset folder")
+    a.add_argument("--videos", type=int, default=1, help="first N videos of the dataset (default 1)")
+    a.add_argument("--synthetic", type=int, default=0, metavar="N", help="use N synthetic clips instead")
+    a.add_argument("--json", default=None, help="also write the rows as JSON to this file")
+    a.add_argument("--no-paper", action="store_true", help="leave out the paper's columns")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_args(a, preview=False)
+    a.set_defaults(func=cmd_ablate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vidseg", description="Zero-shot video semantic segmentation with Stable Diffusion."
     )
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("segment", help="segment a clip: overlay video, label video, per-frame label PNGs")
+    s = sub.add_parser(
+        "segment",
+        help="segment a clip: overlay video, label video, per-frame label PNGs, OUT_config.json",
+    )
     s.add_argument("clip", help="video file or folder of frames")
     s.add_argument("-o", "--output", default="segmentation.mp4", help="overlay video to write (mp4)")
     s.add_argument(
         "--labels-dir", default=None, help="folder for per-frame palette PNGs (default: OUT_labels/)"
     )
-    s.add_argument("--preview", action="store_true", help="coarse maps only, no modulation (fast)")
     add_config_args(s)
     s.set_defaults(func=cmd_segment)
-    try:
-        from .evaluate import add_parsers
-
-        add_parsers(sub)
-    except ImportError:  # pragma: no cover - evaluation module optional during development
-        pass
+    _add_evaluate(sub)
+    _add_ablate(sub)
     e = sub.add_parser(
         "example", help="write a synthetic clip with planted moving objects (and its ground truth)"
     )
@@ -148,14 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .backbone import BackboneLoadError
-    from .datasets import DatasetError
-    from .video import VideoError
+    from .errors import VidSegError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (VideoError, BackboneLoadError, ConfigError, DatasetError, FileNotFoundError) as e:
+    except (VidSegError, FileNotFoundError) as e:
         msg = str(e).replace("\n", " ")
         print(f"vidseg {args.command}: error: {msg}", file=sys.stderr)
         return 2
@@ -168,4 +419,15 @@ if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
 
-__all__ = ["main", "build_parser", "config_from_args", "add_config_args", "SegConfig"]
+__all__ = [
+    "main",
+    "build_parser",
+    "config_from_args",
+    "add_config_args",
+    "config_fields",
+    "read_config_json",
+    "config_json",
+    "open_backbone",
+    "RANDOM_BANNER",
+    "SegConfig",
+]

@@ -1,0 +1,256 @@
+"""The evaluation protocol (SPEC 8): label assignment, scoring one segmented clip, pooling clips.
+
+- :func:`evaluate_clip`: segment one clip, assign labels to clusters from the first annotated frame
+  (frame 1 everywhere except Cityscapes snippets), score it: confusion matrix, window scores of VC_8 and
+  VC_16, optionally DAVIS J / F per object.
+- :func:`score_result`: the scoring half of :func:`evaluate_clip`, on cluster maps already computed.
+- :func:`summarize`: pool per-clip results the way the paper does: mIoU from the SUM of the confusion
+  matrices, mVC_n = nanmean over all windows of all clips, DAVIS J / F = means over all objects of all
+  sequences (the DAVIS 2017 toolkit's J-Mean / F-Mean, the paper's Table 5).
+
+Scores are fractions in [0, 1] (the tables print percentages).
+
+Unassigned clusters. Label assignment gives each cluster of the first annotated frame the majority
+ground-truth label of its cells. A cluster can stay without a label: it is absent from that frame (it
+only appears later), or all its cells there are void. Its pixels are scored as errors: the confusion
+matrices have one extra last row/column, "unassigned" (index ``num_classes``), so such a pixel is a false
+negative of its true class and a false positive of no class; the extra row is always empty, so the mean
+over ground-truth classes never includes it. For mVC the unassigned pixels form one more predicted label.
+
+Pure numpy on top of :mod:`vidseg_nb.metrics`; the segmenter is passed in (no model import here).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..config import SegConfig
+from ..metrics import (
+    apply_label_map,
+    assign_labels,
+    confusion_matrix,
+    davis_scores,
+    mean_iou,
+    mean_video_consistency,
+    per_class_iou,
+    video_consistency,
+)
+
+__all__ = [
+    "VC_WINDOWS",
+    "resolve_mode",
+    "evaluate_clip",
+    "score_result",
+    "davis_objects",
+    "summarize",
+]
+
+VC_WINDOWS = (8, 16)
+"""The window lengths n of mVC_n reported by the paper."""
+
+
+def resolve_mode(config: SegConfig, mode: str | None) -> str:
+    """``mode`` or, when None, "full" with modulation and "preview" without."""
+    return mode or ("full" if config.modulation else "preview")
+
+
+def evaluate_clip(
+    segmenter: Any,
+    frames: np.ndarray,
+    gt: np.ndarray,
+    config: SegConfig,
+    num_classes: int,
+    ignore_index: int = 255,
+    mode: str | None = None,
+    davis: bool = False,
+    annotated: Sequence[bool] | None = None,
+) -> dict[str, Any]:
+    """Segment ``frames`` (N, H, W, 3) with ``segmenter`` (a :class:`~vidseg_nb.pipeline.VideoSegmenter`)
+    and score the result against ``gt`` (N, H, W) integer labels (``ignore_index`` = void).
+
+    Label assignment (SPEC 8): ``assign_labels(result.coarse_before[f], gt[f])`` on the feature grid (M^f,
+    the context model's map: refinement can drop a cluster from M~^1 that later frames still carry), with
+    f the first annotated frame (frame 0 unless ``annotated`` says otherwise, e.g. Cityscapes snippets);
+    the cluster -> class map is applied to ``result.labels`` of every frame; unassigned clusters score as
+    errors (see the module docstring). ``annotated`` (per frame, default all True) also leaves windows
+    that contain an unannotated frame out of mVC. With ``davis=True``: DAVIS J, F per object id
+    1 .. num_classes-1 (void = ``ignore_index`` pixels), first and last frame dropped when the clip has at
+    least 3 frames; ``J_objects`` / ``F_objects`` list them, ``J`` / ``F`` / ``J&F`` are this clip's means.
+
+    Returns a dict: ``conf`` ((C+1, C+1) int64, last row/column = unassigned), ``mIoU``, ``vc8``/``vc16``
+    (window scores), ``mVC8``/``mVC16`` (this clip alone), the DAVIS fields (with ``davis``),
+    ``mapping`` (cluster -> class, -1 = unassigned), ``assign_frame``, ``unassigned_pixels``,
+    ``seconds`` (segmentation wall time), ``frames``, ``work`` (the backbone's work counters), ``mode``.
+    """
+    config = config or segmenter.config
+    mode = resolve_mode(config, mode)
+    t0 = time.perf_counter()
+    result = segmenter.segment(frames, config, mode=mode, keep=None, progress=False)
+    seconds = time.perf_counter() - t0
+    out = score_result(
+        result.labels, result.coarse_before, gt, num_classes, ignore_index, davis=davis, annotated=annotated
+    )
+    out.update(
+        seconds=seconds,
+        frames=int(len(result.labels)),
+        work=dict(getattr(result, "work", {}) or {}),
+        mode=getattr(result, "mode", mode),
+    )
+    return out
+
+
+def score_result(
+    labels: np.ndarray,
+    coarse: np.ndarray,
+    gt: np.ndarray,
+    num_classes: int,
+    ignore_index: int = 255,
+    *,
+    davis: bool = False,
+    annotated: Sequence[bool] | None = None,
+) -> dict[str, Any]:
+    """The scoring half of :func:`evaluate_clip`, on cluster maps ``labels`` (N, H, W) and coarse maps
+    ``coarse`` (N, h, w) already computed (the clusters are assigned on ``coarse[first annotated]``)."""
+    labels = np.asarray(labels)
+    gt = np.asarray(gt)
+    n = len(labels)
+    if len(gt) < n:
+        raise ValueError(f"{len(gt)} ground-truth maps for {n} segmented frames")
+    gt = gt[:n]
+    if gt.shape != labels.shape:
+        raise ValueError(f"ground truth {gt.shape} and labels {labels.shape} differ in size")
+    c = int(num_classes)
+    ann = np.ones(n, bool) if annotated is None else np.asarray(list(annotated)[:n], bool)
+    if not ann.any():
+        raise ValueError("no annotated frame to assign labels from")
+    first = int(np.flatnonzero(ann)[0])
+    mapping = assign_labels(np.asarray(coarse)[first], gt[first], ignore_index=ignore_index)
+    # clusters that were assigned a class outside [0, C) (never for a void-free ignore index) are unassigned
+    mapping = {k: (v if 0 <= v < c else -1) for k, v in mapping.items()}
+    pred = apply_label_map(labels, mapping, default=-1)
+    unassigned = pred < 0
+    pred[unassigned] = c
+    g = np.where((gt >= 0) & (gt < c), gt, -1)  # void -> -1: never counted, even if it equals C
+    conf = confusion_matrix(g, pred, c + 1)
+    out: dict[str, Any] = {
+        "conf": conf,
+        "mIoU": mean_iou(conf),
+        "mapping": {int(k): int(v) for k, v in sorted(mapping.items())},
+        "assign_frame": first,
+        "unassigned_pixels": int(conf[:, c].sum()),
+        "num_classes": c,
+        "ignore_index": int(ignore_index),
+    }
+    for w in VC_WINDOWS:
+        vc = video_consistency(gt, pred, w)
+        if not ann.all() and vc.size:
+            bad = np.convolve(~ann, np.ones(w, int), mode="valid")[: vc.size] > 0
+            vc = np.where(bad, np.nan, vc)
+        out[f"vc{w}"] = vc
+        out[f"mVC{w}"] = mean_video_consistency([vc])
+    if davis:
+        out.update(davis_objects(gt, pred, c, ignore_index))
+    return out
+
+
+def davis_objects(gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int) -> dict[str, Any]:
+    """DAVIS J (region IoU) and F (boundary F-measure) of each object id 1 .. num_classes-1 of one
+    sequence: ``J_objects`` / ``F_objects`` (one mean over frames per object) and the sequence's own
+    ``J`` / ``F`` / ``J&F`` (means over its objects). :func:`summarize` pools the per-object lists."""
+    void = gt == ignore_index
+    void = void if void.any() else None
+    drop = len(gt) >= 3
+    per_obj = [
+        davis_scores(gt == k, pred == k, drop_first_last=drop, void=void) for k in range(1, num_classes)
+    ]
+    js = [float(s["J_mean"]) for s in per_obj]
+    fs = [float(s["F_mean"]) for s in per_obj]
+    j, f = _nanmean(js), _nanmean(fs)
+    return {"J_objects": js, "F_objects": fs, "J": j, "F": f, "J&F": (j + f) / 2}
+
+
+# --------------------------------------------------------------------------------------------------
+# pooling
+# --------------------------------------------------------------------------------------------------
+def _pad_conf(conf: np.ndarray, c_max: int) -> np.ndarray:
+    """A (C+1)^2 matrix (last = unassigned) embedded in a (c_max+1)^2 one, unassigned kept last."""
+    conf = np.asarray(conf, dtype=np.int64)
+    c = conf.shape[0] - 1
+    if c == c_max:
+        return conf
+    out = np.zeros((c_max + 1, c_max + 1), np.int64)
+    out[:c, :c] = conf[:c, :c]
+    out[:c, c_max] = conf[:c, c]
+    return out
+
+
+def _nanmean(values: Iterable[float | None]) -> float:
+    v = np.asarray([math.nan if x is None else float(x) for x in values], dtype=np.float64)
+    if not np.isfinite(v).any():
+        return math.nan
+    return float(np.nanmean(v))
+
+
+def _objects(r: Mapping[str, Any], key: str) -> list[float | None]:
+    """Per-object DAVIS scores of one record; a record without the list (written before per-object
+    pooling) counts as one object with its sequence mean."""
+    if f"{key}_objects" in r:
+        return list(r[f"{key}_objects"])
+    return [r.get(key)] if key in r else []
+
+
+def summarize(per_clip: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Pool per-clip results (of :func:`evaluate_clip`, or read back from ``per_video.jsonl``).
+
+    ``mIoU`` from the SUM of the confusion matrices (one matrix for the dataset, SPEC 8); ``mVC8`` /
+    ``mVC16`` = nanmean over all windows of all clips; with DAVIS scores, ``J`` and ``F`` are means over
+    ALL OBJECTS of all sequences (the DAVIS 2017 toolkit: a sequence of 4 objects weighs 4 times a
+    sequence of 1) and ``J&F = (J + F) / 2``. Records with an ``error`` field (a video that failed) are
+    counted in ``failed`` / ``failed_videos`` and left out of every score. Also ``per_class_iou`` (nan
+    for classes absent from the ground truth), ``unassigned_fraction`` (scored pixels predicted by
+    unassigned clusters), ``videos`` (scored), ``frames``, ``seconds`` and summed ``work``. Clips with
+    different class counts (DAVIS 2017) are padded.
+    """
+    per_clip = list(per_clip)
+    failed = [r for r in per_clip if r.get("error")]
+    per_clip = [r for r in per_clip if not r.get("error")]
+    out: dict[str, Any] = {"videos": len(per_clip), "failed": len(failed)}
+    if failed:
+        out["failed_videos"] = [str(r.get("video", "?")) for r in failed]
+    if not per_clip:
+        out.update(mIoU=math.nan, **{f"mVC{w}": math.nan for w in VC_WINDOWS})
+        return out
+    confs = [np.asarray(r["conf"], dtype=np.int64) for r in per_clip]
+    c_max = max(x.shape[0] for x in confs) - 1
+    conf = sum((_pad_conf(x, c_max) for x in confs), np.zeros((c_max + 1, c_max + 1), np.int64))
+    total = int(conf.sum())
+    out["num_classes"] = c_max
+    out["mIoU"] = mean_iou(conf)
+    for w in VC_WINDOWS:
+        out[f"mVC{w}"] = mean_video_consistency(
+            [
+                np.asarray([math.nan if x is None else x for x in r[f"vc{w}"]], dtype=np.float64)
+                for r in per_clip
+            ]
+        )
+    if any("J" in r or "J_objects" in r for r in per_clip):
+        js = [x for r in per_clip for x in _objects(r, "J")]
+        fs = [x for r in per_clip for x in _objects(r, "F")]
+        out["J"], out["F"] = _nanmean(js), _nanmean(fs)
+        out["J&F"] = (out["J"] + out["F"]) / 2
+        out["objects"] = len(js)
+    out["per_class_iou"] = [float(x) for x in per_class_iou(conf)[:c_max]]
+    out["unassigned_fraction"] = float(conf[:, c_max].sum() / total) if total else math.nan
+    out["frames"] = int(sum(int(r.get("frames", 0)) for r in per_clip))
+    out["seconds"] = float(sum(float(r.get("seconds", 0.0)) for r in per_clip))
+    work: dict[str, int] = {}
+    for r in per_clip:
+        for k, v in (r.get("work") or {}).items():
+            work[k] = work.get(k, 0) + int(v)
+    out["work"] = work
+    return out
