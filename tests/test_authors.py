@@ -363,3 +363,26 @@ def test_refine_matches_the_literal_loop_on_random_features():
         coarse = rng.integers(0, 3, (n, h, w))
         got = A.authors_refine(coarse, feats, fp16=False, device="cpu")
         np.testing.assert_array_equal(got, _literal_cbr(coarse, feats))
+
+
+def test_coarse_batch_merges_clusters_then_knn_predicts_every_frame():
+    rng = np.random.default_rng(0)
+    h, w, b = 3, 4, 2
+    left = np.zeros((h, w), bool)
+    left[:, :2] = True
+    a, c = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    feats = np.where(left.reshape(1, h * w, 1), a, c) + 0.01 * rng.normal(size=(b, h * w, 2))
+    gt = np.where(left, 5, 9)
+    gt[0, 1] = 9  # one cell of the left cluster disagrees: the cluster's majority (5) wins
+    gt_big = np.kron(gt, np.ones((4, 4), np.int64))
+    maps, labels, ref = A.authors_coarse_batch(feats, (h, w), n_clusters=2, seed=1, gt_first=gt_big)
+    want = np.where(left, 5, 9)
+    np.testing.assert_array_equal(maps, np.broadcast_to(want, (b, h, w)))
+    assert labels.tolist() == [5, 9]
+    assert ref[0].shape == (b * h * w, 2) and ref[1].tolist() == maps.reshape(-1).tolist()
+    # a later batch: KNN fitted on the previous batch; the contents swapped sides
+    maps2, _, _ = A.authors_coarse_batch(feats[:, ::-1].copy(), (h, w), n_clusters=2, ref=ref)
+    np.testing.assert_array_equal(maps2, np.broadcast_to(want[::-1, ::-1], (b, h, w)))
+    # without GT the cluster ids are kept (two ids, constant per side)
+    maps3, labels3, _ = A.authors_coarse_batch(feats, (h, w), n_clusters=2, seed=1)
+    assert len(labels3) == 2 and len(np.unique(maps3[:, left])) == 1 and len(np.unique(maps3[:, ~left])) == 1

@@ -57,7 +57,7 @@ root (the paper has none), ``cv2.GaussianBlur(d, (5, 5), 3)`` on float64 (sigmaY
 BORDER_REFLECT_101; :func:`cv2_gaussian_blur`). That map (values 0 .. sqrt(765) ~ 27.7, *not* the
 max-normalised one, which only goes to the unused ``vis_map`` folder) is saved with
 ``Image.fromarray(d).convert("L")`` (float64 -> Pillow mode F (float32) -> L: truncation and clipping to
-0..255, so only 28 grey levels survive, **bug**) as a JPEG with Pillow's defaults (quality 75; a grey
+0..255, Pillow's ``Convert.c`` ``f2l``; so only 28 grey levels survive, **bug**) as a JPEG with Pillow's defaults (quality 75; a grey
 image has no chroma subsampling). ``get_seg_map_main`` reads the JPEG back (uint8) and normalises
 ``d / (max(d) + 1e-5)``. See :func:`authors_difference_map`.
 *Wiring*: in ``modulation`` where D_l is computed from I+ and I- (``difference_map``), under the ``authors``
@@ -148,6 +148,7 @@ __all__ = [
     "authors_argmax_labels",
     "authors_batch_starts",
     "authors_blend_steps",
+    "authors_coarse_batch",
     "authors_difference_map",
     "authors_filter_map",
     "authors_filter_tracks",
@@ -351,7 +352,7 @@ def authors_upsample_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray
         raise ValueError(f"expected a mask (h, w), got shape {m.shape}")
     if m.dtype == np.bool_ or (m.size and m.max() <= 1):
         m = m.astype(np.uint8) * 255
-    img = Image.fromarray(m.astype(np.uint8), mode=None)
+    img = Image.fromarray(m.astype(np.uint8))
     h, w = int(size[0]), int(size[1])
     return np.array(img.resize((w, h), Image.LANCZOS)) / 255.0
 
@@ -364,7 +365,12 @@ def authors_filter_map(diff: np.ndarray, mask: np.ndarray, s: float = FILTER_S) 
 
 
 def authors_argmax_labels(maps: np.ndarray, labels: Sequence[int]) -> np.ndarray:
-    """``labels[argmax_l maps[l]]`` over (L, H, W) maps in label order (ties: the first), int64."""
+    """``labels[argmax_l maps[l]]`` over (L, H, W) maps in label order (ties: the first), int64.
+
+    In their code every label of ``ref_unique_labels`` is run on every frame of the batch; a label absent
+    from a frame has an empty mask there, so its +/- runs equal the reference run and its map is 0. After
+    the 8-bit truncation of row 3 zeros are common, and a pixel where all maps are 0 gets the first label.
+    """
     return np.asarray(labels, dtype=np.int64)[np.argmax(np.asarray(maps), axis=0)]
 
 
@@ -431,6 +437,44 @@ def authors_knn_predict(
     knn = KNeighborsClassifier(n_neighbors=n_neighbors)
     knn.fit(_np(ref_features), _np(ref_labels))
     return knn.predict(_np(features))
+
+
+def authors_coarse_batch(
+    features: Any,
+    grid: tuple[int, int],
+    *,
+    n_clusters: int,
+    seed: int = 1,
+    gt_first: np.ndarray | None = None,
+    ref: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Rows 5, 6: their coarse maps of one batch (``match_gt_mask``, ``use_gt_mask=False``).
+
+    ``features`` (B, hw, C) raw block-7 tokens (conditional half), ``grid = (h, w)``. Batch 0 (``ref``
+    None): normalise, K-Means on all tokens predicting frame 0, clusters merged by ``gt_first`` (or kept
+    without GT), KNN fitted on frame 0 predicting every frame. A later batch: KNN fitted on ``ref =
+    (tokens (n, C), labels (n,))`` of the previous batch. Returns the coarse maps (B, h, w) int64, the
+    batch's label set ``np.unique`` (batch 0's is their ``ref_unique_labels``) and the next ``ref`` (this
+    batch's tokens and maps; replace the labels by the CBR output when CBR is on, as they do).
+    """
+    f = authors_normalise_features(features)
+    if f.ndim != 3:
+        raise ValueError(f"features must be (B, hw, C), got shape {f.shape}")
+    b, hw, c = f.shape
+    h, w = int(grid[0]), int(grid[1])
+    if h * w != hw:
+        raise ValueError(f"grid {grid} does not match {hw} tokens per frame")
+    if ref is None:
+        clusters = authors_kmeans_first_frame(f, n_clusters, seed)
+        if gt_first is not None:
+            mapping = merge_clusters_by_first_frame(clusters.reshape(h, w), gt_first)
+            first = np.array([mapping[int(k)] for k in clusters], dtype=np.int64)
+        else:
+            first = clusters.astype(np.int64)
+        ref = (f[0], first)
+    tokens = f.reshape(-1, c)
+    maps = np.asarray(authors_knn_predict(ref[0], ref[1], tokens)).astype(np.int64).reshape(b, h, w)
+    return maps, np.unique(ref[1]), (tokens, maps.reshape(-1))
 
 
 # --------------------------------------------------------------------------------------------------
