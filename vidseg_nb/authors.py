@@ -48,18 +48,24 @@ keeps the last step.
 Row 3 - the difference map
 --------------------------
 ``sample_video`` decodes, ``clamp((x + 1) / 2, 0, 1) * 255`` then ``.astype(np.uint8)`` (truncation, not
-rounding; :func:`authors_to_uint8`), converts RGB -> BGR, ``cv2.resize`` s to the original frame size (only
-a change when the frame size is not a multiple of 64; OpenCV's fixed-point INTER_LINEAR is **not**
-reproduced here, cv2 is not available) and writes a PNG (lossless). ``compute_difference`` reads both PNGs
+rounding; :func:`authors_to_uint8`), converts RGB -> BGR, ``cv2.resize`` s to the original frame size and
+writes a PNG (lossless). So D_l, the filter masks and the labels all live at the original frame size. The
+resize changes pixels only when a side is not a multiple of 64 (VSPW's 853 x 480 frames are fed as
+832 x 448, see :func:`authors_input_frame`, and come back to 853 x 480); it is **not reproduced here**:
+OpenCV's 8-bit INTER_LINEAR is fixed point (11-bit coefficients) and its vertical pass rounds differently in
+the SIMD lanes (``VResizeLinearVec_32s8u``: ``((b0 (S0 >> 4)) >> 16 + (b1 (S1 >> 4)) >> 16 + 2) >> 2``) and in
+the scalar tail (``(b0 S0 + b1 S1 + 2^21) >> 22``), with the SIMD width chosen by CPU dispatch (and a HAL
+may replace it), so the pixels depend on their OpenCV build and CPU and cannot be pinned without cv2. With
+frame sizes that are multiples of 64 the resize is the identity. ``compute_difference`` reads both PNGs
 back with Pillow (RGB uint8) and computes ``sqrt(sum_c (I+ - I-)^2)`` **in uint8**: the subtraction and the
 square wrap modulo 256 (**bug**), the channel sum is promoted by numpy to uint64 (no wrap), then a square
 root (the paper has none), ``cv2.GaussianBlur(d, (5, 5), 3)`` on float64 (sigmaY = sigmaX = 3, border
 BORDER_REFLECT_101; :func:`cv2_gaussian_blur`). That map (values 0 .. sqrt(765) ~ 27.7, *not* the
 max-normalised one, which only goes to the unused ``vis_map`` folder) is saved with
 ``Image.fromarray(d).convert("L")`` (float64 -> Pillow mode F (float32) -> L: truncation and clipping to
-0..255, Pillow's ``Convert.c`` ``f2l``; so only 28 grey levels survive, **bug**) as a JPEG with Pillow's defaults (quality 75; a grey
-image has no chroma subsampling). ``get_seg_map_main`` reads the JPEG back (uint8) and normalises
-``d / (max(d) + 1e-5)``. See :func:`authors_difference_map`.
+0..255, Pillow's ``Convert.c`` ``f2l``; so only 28 grey levels survive, **bug**) as a JPEG with Pillow's
+defaults (quality 75; a grey image has no chroma subsampling). ``get_seg_map_main`` reads the JPEG back
+(uint8) and normalises ``d / (max(d) + 1e-5)``. See :func:`authors_difference_map`.
 *Wiring*: in ``modulation`` where D_l is computed from I+ and I- (``difference_map``), under the ``authors``
 switch: ``authors_to_uint8`` on the decoded images, then ``authors_difference_map``.
 
@@ -87,7 +93,9 @@ and **predicts every frame of the batch, frame 0 included**, which is the coarse
 every later batch the KNN is fitted on *all* tokens of the previous batch, with the previous batch's
 (CBR-refined when ``is_refine_mask``) labels, and predicts the current batch. The label set
 ``ref_unique_labels`` (one binary mask per label, empty masks for labels absent in a frame) is fixed by
-batch 0. See :func:`authors_normalise_features`, :func:`authors_kmeans_first_frame`,
+batch 0. (``is_aggre_attn``, off by default, averages blocks 6-8 instead of block 7; CBR always uses
+block 7.) sklearn receives the fp16 arrays (``KMeans`` converts them to float64). See
+:func:`authors_coarse_batch`, :func:`authors_normalise_features`, :func:`authors_kmeans_first_frame`,
 :func:`authors_knn_predict`. *Wiring*: ``pipeline`` stage 1 (coarse maps) under the ``authors`` switch.
 
 Row 6 - first-frame ground truth merges clusters before KNN, CBR and modulation
@@ -120,8 +128,9 @@ Row 9 - seeding
 ``seed_everything(seed)`` (``torch.manual_seed``, ``torch.cuda.manual_seed``, ``np.random.seed``;
 ``--seed`` defaults to 1) is called at the start of **every** batch, so every batch draws the same random
 numbers: the posterior sample (row 1, CPU generator, shape (B, 4, h, w)) and then the noising
-``EDMSampler.add_noise``: ``x + randn_like(x) * sigma[t_m]`` (CUDA generator, same shape; CUDA and CPU
-streams differ, so their noise cannot be reproduced on CPU). The sampler itself draws nothing
+``EDMSampler.add_noise``: the sampler starts from ``z + sigma_{t_m} * randn_like(z)`` (the
+``sqrt(1 + sigma_0^2)`` factors of ``prepare_sampling_loop`` and ``add_noise`` cancel; CUDA generator, same
+shape; CUDA and CPU streams differ, so their noise cannot be reproduced on CPU). The sampler itself draws nothing
 (``s_churn = 0``). Frame k of every batch therefore gets the same noise, and the noise of a frame depends
 on its position in the batch (and on B). ``KMeans`` has no ``random_state`` and so uses numpy's global
 ``RandomState``, which ``seed_everything`` has just seeded; nothing in between draws from it, so their
