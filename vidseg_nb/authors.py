@@ -13,7 +13,9 @@ References are to the snapshot of their repository: ``scripts/sampling/sd_pipeli
 ``generate_aggregate_mask``, ``generate_binary_mask``), ``scripts/sampling/process_output.py``
 (``compute_difference``, ``filter_difference_map``, ``get_seg_map_main``) and ``sgm/`` (``sampling.py``
 ``EDMSampler``, ``regularizers/__init__.py`` ``DiagonalGaussianRegularizer``, ``distributions.py``
-``DiagonalGaussianDistribution``).
+``DiagonalGaussianDistribution``). Their pinned versions (``requirements/pt2.txt``): numpy 2.0.0, Pillow
+10.3.0, opencv-python 4.10.0.82, scikit-learn 1.5.0, torch 2.0.1; K-Means and KNN results can depend on
+the scikit-learn version, the JPEG bytes on Pillow's libjpeg.
 
 Row 1 - VAE encoding samples the posterior
 ------------------------------------------
@@ -130,9 +132,9 @@ Row 9 - seeding
 numbers: the posterior sample (row 1, CPU generator, shape (B, 4, h, w)) and then the noising
 ``EDMSampler.add_noise``: the sampler starts from ``z + sigma_{t_m} * randn_like(z)`` (the
 ``sqrt(1 + sigma_0^2)`` factors of ``prepare_sampling_loop`` and ``add_noise`` cancel; CUDA generator, same
-shape; CUDA and CPU streams differ, so their noise cannot be reproduced on CPU). The sampler itself draws nothing
-(``s_churn = 0``). Frame k of every batch therefore gets the same noise, and the noise of a frame depends
-on its position in the batch (and on B). ``KMeans`` has no ``random_state`` and so uses numpy's global
+shape; CUDA and CPU streams differ, so their noise cannot be reproduced on CPU). The sampler itself draws
+nothing (``s_churn = 0``). Frame k of every batch therefore gets the same noise, and the noise of a frame
+depends on its position in the batch (and on B). ``KMeans`` has no ``random_state`` and so uses numpy's global
 ``RandomState``, which ``seed_everything`` has just seeded; nothing in between draws from it, so their
 K-Means is in fact seeded by ``seed`` (:func:`authors_kmeans_first_frame` makes this explicit).
 *Wiring*: backbone noise: one generator seeded with ``seed`` per batch, drawing (B, 4, h, w) at once.
