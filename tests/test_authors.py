@@ -386,3 +386,16 @@ def test_coarse_batch_merges_clusters_then_knn_predicts_every_frame():
     # without GT the cluster ids are kept (two ids, constant per side)
     maps3, labels3, _ = A.authors_coarse_batch(feats, (h, w), n_clusters=2, seed=1)
     assert len(labels3) == 2 and len(np.unique(maps3[:, left])) == 1 and len(np.unique(maps3[:, ~left])) == 1
+
+
+def test_refine_start_bug_leaves_a_cell_without_track():
+    # 1 x 22 grid on CPU semantics: 13 / 22 * 22 < 13 in float32, so no track starts at cell 13
+    w, n = 22, 3
+    feats = np.broadcast_to(np.eye(w).reshape(1, 1, w, w), (n, 1, w, w)).astype(np.float32)
+    coarse = np.zeros((n, 1, w), np.int64)
+    coarse[:, 0, 13] = [1, 1, 2]  # on no track: kept frame by frame
+    coarse[:, 0, 14] = [1, 1, 2]  # on its own track: the majority 1 everywhere
+    got = A.authors_refine(coarse, feats, fp16=False, device="cpu")
+    assert got[:, 0, 13].tolist() == [1, 1, 2]
+    assert got[:, 0, 14].tolist() == [1, 1, 1]
+    np.testing.assert_array_equal(got, _literal_cbr(coarse, feats))
