@@ -1,0 +1,633 @@
+"""The authors' arithmetic (QianWangX/VidSeg_diffusion, ``sgm``), as pure functions (issue 15).
+
+SPEC follows the paper's equations where the paper and the authors' code disagree, and that stays the
+default. This module reproduces, function by function, what the authors' code computes instead, so that a
+researcher comparing with Table 1 can reproduce their labels. It is a behaviour transcription, written from
+reading their code (file and function names are cited); no code of theirs is copied. Behaviours that are
+bugs (they contradict the paper or their own comments) are marked **bug**. Nothing here is wired into the
+pipeline yet; the "Wiring" notes say where each piece goes.
+
+References are to the snapshot of their repository: ``scripts/sampling/sd_pipeline_vspw.py`` (``sample``,
+``seed_everything``), ``scripts/sampling/svd_pipeline_vspw.py``, ``scripts/sampling/feature_extraction.py``
+(``match_gt_mask``, ``correct_low_res_mask``, ``dense_tracking``, ``dense_feature_matching_iterative``,
+``generate_aggregate_mask``, ``generate_binary_mask``), ``scripts/sampling/process_output.py``
+(``compute_difference``, ``filter_difference_map``, ``get_seg_map_main``) and ``sgm/`` (``sampling.py``
+``EDMSampler``, ``regularizers/__init__.py`` ``DiagonalGaussianRegularizer``, ``distributions.py``
+``DiagonalGaussianDistribution``). Their pinned versions (``requirements/pt2.txt``): numpy 2.0.0, Pillow
+10.3.0, opencv-python 4.10.0.82, scikit-learn 1.5.0, torch 2.0.1; K-Means and KNN results can depend on
+the scikit-learn version, the JPEG bytes on Pillow's libjpeg.
+
+Row 1 - VAE encoding samples the posterior
+------------------------------------------
+``DiffusionEngine.encode_first_stage`` -> ``AutoencoderKL.encode`` (``AutoencodingEngineLegacy.encode``)
+-> ``DiagonalGaussianRegularizer(sample=True)`` (the default of ``AutoencoderKL``) ->
+``DiagonalGaussianDistribution.sample``: ``z = mean + exp(0.5 * clamp(logvar, -30, 20)) * randn`` where
+``randn = torch.randn(mean.shape)`` is drawn from torch's **global CPU generator** in float32 for the whole
+batch at once (shape (B, 4, H/8, W/8), B frames of the batch, first-stage autocast disabled so float32),
+then moved to the device; the result is multiplied by ``scale_factor = 0.18215``. The paper's encoder is
+the posterior mean. The CPU generator was seeded by ``seed_everything(seed)`` at the start of the batch
+(row 9), and this is its first draw. See :func:`authors_posterior_sample`.
+*Wiring*: in the backbone's VAE encode (``Backbone``), under an ``authors`` switch, replace the mean by
+:func:`authors_posterior_sample` with a CPU ``torch.Generator`` seeded with the batch seed, drawn before the
+noising draw.
+
+Row 2 - latent blending only after steps t_m and t_m + 1
+--------------------------------------------------------
+``EDMSampler.__call__`` loops over step indices ``i`` in ``range(num_sigmas - 1)[t_start : t_end + 1]``
+(``t_start = t_m = 22`` with ``inversion_type="add_noise"``, 25 steps: i = 22, 23, 24; step i goes from
+sigma_i to sigma_{i+1}). The +/- lambda modulation is applied at ``i in modulate_timestep`` (i = t_m). After
+step i, when ``is_latent_blending`` (on by default in their ``__main__``) and ``latent_mask_start <= i <=
+latent_mask_end``, it blends ``x = x * M + x_ref_i * (1 - M)`` with ``x_ref_i`` the unmodulated run's latent
+saved after the same step i (``load_xt``, ``xt_time_{i}.pt``) and ``M`` the frame's binary mask at the
+modulation grid, nearest-interpolated to the latent size (float64 then ``.float()``). SD
+(``sd_pipeline_vspw.py``): ``latent_mask_start = min(modulate_timestep)``, ``latent_mask_end =
+min(modulate_timestep) + 1``: blending after i = t_m and i = t_m + 1 only, **not** after the last step
+(24). SVD (``svd_pipeline_vspw.py``): ``latent_mask_end = num_steps``: after every step from t_m on. See
+:func:`authors_blend_steps`. *Wiring*: ``SegConfig.last_blend_step = t_m + 1`` in the ``authors`` SD
+preset (``modulation.modulate``'s ``blend`` callback already skips ``i > last_blend``); the SVD preset
+keeps the last step.
+
+Row 3 - the difference map
+--------------------------
+``sample_video`` decodes, ``clamp((x + 1) / 2, 0, 1) * 255`` then ``.astype(np.uint8)`` (truncation, not
+rounding; :func:`authors_to_uint8`), converts RGB -> BGR, ``cv2.resize`` s to the original frame size and
+writes a PNG (lossless). So D_l, the filter masks and the labels all live at the original frame size. The
+resize changes pixels only when a side is not a multiple of 64 (VSPW's 853 x 480 frames are fed as
+832 x 448, see :func:`authors_input_frame`, and come back to 853 x 480); it is **not reproduced here**:
+OpenCV's 8-bit INTER_LINEAR is fixed point (11-bit coefficients) and its vertical pass rounds differently in
+the SIMD lanes (``VResizeLinearVec_32s8u``: ``((b0 (S0 >> 4)) >> 16 + (b1 (S1 >> 4)) >> 16 + 2) >> 2``) and in
+the scalar tail (``(b0 S0 + b1 S1 + 2^21) >> 22``), with the SIMD width chosen by CPU dispatch (and a HAL
+may replace it), so the pixels depend on their OpenCV build and CPU and cannot be pinned without cv2. With
+frame sizes that are multiples of 64 the resize is the identity. ``compute_difference`` reads both PNGs
+back with Pillow (RGB uint8) and computes ``sqrt(sum_c (I+ - I-)^2)`` **in uint8**: the subtraction and the
+square wrap modulo 256 (**bug**), the channel sum is promoted by numpy to uint64 (no wrap), then a square
+root (the paper has none), ``cv2.GaussianBlur(d, (5, 5), 3)`` on float64 (sigmaY = sigmaX = 3, border
+BORDER_REFLECT_101; :func:`cv2_gaussian_blur`). That map (values 0 .. sqrt(765) ~ 27.7, *not* the
+max-normalised one, which only goes to the unused ``vis_map`` folder) is saved with
+``Image.fromarray(d).convert("L")`` (float64 -> Pillow mode F (float32) -> L: truncation and clipping to
+0..255, Pillow's ``Convert.c`` ``f2l``; so only 28 grey levels survive, **bug**) as a JPEG with Pillow's
+defaults (quality 75; a grey image has no chroma subsampling). ``get_seg_map_main`` reads the JPEG back
+(uint8) and normalises ``d / (max(d) + 1e-5)``. See :func:`authors_difference_map`.
+*Wiring*: in ``modulation`` where D_l is computed from I+ and I- (``difference_map``), under the ``authors``
+switch: ``authors_to_uint8`` on the decoded images, then ``authors_difference_map``.
+
+Row 4 - the filter mask upsampled with LANCZOS
+----------------------------------------------
+``filter_difference_map``: ``np.array(mask_image.resize((W, H), Image.LANCZOS)) / 255.0`` with
+``mask_image`` the frame's binary mask PNG (mode L, 0/255) at the feature grid, ``(W, H)`` the difference
+map's size; then ``D~ = D * m + s * D * (1 - m)`` with ``s = 0.7``. ``get_seg_map_main`` then takes
+``argmax`` over the labels in the order of ``unique_labels`` (ties: the first). Both the unfiltered
+(``segmentation_map_raw``) and the filtered (``segmentation_map_raw_f_0.7``) label maps are written; which
+one their evaluation scores **cannot be determined** from the repository (no evaluation script); the paper
+uses the filtered one. (In ``get_seg_map_main`` the test ``if "kmeans" or ...`` is always true, **bug**, so
+the masks are always read from the ``kmeans_time_{t}_frame_{name}`` folders.) See
+:func:`authors_upsample_mask`, :func:`authors_filter_map`, :func:`authors_argmax_labels`.
+*Wiring*: ``modulation.filter_maps`` under the ``authors`` switch.
+
+Row 5 - frame 1's coarse map re-predicted by the KNN
+----------------------------------------------------
+``match_gt_mask`` (batch 0): features (the conditional half of block 7's ``attn1`` q, ``[F:]`` of the
+stored (2F, hw, C) tensor, fp16 as stored under autocast) are divided per token by their max absolute
+value over channels; ``KMeans(n_clusters=num_masks, n_init=10)`` is fitted on all tokens of the batch and
+predicts frame 0 only; its clusters are relabelled by the first-frame ground truth (row 6) into
+``ref_mask``; then ``KNeighborsClassifier(n_neighbors=4)`` is fitted on frame 0's tokens with ``ref_mask``
+and **predicts every frame of the batch, frame 0 included**, which is the coarse map of all frames. For
+every later batch the KNN is fitted on *all* tokens of the previous batch, with the previous batch's
+(CBR-refined when ``is_refine_mask``) labels, and predicts the current batch. The label set
+``ref_unique_labels`` (one binary mask per label, empty masks for labels absent in a frame) is fixed by
+batch 0. (``is_aggre_attn``, off by default, averages blocks 6-8 instead of block 7; CBR always uses
+block 7.) sklearn receives the fp16 arrays (``KMeans`` converts them to float64). See
+:func:`authors_coarse_batch`, :func:`authors_normalise_features`, :func:`authors_kmeans_first_frame`,
+:func:`authors_knn_predict`. *Wiring*: ``pipeline`` stage 1 (coarse maps) under the ``authors`` switch.
+
+Row 6 - first-frame ground truth merges clusters before KNN, CBR and modulation
+-------------------------------------------------------------------------------
+``match_gt_mask`` with ``gt_mask_path`` (batch 0 only): the GT PNG is resized to the feature grid with
+``Image.NEAREST``; each K-Means cluster present in frame 0 takes the most frequent GT value among its cells
+(``np.unique`` + ``argmax``: ties go to the smallest value), void (255) and "others" (0) counting as
+ordinary labels; clusters with the same majority merge. Without GT the clusters keep their ids. This is
+:func:`vidseg_nb.metrics.assign_labels` with ``ignore_index=None`` on a Pillow-NEAREST-resized GT; see
+:func:`merge_clusters_by_first_frame`. *Wiring*: ``pipeline`` before stage 2 in the ``authors`` preset
+(needs the first frame's GT, so ``evaluate`` passes it in); ``evaluate`` then scores the labels as they
+are (they already are GT classes).
+
+Row 7 - the shifted last batch
+------------------------------
+``sample``: ``num_batches = N // B + 1``; batch k covers ``[k B, min((k + 1) B, N))`` except that a batch
+ending at N is shifted to start at ``max(N - B, 0)``. So the last batch overlaps the previous one, and when
+``N % B == 0`` the batch ``[N - B, N)`` runs twice (the second time as a later batch: its KNN is fitted on
+the first run's output). Outputs are files named by frame, so an overlapping frame keeps the **last**
+batch's labels. With ``N < B`` there is a single short batch ``[0, N)``, on which their per-batch loops
+over ``range(num_frames)`` fail (their code assumes ``N >= B``). See :func:`authors_batch_starts`.
+*Wiring*: ``pipeline``'s batch loop, later batches overwriting earlier ones.
+
+Row 8 - CBR
+-----------
+See :func:`authors_refine`.
+
+Row 9 - seeding
+---------------
+``seed_everything(seed)`` (``torch.manual_seed``, ``torch.cuda.manual_seed``, ``np.random.seed``;
+``--seed`` defaults to 1) is called at the start of **every** batch, so every batch draws the same random
+numbers: the posterior sample (row 1, CPU generator, shape (B, 4, h, w)) and then the noising
+``EDMSampler.add_noise``: the sampler starts from ``z + sigma_{t_m} * randn_like(z)`` (the
+``sqrt(1 + sigma_0^2)`` factors of ``prepare_sampling_loop`` and ``add_noise`` cancel; CUDA generator, same
+shape; CUDA and CPU streams differ, so their noise cannot be reproduced on CPU). The sampler itself draws
+nothing (``s_churn = 0``). Frame k of every batch therefore gets the same noise, and the noise of a frame
+depends on its position in the batch (and on B). ``KMeans`` has no ``random_state`` and so uses numpy's global
+``RandomState``, which ``seed_everything`` has just seeded; nothing in between draws from it, so their
+K-Means is in fact seeded by ``seed`` (:func:`authors_kmeans_first_frame` makes this explicit).
+*Wiring*: backbone noise: one generator seeded with ``seed`` per batch, drawing (B, 4, h, w) at once.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .metrics import assign_labels
+
+__all__ = [
+    "JPEG_QUALITY",
+    "FILTER_S",
+    "KNN_NEIGHBOURS",
+    "authors_argmax_labels",
+    "authors_batch_starts",
+    "authors_blend_steps",
+    "authors_coarse_batch",
+    "authors_difference_map",
+    "authors_filter_map",
+    "authors_filter_tracks",
+    "authors_input_frame",
+    "authors_kmeans_first_frame",
+    "authors_knn_predict",
+    "authors_normalise_features",
+    "authors_posterior_sample",
+    "authors_raw_difference",
+    "authors_refine",
+    "authors_to_uint8",
+    "authors_track_majority",
+    "authors_track_starts",
+    "authors_tracks",
+    "authors_upsample_mask",
+    "cv2_gaussian_blur",
+    "cv2_gaussian_kernel",
+    "jpeg_roundtrip_l",
+    "merge_clusters_by_first_frame",
+]
+
+JPEG_QUALITY = 75  # Pillow's default, used by their ``difference_image.save(... .jpg)``
+FILTER_S = 0.7  # ``get_seg_map_main(..., filter_difference=True, filter_s=0.7)``
+KNN_NEIGHBOURS = 4  # ``KNeighborsClassifier(n_neighbors=4)`` in ``match_gt_mask``
+VAE_SCALE = 0.18215
+
+
+def _np(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rows 1, 2, 7, 9: encoding, blending steps, batches
+# --------------------------------------------------------------------------------------------------
+def authors_posterior_sample(
+    mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Row 1: ``z = 0.18215 * (mean + exp(0.5 * clamp(logvar, -30, 20)) * randn)``.
+
+    ``randn`` has ``mean``'s shape, float32, drawn on the CPU (``generator`` or torch's global CPU
+    generator, as ``DiagonalGaussianDistribution.sample``) and moved to ``mean``'s device.
+    """
+    std = torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
+    eps = torch.randn(mean.shape, generator=generator, dtype=torch.float32).to(mean.device)
+    return VAE_SCALE * (mean + std * eps)
+
+
+def authors_blend_steps(t_m: int, n_steps: int, backbone: str = "sd") -> list[int]:
+    """Row 2: the step indices i after which their sampler blends latents.
+
+    Steps run i = t_m .. n_steps - 1 (step i: sigma_i -> sigma_{i+1}). SD: ``latent_mask_end = t_m + 1``
+    (i in {t_m, t_m + 1}); SVD: ``latent_mask_end = num_steps`` (every step from t_m).
+    """
+    if backbone not in ("sd", "svd"):
+        raise ValueError(f"backbone must be 'sd' or 'svd', got {backbone!r}")
+    end = t_m + 1 if backbone == "sd" else n_steps
+    return [i for i in range(t_m, n_steps) if t_m <= i <= end]
+
+
+def authors_batch_starts(n_frames: int, batch_size: int) -> list[tuple[int, int]]:
+    """Row 7: the ``(start, end)`` frame ranges (end exclusive) of their batches, in run order.
+
+    ``N // B + 1`` batches ``[k B, min((k + 1) B, N))``; one that ends at N starts at ``max(N - B, 0)``.
+    The last batch thus covers the clip's last B frames (overlapping the previous one), and with
+    ``N % B == 0`` ``(N - B, N)`` appears twice. With ``N < B``: ``[(0, N)]`` (where their code fails).
+    """
+    if n_frames < 1 or batch_size < 1:
+        raise ValueError(f"need n_frames >= 1 and batch_size >= 1, got {n_frames}, {batch_size}")
+    out = []
+    for k in range(n_frames // batch_size + 1):
+        start, end = k * batch_size, min((k + 1) * batch_size, n_frames)
+        if end == n_frames:
+            start = max(end - batch_size, 0)
+        out.append((start, end))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Row 3: the difference map
+# --------------------------------------------------------------------------------------------------
+def authors_input_frame(img: Image.Image) -> Image.Image:
+    """How ``sample`` prepares an input frame: RGBA -> RGB, then, if a side is not a multiple of 64, a
+    Pillow ``resize`` (default filter, BICUBIC in Pillow >= 7) to the sizes rounded down to 64 (a resize,
+    not a crop). The tensor is then ``2 * ToTensor()(img) - 1``."""
+    if img.mode == "RGBA":
+        img = img.convert("RGB")
+    w, h = img.size
+    if h % 64 or w % 64:
+        img = img.resize((w - w % 64, h - h % 64))
+    return img
+
+
+def authors_to_uint8(x: Any) -> np.ndarray:
+    """Decoded images (N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8 as ``sample_video``:
+    ``(clamp((x + 1) / 2, 0, 1) * 255).astype(uint8)`` in float32, i.e. **truncation** (255 only for 1.0).
+    """
+    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    t = torch.clamp((t.float() + 1.0) / 2.0, min=0.0, max=1.0)
+    return (t.permute(0, 2, 3, 1) * 255).cpu().numpy().astype(np.uint8)
+
+
+def authors_raw_difference(plus_u8: np.ndarray, minus_u8: np.ndarray) -> np.ndarray:
+    """``sqrt(sum_c (I+ - I-)^2)`` on uint8 (H, W, 3) images as ``compute_difference``: float64 (H, W).
+
+    **Bug**: the subtraction and the square are uint8 and wrap modulo 256 (per channel the result is
+    ``(a - b)^2 mod 256``); the channel sum is numpy's uint64 (no wrap); the square root is not in the paper.
+    """
+    a, b = np.asarray(plus_u8), np.asarray(minus_u8)
+    if a.dtype != np.uint8 or b.dtype != np.uint8 or a.shape != b.shape or a.ndim != 3:
+        raise ValueError(
+            f"need two uint8 (H, W, C) images of one shape, got {a.dtype}{a.shape}, {b.dtype}{b.shape}"
+        )
+    sq = (a - b) ** 2  # uint8, wraps
+    return np.sqrt(np.sum(sq, axis=2, dtype=np.uint64)).astype(np.float64)
+
+
+def cv2_gaussian_kernel(ksize: int = 5, sigma: float = 3.0) -> np.ndarray:
+    """``cv2.getGaussianKernel(ksize, sigma, CV_64F)`` for sigma > 0: ``exp(-x^2 / (2 sigma^2))``,
+    ``x = i - (ksize - 1) / 2``, divided by its sum (float64)."""
+    if ksize < 1 or ksize % 2 == 0 or sigma <= 0:
+        raise ValueError(f"need an odd ksize >= 1 and sigma > 0, got {ksize}, {sigma}")
+    x = np.arange(ksize, dtype=np.float64) - (ksize - 1) * 0.5
+    t = np.exp((-0.5 / (sigma * sigma)) * x * x)
+    return t * (1.0 / t.sum())
+
+
+def _reflect101_index(n: int, pad: int) -> np.ndarray:
+    """Source index of each padded position for BORDER_REFLECT_101 (``gfedcb|abcdefgh|gfedcba``)."""
+    idx = np.arange(-pad, n + pad)
+    if n == 1:
+        return np.zeros_like(idx)
+    period = 2 * n - 2
+    m = np.mod(idx, period)
+    return np.where(m < n, m, period - m)
+
+
+def cv2_gaussian_blur(x: np.ndarray, ksize: int = 5, sigma: float = 3.0) -> np.ndarray:
+    """``cv2.GaussianBlur(x, (ksize, ksize), sigma)`` on a float64 (H, W) map: separable, rows then
+    columns, border BORDER_REFLECT_101 (OpenCV's default). Equal to OpenCV up to float64 rounding (which the
+    later float32 cast and uint8 truncation absorb)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"expected an (H, W) map, got shape {x.shape}")
+    k = cv2_gaussian_kernel(ksize, sigma)
+    p = ksize // 2
+    h, w = x.shape
+    xp = x[:, _reflect101_index(w, p)]
+    rows = sum(k[i] * xp[:, i : i + w] for i in range(ksize))
+    rp = rows[_reflect101_index(h, p), :]
+    return sum(k[i] * rp[i : i + h, :] for i in range(ksize))
+
+
+def jpeg_roundtrip_l(x: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarray:
+    """``Image.fromarray(x).convert("L")`` saved as JPEG (Pillow, ``quality``) and read back: uint8 (H, W).
+
+    A float map becomes Pillow mode F (float32) and then L by truncation, clipped to 0..255.
+    """
+    img = Image.fromarray(np.asarray(x)).convert("L")
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as back:
+        return np.array(back)
+
+
+def authors_difference_map(
+    plus_u8: np.ndarray,
+    minus_u8: np.ndarray,
+    *,
+    ksize: int = 5,
+    sigma: float = 3.0,
+    jpeg: bool = True,
+    quality: int = JPEG_QUALITY,
+) -> np.ndarray:
+    """Row 3: their D_l for one (I+, I-) pair of uint8 (H, W, 3) images, as ``get_seg_map_main`` reads it.
+
+    :func:`authors_raw_difference` (uint8 wrap, **bug**; square root), :func:`cv2_gaussian_blur` (5, 3),
+    8-bit grey with truncation (values 0..27 only, **bug**), JPEG at ``quality`` and back (``jpeg=False``:
+    skip only the JPEG), then ``d / (max(d) + 1e-5)``. float64 (H, W) in [0, 1).
+    """
+    d = cv2_gaussian_blur(authors_raw_difference(plus_u8, minus_u8), ksize, sigma)
+    if jpeg:
+        d8 = jpeg_roundtrip_l(d, quality)
+    else:
+        d8 = np.array(Image.fromarray(d).convert("L"))
+    return d8 / (np.max(d8) + 1e-5)
+
+
+# --------------------------------------------------------------------------------------------------
+# Row 4: the LANCZOS filter mask
+# --------------------------------------------------------------------------------------------------
+def authors_upsample_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Row 4: a binary mask (h, w) at the feature grid -> (H, W) float64, as ``filter_difference_map``.
+
+    The mask is the 0/255 uint8 PNG of ``generate_binary_mask`` (bool or 0/1 input is scaled to 0/255),
+    resized by Pillow's LANCZOS to ``size = (H, W)`` (8-bit result, so ringing is clipped to 0..255) and
+    divided by 255.
+    """
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        raise ValueError(f"expected a mask (h, w), got shape {m.shape}")
+    if m.dtype == np.bool_ or (m.size and m.max() <= 1):
+        m = m.astype(np.uint8) * 255
+    img = Image.fromarray(m.astype(np.uint8))
+    h, w = int(size[0]), int(size[1])
+    return np.array(img.resize((w, h), Image.LANCZOS)) / 255.0
+
+
+def authors_filter_map(diff: np.ndarray, mask: np.ndarray, s: float = FILTER_S) -> np.ndarray:
+    """``D~ = D * m + s * D * (1 - m)``, ``m = authors_upsample_mask(mask, D.shape)`` (float64)."""
+    diff = np.asarray(diff, dtype=np.float64)
+    m = authors_upsample_mask(mask, diff.shape)
+    return diff * m + s * diff * (1 - m)
+
+
+def authors_argmax_labels(maps: np.ndarray, labels: Sequence[int]) -> np.ndarray:
+    """``labels[argmax_l maps[l]]`` over (L, H, W) maps in label order (ties: the first), int64.
+
+    In their code every label of ``ref_unique_labels`` is run on every frame of the batch; a label absent
+    from a frame has an empty mask there, so its +/- runs equal the reference run and its map is 0. After
+    the 8-bit truncation of row 3 zeros are common, and a pixel where all maps are 0 gets the first label.
+    """
+    return np.asarray(labels, dtype=np.int64)[np.argmax(np.asarray(maps), axis=0)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Rows 5, 6, 9: K-Means, GT merge, KNN
+# --------------------------------------------------------------------------------------------------
+def authors_normalise_features(features: Any) -> np.ndarray:
+    """``f / max_c |f|`` per token when C > 1 (``match_gt_mask``); (..., C) numpy, dtype kept."""
+    f = _np(features)
+    if f.shape[-1] > 1:
+        f = f / np.max(np.abs(f), axis=-1, keepdims=True)
+    return f
+
+
+def authors_kmeans_first_frame(features: Any, n_clusters: int, seed: int = 1) -> np.ndarray:
+    """Rows 6, 9: ``KMeans(n_clusters, n_init=10)`` fitted on all tokens of the batch, predicting frame 0.
+
+    ``features`` (B, hw, C), already :func:`authors_normalise_features`-ed. Their ``KMeans`` has no
+    ``random_state`` and draws from numpy's global ``RandomState`` just seeded by ``seed_everything``; a
+    ``RandomState(seed)`` here is the same stream without touching the global one. Returns (hw,) int ids.
+    """
+    from sklearn.cluster import KMeans
+
+    f = _np(features)
+    if f.ndim != 3:
+        raise ValueError(f"features must be (B, hw, C), got shape {f.shape}")
+    km = KMeans(n_clusters=n_clusters, n_init=10, random_state=np.random.RandomState(seed))
+    km.fit(f.reshape(-1, f.shape[-1]))
+    return km.predict(f[0])
+
+
+def merge_clusters_by_first_frame(coarse_first: np.ndarray, gt_first: np.ndarray) -> dict[int, int]:
+    """Row 6: cluster id -> GT label by majority on frame 1, as ``match_gt_mask`` does it.
+
+    ``coarse_first`` (h, w) are the K-Means ids of frame 0 on the feature grid; ``gt_first`` (H, W) the GT
+    label map, resized to (h, w) with Pillow ``Image.NEAREST`` as they do. Every cluster present takes the
+    most frequent GT value of its cells, ties to the smallest; void (255) and 0 count as labels (no ignore
+    index), so a cluster can map to 255. This is :func:`vidseg_nb.metrics.assign_labels` with
+    ``ignore_index=None``, applied to the Pillow-resized GT (Pillow's float NEAREST can land one pixel off
+    ``resize_nearest``'s exact rule).
+    """
+    coarse = np.asarray(coarse_first)
+    gt = np.asarray(gt_first)
+    if coarse.ndim != 2 or gt.ndim != 2:
+        raise ValueError(f"need (h, w) and (H, W) maps, got {coarse.shape}, {gt.shape}")
+    h, w = coarse.shape
+    if gt.min() >= 0 and gt.max() <= 255:
+        img = Image.fromarray(gt.astype(np.uint8))
+    else:
+        img = Image.fromarray(gt.astype(np.int32))
+    small = np.array(img.resize((w, h), Image.NEAREST)).astype(np.int64)
+    return assign_labels(coarse, small, ignore_index=None)
+
+
+def authors_knn_predict(
+    ref_features: Any, ref_labels: Any, features: Any, n_neighbors: int = KNN_NEIGHBOURS
+) -> np.ndarray:
+    """Row 5: ``KNeighborsClassifier(n_neighbors=4)`` fitted on (ref_features (n, C), ref_labels (n,)),
+    predicting ``features`` (m, C). Batch 0: ref = frame 0's tokens and merged labels, features = every
+    token of the batch (frame 0 is re-predicted); later batches: ref = the previous batch's tokens and
+    (refined) labels."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    knn = KNeighborsClassifier(n_neighbors=n_neighbors)
+    knn.fit(_np(ref_features), _np(ref_labels))
+    return knn.predict(_np(features))
+
+
+def authors_coarse_batch(
+    features: Any,
+    grid: tuple[int, int],
+    *,
+    n_clusters: int,
+    seed: int = 1,
+    gt_first: np.ndarray | None = None,
+    ref: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Rows 5, 6: their coarse maps of one batch (``match_gt_mask``, ``use_gt_mask=False``).
+
+    ``features`` (B, hw, C) raw block-7 tokens (conditional half), ``grid = (h, w)``. Batch 0 (``ref``
+    None): normalise, K-Means on all tokens predicting frame 0, clusters merged by ``gt_first`` (or kept
+    without GT), KNN fitted on frame 0 predicting every frame. A later batch: KNN fitted on ``ref =
+    (tokens (n, C), labels (n,))`` of the previous batch. Returns the coarse maps (B, h, w) int64, the
+    batch's label set ``np.unique`` (batch 0's is their ``ref_unique_labels``) and the next ``ref`` (this
+    batch's tokens and maps; replace the labels by the CBR output when CBR is on, as they do).
+    """
+    f = authors_normalise_features(features)
+    if f.ndim != 3:
+        raise ValueError(f"features must be (B, hw, C), got shape {f.shape}")
+    b, hw, c = f.shape
+    h, w = int(grid[0]), int(grid[1])
+    if h * w != hw:
+        raise ValueError(f"grid {grid} does not match {hw} tokens per frame")
+    if ref is None:
+        clusters = authors_kmeans_first_frame(f, n_clusters, seed)
+        if gt_first is not None:
+            mapping = merge_clusters_by_first_frame(clusters.reshape(h, w), gt_first)
+            first = np.array([mapping[int(k)] for k in clusters], dtype=np.int64)
+        else:
+            first = clusters.astype(np.int64)
+        ref = (f[0], first)
+    tokens = f.reshape(-1, c)
+    maps = np.asarray(authors_knn_predict(ref[0], ref[1], tokens)).astype(np.int64).reshape(b, h, w)
+    return maps, np.unique(ref[1]), (tokens, maps.reshape(-1))
+
+
+# --------------------------------------------------------------------------------------------------
+# Row 8: CBR
+# --------------------------------------------------------------------------------------------------
+def authors_track_starts(h: int, w: int, device: str = "cuda") -> tuple[np.ndarray, np.ndarray]:
+    """Start cells of their tracks, (h*w,) rows and columns in row-major order.
+
+    ``dense_tracking`` divides each index by the grid size and ``dense_feature_matching_iterative``
+    multiplies back and truncates with ``int``, in float32 (**bug**: for some sizes ``i / n * n`` falls
+    just below ``i`` and the track starts one cell lower, so two tracks share a cell and one cell has
+    none). On CUDA the division by a Python scalar is a multiplication by the float32 reciprocal (their
+    ``device="cuda"``); ``device="cpu"`` is a true division.
+    """
+    if device not in ("cuda", "cpu"):
+        raise ValueError(f"device must be 'cuda' or 'cpu', got {device!r}")
+
+    def conv(n: int) -> np.ndarray:
+        i = np.arange(n, dtype=np.float32)
+        if device == "cuda":
+            frac = i * (np.float32(1.0) / np.float32(n))
+        else:
+            frac = i / np.float32(n)
+        return (frac.astype(np.float32) * np.float32(n)).astype(np.float32).astype(np.int64)
+
+    ys, xs = conv(h), conv(w)
+    return np.repeat(ys, w), np.tile(xs, h)
+
+
+def _cosines(src: torch.Tensor, trg: torch.Tensor, fp16: bool) -> np.ndarray:
+    """Cosine similarities (P, C) x (n, C) -> (P, n) numpy, float32 or as under CUDA autocast (fp16)."""
+    a = src / torch.linalg.vector_norm(src, dim=1, keepdim=True)
+    b = trg / torch.linalg.vector_norm(trg, dim=1, keepdim=True)
+    if fp16:  # autocast: normalised features cast to fp16, fp32 accumulation, fp16 result
+        a, b = a.half().double(), b.half().double()
+        return (a @ b.T).half().numpy()
+    return (a @ b.T).numpy()
+
+
+def authors_tracks(
+    features: Any, *, fp16: bool = True, device: str = "cuda"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Their dense tracks (``dense_feature_matching_iterative``, ``use_aux=True``, top-1): (B, h*w) rows
+    and columns of every track in every frame of the batch.
+
+    ``features`` (B, h, w, C): block 7's self-attention q, conditional half. From the start cells
+    (:func:`authors_track_starts`), for frame q = 0 .. B-2 the track at p in frame q moves to the **global**
+    argmax (``np.argpartition(-1)``, over the whole grid, no search radius) of
+    ``q / (q + 1) * cos(F^q[p], F^{q+1}) + 1 / (q + 1) * cos(F^q[p], F^0)``: the similarity is mixed with
+    frame 0 (**bug** at q = 0, where the weight of frame 1 is 0, so the first step matches frame 0 to
+    itself and the track does not move). ``fp16=True`` emulates their autocast (fp16 similarities, their
+    mixing in numpy fp16); cuBLAS's accumulation may flip a last fp16 bit, which can change ties.
+    """
+    f = features if isinstance(features, torch.Tensor) else torch.from_numpy(np.asarray(features))
+    if f.ndim != 4:
+        raise ValueError(f"features must be (B, h, w, C), got shape {tuple(f.shape)}")
+    b, h, w, c = f.shape
+    f = f.detach().cpu().float().reshape(b, h * w, c)
+    ys, xs = authors_track_starts(h, w, device)
+    all_y, all_x = [ys], [xs]
+    for q in range(b - 1):
+        src = f[q][torch.from_numpy(ys * w + xs)]
+        cos = _cosines(src, f[q + 1], fp16)
+        aux = _cosines(src, f[0], fp16)
+        mixed = q / (q + 1) * cos + 1 / (q + 1) * aux
+        best = np.argpartition(mixed, -1, axis=1)[:, -1]
+        ys, xs = best // w, best % w
+        all_y.append(ys)
+        all_x.append(xs)
+    return np.stack(all_y), np.stack(all_x)
+
+
+def authors_filter_tracks(ys: np.ndarray, xs: np.ndarray, threshold: int = 1) -> np.ndarray:
+    """Their ``spatial_filter`` in ``correct_low_res_mask``: (P,) bool, True for the tracks kept.
+
+    A track is dropped when, between two consecutive frames, ``dy > threshold`` or ``dx > threshold``.
+    **Bug**: the displacement is signed, so moves up or left of any length are kept.
+    """
+    ys, xs = np.asarray(ys), np.asarray(xs)
+    if ys.shape[0] < 2:
+        return np.ones(ys.shape[1], dtype=bool)
+    bad = (np.diff(ys, axis=0) > threshold) | (np.diff(xs, axis=0) > threshold)
+    return ~bad.any(axis=0)
+
+
+def authors_track_majority(coarse: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """The ``anchor_label_method="common"`` write of ``correct_low_res_mask``: (B, h, w) int64.
+
+    For each track in order, the most common coarse label along it (``Counter.most_common``: ties to the
+    label seen first, in frame order) is written at the track's cell in **every** frame (frame 0
+    included); a later track overwrites an earlier one on a shared cell; cells on no track keep their
+    coarse label. Labels are read from the unrefined maps.
+    """
+    coarse = np.asarray(coarse).astype(np.int64)
+    n, h, w = coarse.shape
+    ys, xs = np.asarray(ys), np.asarray(xs)
+    out = coarse.copy()
+    n_tracks = ys.shape[1]
+    if n_tracks == 0:
+        return out
+    lab = coarse[np.arange(n)[:, None], ys, xs].T  # (P, B)
+    same = lab[:, :, None] == lab[:, None, :]
+    counts = same.sum(axis=2)  # count of lab[p, f] along track p
+    first_best = np.argmax(counts, axis=1)  # first frame holding a most-common label
+    major = lab[np.arange(n_tracks), first_best]
+    order = np.arange(n_tracks)
+    for fr in range(n):
+        flat = ys[fr] * w + xs[fr]
+        last = np.full(h * w, -1, dtype=np.int64)
+        np.maximum.at(last, flat, order)  # the last track writing each cell wins
+        hit = last >= 0
+        out[fr].reshape(-1)[hit] = major[last[hit]]
+    return out
+
+
+def authors_refine(
+    coarse: np.ndarray,
+    features: Any,
+    *,
+    spatial_filter: bool = True,
+    threshold: int = 1,
+    fp16: bool = True,
+    device: str = "cuda",
+) -> np.ndarray:
+    """Row 8: their CBR (``correct_low_res_mask`` with its defaults), in place of the paper's eqs. 3-5.
+
+    ``coarse`` (B, h, w) are the coarse maps M^j (their ``generate_aggregate_mask`` argmax of the binary
+    masks, which equals the KNN maps), ``features`` (B, h, w, C) the correspondence features. Steps:
+    :func:`authors_tracks` (global argmax, similarity mixed with frame 0), :func:`authors_filter_tracks`
+    (signed displacement filter, threshold 1), :func:`authors_track_majority` (majority written along the
+    whole track). Differences from :func:`vidseg_nb.refine.refine`: no search radius, the frame-0 term,
+    tracks dropped instead of constrained, and the vote of frame j counts the earlier frames too.
+    The refined maps are also the KNN labels for the next batch. Returns (B, h, w) int64.
+    """
+    coarse = np.asarray(coarse)
+    if coarse.ndim != 3:
+        raise ValueError(f"coarse must be (B, h, w), got shape {coarse.shape}")
+    fshape = tuple(features.shape)
+    if len(fshape) != 4 or fshape[:3] != coarse.shape:
+        raise ValueError(f"features must be (B, h, w, C) with (B, h, w) = {coarse.shape}, got {fshape}")
+    ys, xs = authors_tracks(features, fp16=fp16, device=device)
+    if spatial_filter:
+        keep = authors_filter_tracks(ys, xs, threshold)
+        ys, xs = ys[:, keep], xs[:, keep]
+    return authors_track_majority(coarse, ys, xs)
