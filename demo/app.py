@@ -70,8 +70,6 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 log = logging.getLogger("vidseg_nb.demo")
 
-GPU_DURATION_S = 240
-"""ZeroGPU time requested per segmentation."""
 VIDEO_TYPES = [".mp4", ".webm", ".mov", ".gif", ".avi", ".mkv", ".m4v"]
 STATE_TTL_S = 2 * 3600
 QUEUE_SIZE = 16
@@ -79,7 +77,8 @@ QUEUE_SIZE = 16
 ZERO_GPU = os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
 """On a ZeroGPU Space: the GPU appears only inside ``@spaces.GPU`` calls."""
 
-DEVICE_FN = spaces.GPU(duration=GPU_DURATION_S)(H.segment_on_device) if HAS_SPACES else None
+DEVICE_FN = spaces.GPU(duration=H.gpu_duration)(H.segment_on_device) if HAS_SPACES else None
+"""The device step: on ZeroGPU a forked worker gets a GPU for ``gpu_duration(...)`` seconds."""
 
 TITLE = "VidSeg: zero-shot video semantic segmentation with Stable Diffusion"
 SPACE_HEADER = """\

@@ -7,13 +7,19 @@ into widget updates (a missing output key means "leave that widget as it is") an
 State: each browser session holds a small, picklable :class:`SessionState` (ids, clip signature, config;
 a few hundred bytes). The heavy part (decoded clip, :class:`VideoSegmenter` with its stage cache,
 last :class:`SegmentationResult`) is a :class:`Work` held by the process in :class:`Runtime`, keyed by
-the session id; only the most recently used few keep their stage caches. The device step is one
-function, :func:`segment_on_device`, that receives the model id, segmenter, frames and config and
-returns the result (``app.py`` wraps it with ``spaces.GPU`` on Hugging Face Spaces).
+the session id; only the most recently used few keep their stage caches.
+
+The device step is one function, :func:`segment_on_device` (model id, segmenter, clip, config, mode,
+kept frames -> result, segmenter); ``app.py`` wraps it with ``spaces.GPU(duration=gpu_duration)`` on
+Hugging Face Spaces, which runs it in a forked worker and pickles its arguments and results. Models are
+loaded in the parent before the call; runs whose stages are all cached (a new s, settings seen before)
+never enter it. The segmenter (with its stage cache) still crosses that boundary, because
+``VideoSegmenter`` offers no public way to hand over only the stage entries one run reads.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -37,6 +43,7 @@ from vidseg_nb.app_support import (
     clip_signature,
     config_from_ui,
     describe_clip,
+    estimate_seconds,
     feature_pca,
     gallery_items,
     kept_frames,
@@ -49,11 +56,13 @@ from vidseg_nb.app_support import (
     xt_images,
 )
 from vidseg_nb.backbone import Backbone
-from vidseg_nb.config import MODEL_ENV, PRESETS, SegConfig, default_model
+from vidseg_nb.config import COARSE_FIELDS, DIFF_FIELDS, MODEL_ENV, PRESETS, SegConfig, default_model
 from vidseg_nb.errors import BackboneLoadError, VideoError
 from vidseg_nb.pipeline import SegmentationResult, VideoSegmenter, device_info
 from vidseg_nb.synthetic import example_clips
 from vidseg_nb.video import Clip, read_video, write_video
+
+log = logging.getLogger("vidseg_nb.demo")
 
 MAX_CACHED_SESSIONS = 4
 """Sessions whose stage caches are kept (least recently used ones drop theirs and recompute on Segment)."""
@@ -160,7 +169,9 @@ class Work:
         self.result: SegmentationResult | None = None
         self.kept: list[int] = []
         self.cache_valid = False  # the segmenter's cache holds the stages of ``result``
-        self.feature_keys: set[tuple] = set()
+        self.feature_keys: set[tuple] = set()  # stage keys in the segmenter's cache (this clip, model)
+        self.coarse_keys: set[tuple] = set()
+        self.diff_keys: set[tuple] = set()
         self.features_cached = False  # the last run found its features in the cache
         self.directory: Path | None = None
         self._pca: np.ndarray | None = None
@@ -178,7 +189,24 @@ class Work:
         if self.segmenter is not None:
             self.segmenter.clear_cache()
         self.cache_valid = False
-        self.feature_keys = set()
+        self.forget_keys()
+
+    def forget_keys(self) -> None:
+        self.feature_keys, self.coarse_keys, self.diff_keys = set(), set(), set()
+
+    def served_by_cache(self, config: SegConfig, mode: str) -> bool:
+        """Whether a run of ``config`` needs no device job: every stage it reads is cached."""
+        if not self.cache_valid:
+            return False
+        if mode == "full":
+            return config.key(DIFF_FIELDS) in self.diff_keys
+        return config.key(COARSE_FIELDS) in self.coarse_keys
+
+    def remember(self, config: SegConfig, mode: str, feature_key: tuple) -> None:
+        self.feature_keys.add(feature_key)
+        self.coarse_keys.add(config.key(COARSE_FIELDS))
+        if mode == "full":
+            self.diff_keys.add(config.key(DIFF_FIELDS))
 
     def pca(self) -> np.ndarray | None:
         r = self.result
@@ -312,6 +340,14 @@ def runtime() -> Runtime:
 _DEVICE_LOCK = threading.Lock()
 
 
+def gpu_duration(
+    model_id: str, segmenter: VideoSegmenter, clip: Clip, config: SegConfig, mode: str, keep: list[int]
+) -> int:
+    """Seconds of GPU to request for :func:`segment_on_device` (``spaces.GPU(duration=...)`` takes a
+    callable of the same arguments): frames x labels x steps, with a margin, within [60, 900]."""
+    return int(min(900, max(60, 1.5 * estimate_seconds(len(clip), config, mode))))
+
+
 def segment_on_device(
     model_id: str, segmenter: VideoSegmenter, clip: Clip, config: SegConfig, mode: str, keep: list[int]
 ) -> tuple[SegmentationResult, VideoSegmenter]:
@@ -429,16 +465,27 @@ def _run(state: SessionState | None, s: Settings, mode: str, progress: Progress,
             work.clip = load_clip(path, rt.limits, s.use_frames)
             state.clip_sig = sig
         seg = work.segmenter_for(mid, state)
-        if state.result_sig != (sig, mid):  # the segmenter's cache follows the last clip
-            work.feature_keys = set()
+        if state.result_sig != (sig, mid) or (state.config and state.config.max_side != config.max_side):
+            work.forget_keys()  # the segmenter's cache follows the last clip at its processing size
         fkey = seg.feature_key(config)
         features_cached = work.cache_valid and fkey in work.feature_keys
         keep = kept_frames(len(work.clip))
-        result, seg = (rt.device_fn or segment_on_device)(mid, seg, work.clip, config, mode, keep)
-        seg.backbone = None
+        if work.served_by_cache(config, mode):  # only filtering (s) or seen settings: no device job
+            seg.backbone = rt.models.get(mid)
+            try:
+                result = seg.segment(work.clip, config, mode=mode, keep=keep, progress=False)
+            finally:
+                seg.backbone = None
+            if set(result.computed) - {"filter"}:  # pragma: no cover - bookkeeping out of step
+                log.warning("a cached run recomputed %s outside the device job", result.computed)
+        else:
+            est = gpu_duration(mid, seg, work.clip, config, mode, keep) if rt.device_fn else None
+            progress(0.05, f"segmenting {len(work.clip)} frames" + (f" (up to about {est} s)" if est else ""))
+            result, seg = (rt.device_fn or segment_on_device)(mid, seg, work.clip, config, mode, keep)
+            seg.backbone = None
         work.segmenter, work.result, work.kept = seg, result, keep
         work.cache_valid, work.features_cached = True, features_cached
-        work.feature_keys.add(fkey)
+        work.remember(config, mode, fkey)
         state.result_sig, state.config, state.mode = (sig, mid), config, mode
         if register:  # a session's cache counts against the server's few (examples keep none)
             rt.touch(state)

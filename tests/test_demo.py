@@ -559,3 +559,86 @@ def test_example_clips_fit_the_limit(rt):
     assert len(paths) == 3
     for p in paths:
         assert 2 <= len(read_video(p)) <= LIMIT
+
+
+# ----------------------------------------------------------------------------------------- ZeroGPU
+class FakeGPU:
+    """Like ``spaces.GPU(duration=...)``: each call asks ``duration(*args)``, pickles the arguments into
+    a forked worker, runs the function there and pickles its result back; records the bytes moved."""
+
+    def __init__(self, duration):
+        self.duration = duration
+        self.calls: list[dict] = []
+
+    def __call__(self, fn):
+        import multiprocessing
+        import pickle
+
+        def wrapper(*args):
+            seconds = self.duration(*args)
+            blob = pickle.dumps(args)
+            ctx = multiprocessing.get_context("fork")
+            recv, send = ctx.Pipe(duplex=False)
+
+            def child():
+                try:
+                    send.send_bytes(pickle.dumps(("ok", fn(*pickle.loads(blob)))))
+                except BaseException as e:  # noqa: BLE001 - handed to the parent
+                    send.send_bytes(pickle.dumps(("error", repr(e))))
+
+            proc = ctx.Process(target=child)
+            proc.start()
+            back = recv.recv_bytes()
+            proc.join(60)
+            kind, value = pickle.loads(back)
+            assert kind == "ok", value
+            self.calls.append(dict(duration=seconds, args_bytes=len(blob), result_bytes=len(back)))
+            return value
+
+        return wrapper
+
+
+def test_device_step_through_a_forking_fake_spaces_gpu(rt, clips, backbone, monkeypatch):
+    from vidseg_nb.pipeline import VideoSegmenter
+
+    fake = FakeGPU(H.gpu_duration)
+    monkeypatch.setattr(rt, "device_fn", fake(H.segment_on_device))
+    out = segment(None, clips["a"], s=0.6, lam=40.0)
+    state = out["state"]
+    assert len(fake.calls) == 1
+    r = result(state)
+    # the worker's result is the in-process result (same clip, config, seed)
+    want = VideoSegmenter(backbone, r.config).segment(rt.work(state).clip, keep=None, progress=False)
+    np.testing.assert_array_equal(r.labels, want.labels)
+    assert r.work["unet_samples"] > 0  # counted in the worker, brought back with the result
+    # s and settings seen before never enter the device function
+    assert "Re-filtered" in refilter(state, clips["a"], s=0.2, lam=40.0)["status"]
+    assert "re-filter only" in segment(state, clips["a"], s=0.6, lam=40.0)["stats"]
+    assert len(fake.calls) == 1
+    # a new lambda does (stage 3), starting from the parent's cached features and coarse maps
+    out = segment(state, clips["a"], s=0.6, lam=20.0)
+    assert len(fake.calls) == 2 and "stage 3 rerun" in out["stats"]
+    weights = sum(p.numel() * p.element_size() for p in backbone.unet.parameters())
+    for c in fake.calls:
+        assert 60 <= c["duration"] <= 900
+        assert c["args_bytes"] < weights  # no model inside: it stays loaded in the parent
+    print(
+        "bytes pickled per device call (args, result):",
+        [(c["args_bytes"], c["result_bytes"]) for c in fake.calls],
+    )
+
+
+def test_gpu_request_grows_with_frames_labels_and_steps(rt):
+    cfg = SegConfig(n_clusters=10, t_m=22, max_side=512)
+    # per frame: 2 (CFG) x 3 steps x (1 reference run + 2 x 10 modulated runs)
+    assert app_support.unet_samples(4, cfg) == 4 * 2 * 3 * 21
+    assert app_support.unet_samples(4, cfg, "preview") == 4 * 2 * 3
+    small = app_support.estimate_seconds(8, cfg)
+    assert app_support.estimate_seconds(16, cfg) > small
+    assert app_support.estimate_seconds(8, cfg.replace(n_clusters=20)) > small
+    assert app_support.estimate_seconds(8, cfg.replace(t_m=20)) > small
+    clip = app_support.Clip(frames=np.zeros((48, 64, 64, 3), np.uint8), fps=10.0, source="x")
+    big = cfg.replace(n_clusters=20)
+    assert H.gpu_duration("m", None, clip, big, "full", []) == int(1.5 * (20 + 48 * 6 * 41 * 0.02))
+    assert H.gpu_duration("m", None, clip, big.replace(max_side=1024), "full", []) == 900  # capped
+    assert H.gpu_duration("m", None, clip, cfg, "preview", []) == 60  # at least a minute

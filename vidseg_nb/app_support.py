@@ -232,6 +232,33 @@ def config_from_ui(
     )
 
 
+# ------------------------------------------------------------------------------------------ cost
+SECONDS_PER_SAMPLE_512 = 0.02
+"""Seconds per UNet sample at 512x512 on an A100-class GPU (from the paper's 0.41 frames/s)."""
+
+
+def unet_samples(n_frames: int, config: SegConfig, mode: str = "full", n_labels: int | None = None) -> int:
+    """UNet samples a run computes from scratch: per frame 2 (CFG) x (n_steps - t_m) for the reference
+    run, plus, with modulation, 2 runs (+/- lambda) per label L <= K, each of as many CFG steps."""
+    steps = 2 * max(1, config.n_steps - config.t_m)
+    labels = config.n_clusters if n_labels is None else n_labels
+    per_frame = steps * (1 + (2 * labels if mode == "full" else 0))
+    return n_frames * per_frame
+
+
+def estimate_seconds(
+    n_frames: int,
+    config: SegConfig,
+    mode: str = "full",
+    *,
+    seconds_per_sample: float = SECONDS_PER_SAMPLE_512,
+    overhead: float = 20.0,
+) -> float:
+    """Device seconds of a run from scratch (frames x labels x steps), for GPU requests and users."""
+    scale = (config.max_side / 512) ** 2
+    return overhead + unet_samples(n_frames, config, mode) * seconds_per_sample * scale
+
+
 # ------------------------------------------------------------------------------------------ models
 def model_config_default() -> str | None:
     """``$VIDSEG_MODEL_CONFIG`` (configs for a single-file checkpoint), or None."""
@@ -439,6 +466,7 @@ __all__ = [
     "clip_signature",
     "config_from_ui",
     "describe_clip",
+    "estimate_seconds",
     "feature_pca",
     "gallery_items",
     "kept_frames",
@@ -446,6 +474,7 @@ __all__ = [
     "model_config_default",
     "nearest_kept",
     "row_pixel",
+    "unet_samples",
     "stats_markdown",
     "what_ran",
     "write_label_zip",
