@@ -34,11 +34,7 @@ from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-try:  # `python demo/app.py` from a checkout without `pip install -e .`
-    import vidseg_nb  # noqa: F401
-except ImportError:  # pragma: no cover - depends on how the app is started
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-if __package__ in (None, ""):  # `python demo/app.py`: make `demo.handlers` importable
+if __package__ in (None, ""):  # `python demo/app.py`: this checkout's `vidseg_nb` and `demo.handlers`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gradio as gr
