@@ -36,72 +36,48 @@
 # 0.41 frames/s on one A100, so 24 frames of features take well under a minute on such a GPU,
 # plus a minute or so to load the weights. On a CPU expect several minutes.
 
-# %%
-# ruff: noqa: E402  (the imports below follow the sys.path set-up)
-import importlib.util
-import sys
-import time
-from pathlib import Path
+# %% [markdown]
+# ## Set-up: the backbone and the clip
+#
+# `setup()` (`vidseg_nb.notebook`) loads the backbone from `$VIDSEG_MODEL` (a Hub id, a diffusers folder or a
+# single checkpoint file; default SD 2.1-base) and picks the clip: DAVIS 2016 `blackswan` from `../shared/data` (or
+# `$VIDSEG_DATA`) when that folder exists, otherwise a synthetic clip (textured shapes on a textured background).
+# `VIDSEG_MODEL=tiny` builds a random model with the same block layout: it runs everything in seconds on a
+# CPU (with fewer frames), but its pictures and numbers mean nothing. Install the package first
+# (`pip install -e .` in the repository).
 
-REPO = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
-if importlib.util.find_spec("vidseg_nb") is None:  # not pip-installed: use this checkout
-    sys.path.insert(0, str(REPO.resolve()))
-DATA = REPO.resolve().parent / "shared" / "data"  # sample clips beside the repo, when present
+# %%
+from vidseg_nb.notebook import setup
+
+nb = setup(frames=(8, 24), dataset="davis")
+
+# %%
+# ruff: noqa: E402  (imports after the set-up cell)
+import time
 
 import numpy as np
 import torch
 
 from vidseg_nb.config import preset
-from vidseg_nb.datasets import DavisDataset
 from vidseg_nb.features import extract_features, pca_view, xt_slice
 from vidseg_nb.loading import load_backbone
 from vidseg_nb.metrics import resize_nearest
-from vidseg_nb.pipeline import device_info
-from vidseg_nb.synthetic import make_clip
 from vidseg_nb.video import prepare_frames
 from vidseg_nb.viz import show_pca_blocks, show_xt
 
-# %% [markdown]
-# ## The backbone
-#
-# `load_backbone()` reads `$VIDSEG_MODEL` (a Hub id, a diffusers folder or a single checkpoint file)
-# and defaults to SD 2.1-base. `VIDSEG_MODEL=tiny` builds a random model with the same block layout:
-# it runs everything in seconds on a CPU, but its pictures and numbers mean nothing.
-
-# %%
-t0 = time.perf_counter()
-backbone = load_backbone()
-TINY = backbone.is_random
-if TINY:  # its tensors are too small for CPU threads to pay off (on a busy 2-core box they cost 10x)
-    torch.set_num_threads(1)
-print(f"model {backbone.source!r} on {device_info(backbone)}, loaded in {time.perf_counter() - t0:.1f} s")
-if TINY:
-    print(
-        "NOTE: this is the random tiny model (VIDSEG_MODEL=tiny). It exercises the code, but its features, "
-        "maps and numbers are NOT meaningful. Set VIDSEG_MODEL to SD 2.1 weights for real results."
-    )
+backbone, TINY = nb.backbone, nb.tiny
 
 # %% [markdown]
 # ## A clip
 #
-# DAVIS 2016 `blackswan` from `../shared/data` when that folder exists, otherwise a synthetic clip
-# (textured shapes on a textured background). Frames are resized so both sides are multiples of 64
+# The clip `setup()` picked. Frames are resized so both sides are multiples of 64
 # with the long side at most `MAX_SIDE` (small on the tiny model, 512 with the real one).
 
 # %%
-N_FRAMES = 8 if TINY else 24
 MAX_SIDE = 256 if TINY else 512
 config = preset("vidseg", max_side=MAX_SIDE)
 
-SEQ = "blackswan"
-if (DATA / "davis2016").is_dir():
-    sample = DavisDataset(DATA / "davis2016", sequences=SEQ)[SEQ]
-    raw, gt = sample.load_frames(N_FRAMES), sample.load_labels(N_FRAMES)
-    clip_name = f"DAVIS 2016 {SEQ}"
-else:
-    syn = make_clip(n_frames=N_FRAMES, height=256, width=448, n_objects=3, seed=0)
-    raw, gt = syn.frames, syn.labels
-    clip_name = "synthetic clip"
+raw, gt, clip_name = nb.clip.frames, nb.clip.labels, nb.clip.name
 frames = prepare_frames(raw, MAX_SIDE)
 print(
     f"{clip_name}: {len(frames)} frames, {raw.shape[1]}x{raw.shape[2]} -> {frames.shape[1]}x{frames.shape[2]}"

@@ -36,46 +36,37 @@
 # (well under a minute for 28 frames on an A100-class GPU, from the paper's 0.41 frames/s for the
 # *whole* method, of which features are a small part) plus a few seconds of K-Means and KNN on the CPU.
 
-# %%
-# ruff: noqa: E402  (the imports below follow the sys.path set-up)
-import importlib.util
-import sys
-import time
-from pathlib import Path
+# %% [markdown]
+# ## Set-up: the backbone and the clip
+#
+# `setup()` (`vidseg_nb.notebook`) loads the backbone from `$VIDSEG_MODEL` (a Hub id, a diffusers folder or a
+# single checkpoint file; default SD 2.1-base) and picks the clip: DAVIS 2016 `blackswan` from `../shared/data` (or
+# `$VIDSEG_DATA`) when that folder exists, otherwise a synthetic clip with exact labels.
+# `VIDSEG_MODEL=tiny` builds a random model with the same block layout: it runs everything in seconds on a
+# CPU (with fewer frames), but its pictures and numbers mean nothing. Install the package first
+# (`pip install -e .` in the repository).
 
-REPO = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
-if importlib.util.find_spec("vidseg_nb") is None:  # not pip-installed: use this checkout
-    sys.path.insert(0, str(REPO.resolve()))
-DATA = REPO.resolve().parent / "shared" / "data"  # sample clips beside the repo, when present
+# %%
+from vidseg_nb.notebook import setup
+
+nb = setup(frames=(8, 28), dataset="davis")
+
+# %%
+# ruff: noqa: E402  (imports after the set-up cell)
+import time
 
 import numpy as np
-import torch
 from IPython.display import display
 
 from vidseg_nb.config import preset
 from vidseg_nb.context import SceneContextModel, coarse_maps
-from vidseg_nb.datasets import DavisDataset
 from vidseg_nb.features import extract_features
-from vidseg_nb.loading import load_backbone
 from vidseg_nb.metrics import apply_label_map, assign_labels, confusion_matrix, mean_iou, resize_nearest
-from vidseg_nb.pipeline import device_info
 from vidseg_nb.refine import correspondence, count_label_changes, refine
-from vidseg_nb.synthetic import make_clip
 from vidseg_nb.video import prepare_frames
 from vidseg_nb.viz import show_coarse_before_after, show_correspondence, show_label_rows
 
-# %%
-t0 = time.perf_counter()
-backbone = load_backbone()  # $VIDSEG_MODEL, default SD 2.1-base
-TINY = backbone.is_random
-if TINY:  # its tensors are too small for CPU threads to pay off (on a busy 2-core box they cost 10x)
-    torch.set_num_threads(1)
-print(f"model {backbone.source!r} on {device_info(backbone)}, loaded in {time.perf_counter() - t0:.1f} s")
-if TINY:
-    print(
-        "NOTE: this is the random tiny model (VIDSEG_MODEL=tiny). It exercises the code, but its features, "
-        "maps and numbers are NOT meaningful. Set VIDSEG_MODEL to SD 2.1 weights for real results."
-    )
+backbone, TINY = nb.backbone, nb.tiny
 
 # %% [markdown]
 # ## Clip, settings and features
@@ -84,22 +75,14 @@ if TINY:
 # two batches. The tiny model uses 8 frames, $B = 4$ and $K = 4$ to stay fast (still two batches).
 
 # %%
-N_FRAMES = 8 if TINY else 28
 MAX_SIDE = 256 if TINY else 512
 BATCH = 4 if TINY else 14
 small = dict(n_clusters=4, kmeans_n_init=2) if TINY else {}
 config = preset("vidseg", max_side=MAX_SIDE, batch_size=BATCH, **small)
 print(f"B = {config.batch_size}, K = {config.n_clusters}, k = {config.n_neighbors}, T = {config.radius2}")
 
-SEQ = "blackswan"
-if (DATA / "davis2016").is_dir():
-    sample = DavisDataset(DATA / "davis2016", sequences=SEQ)[SEQ]
-    raw, gt = sample.load_frames(N_FRAMES), sample.load_labels(N_FRAMES)
-    clip_name, num_classes, ignore = f"DAVIS 2016 {SEQ}", sample.num_classes, sample.ignore_index
-else:
-    syn = make_clip(n_frames=N_FRAMES, height=256, width=448, n_objects=3, seed=0)
-    raw, gt = syn.frames, syn.labels
-    clip_name, num_classes, ignore = "synthetic clip", syn.n_labels, 255
+raw, gt, clip_name = nb.clip.frames, nb.clip.labels, nb.clip.name  # the clip setup() picked
+num_classes, ignore = nb.clip.num_classes, nb.clip.ignore_index
 frames = prepare_frames(raw, MAX_SIDE)
 
 t0 = time.perf_counter()

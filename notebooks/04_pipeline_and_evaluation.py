@@ -32,46 +32,38 @@
 # **Cost with the real model (estimate, not measured):** the paper's full method runs at 0.41 frames/s
 # on one A100 (SD 2.1). This notebook segments 28 frames 7 times (once, then the 6 rows of Table 2),
 # about 28 × 7 / 0.41 ≈ 480 s, so **about 8-10 minutes of A100 time** plus loading the weights; lower
-# `N_FRAMES` to go faster. On a CPU the real model is impractical here (hours).
+# the frame count in `setup(frames=...)` to go faster. On a CPU the real model is impractical here (hours).
+
+# %% [markdown]
+# ## Set-up: the backbone and the clip
+#
+# `setup()` (`vidseg_nb.notebook`) loads the backbone from `$VIDSEG_MODEL` (a Hub id, a diffusers folder or a
+# single checkpoint file; default SD 2.1-base) and picks the clip: CamVid `0016E5` from `../shared/data` (or
+# `$VIDSEG_DATA`) when that folder exists, otherwise a synthetic clip with exact labels.
+# `VIDSEG_MODEL=tiny` builds a random model with the same block layout: it runs everything in seconds on a
+# CPU (with fewer frames), but its pictures and numbers mean nothing. Install the package first
+# (`pip install -e .` in the repository).
 
 # %%
-# ruff: noqa: E402  (the imports below follow the sys.path set-up)
-import importlib.util
-import sys
-import time
-from pathlib import Path
+from vidseg_nb.notebook import setup
 
-REPO = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
-if importlib.util.find_spec("vidseg_nb") is None:  # not pip-installed: use this checkout
-    sys.path.insert(0, str(REPO.resolve()))
-DATA = REPO.resolve().parent / "shared" / "data"  # sample clips beside the repo, when present
+nb = setup(frames=(9, 28), dataset="camvid", synthetic_size=(192, 256))
+
+# %%
+# ruff: noqa: E402  (imports after the set-up cell)
+import time
 
 import numpy as np
-import torch
 from IPython.display import Markdown, display
 
 from vidseg_nb.bench import PAPER_FPS_A100, flops_per_call, tflop_per_frame, work_formula
 from vidseg_nb.config import preset
-from vidseg_nb.datasets import CamVidDataset
 from vidseg_nb.evaluate import evaluate_clip, format_table, run_ablation
-from vidseg_nb.loading import load_backbone
 from vidseg_nb.metrics import apply_label_map, per_class_iou
 from vidseg_nb.pipeline import VideoSegmenter, device_info
-from vidseg_nb.synthetic import make_clip
 from vidseg_nb.viz import show_filtering, show_label_rows
 
-# %%
-t0 = time.perf_counter()
-backbone = load_backbone()  # $VIDSEG_MODEL, default SD 2.1-base
-TINY = backbone.is_random
-if TINY:  # its tensors are too small for CPU threads to pay off (on a busy 2-core box they cost 10x)
-    torch.set_num_threads(1)
-print(f"model {backbone.source!r} on {device_info(backbone)}, loaded in {time.perf_counter() - t0:.1f} s")
-if TINY:
-    print(
-        "NOTE: this is the random tiny model (VIDSEG_MODEL=tiny). It exercises the code, but its features, "
-        "maps and numbers are NOT meaningful. Set VIDSEG_MODEL to SD 2.1 weights for real results."
-    )
+backbone, TINY = nb.backbone, nb.tiny
 
 # %% [markdown]
 # ## A clip with ground truth
@@ -83,22 +75,13 @@ if TINY:
 # comparable.)
 
 # %%
-N_FRAMES = 9 if TINY else 28
 MAX_SIDE = 128 if TINY else 512
 small = dict(n_clusters=3, kmeans_n_init=2) if TINY else {}
 config = preset("vidseg", max_side=MAX_SIDE, **small)
 
-if (DATA / "camvid").is_dir():
-    sample = CamVidDataset(DATA / "camvid", sequence="0016E5")["0016E5"]
-    raw, gt = sample.load_frames(N_FRAMES), sample.load_labels(N_FRAMES)
-    clip_name, num_classes, ignore = "CamVid 0016E5", sample.num_classes, sample.ignore_index
-    class_names = ["sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car",
-                   "pedestrian", "bicyclist"]  # fmt: skip
-else:
-    syn = make_clip(n_frames=N_FRAMES, height=192, width=256, n_objects=3, seed=0)
-    raw, gt = syn.frames, syn.labels
-    clip_name, num_classes, ignore = "synthetic clip", syn.n_labels, 255
-    class_names = ["background"] + [f"object {i}" for i in range(1, syn.n_labels)]
+clip = nb.clip  # the clip setup() picked (9 frames with the tiny model, else 28)
+raw, gt, clip_name, class_names = clip.frames, clip.labels, clip.name, clip.class_names
+num_classes, ignore = clip.num_classes, clip.ignore_index
 print(
     f"{clip_name}: {len(raw)} frames of {raw.shape[1]}x{raw.shape[2]}, {num_classes} classes, void = {ignore}"
 )

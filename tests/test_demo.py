@@ -1,5 +1,6 @@
-"""The Gradio demo (demo/app.py) on the tiny random model: the event functions called directly, the app
-served in-process and driven with gradio_client, two sessions at once, and bad input.
+"""The Gradio demo on the tiny random model: the handlers (demo/handlers.py, no browser, no Gradio) called
+with one Settings object, the Gradio wrappers of demo/app.py (errors, skips), the app served in-process
+and driven with gradio_client, two sessions at once, and bad input.
 
 Cheap settings throughout: 4-5 frame clips, a 64 px resolution cap, K = 3, t_m = 24 (one Euler step),
 one K-Means init; the whole file runs in about a minute on two CPU cores.
@@ -28,18 +29,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 gr = pytest.importorskip("gradio")
 
 from demo import app  # noqa: E402
+from demo import handlers as H  # noqa: E402
+from vidseg_nb import app_support  # noqa: E402
 from vidseg_nb.config import SegConfig  # noqa: E402
+from vidseg_nb.errors import VideoError, VidSegError  # noqa: E402
 from vidseg_nb.palette import colorize  # noqa: E402
 from vidseg_nb.synthetic import make_clip, save_clip  # noqa: E402
 from vidseg_nb.video import read_label_png, read_video, write_gif  # noqa: E402
 
 LIMIT = 6  # clip-length limit of the test app
-DEFAULTS = app.UIDefaults(n_clusters=3, t_m=24, batch_size=4, max_side=64)
+DEFAULTS = H.UIDefaults(n_clusters=3, t_m=24, batch_size=4, max_side=64)
 KW = dict(
     lam=50.0,
     s=0.7,
     n_clusters=3,
-    preset_name="vidseg",
+    preset="vidseg",
     t_m=24,
     batch_size=4,
     max_frames=None,
@@ -65,7 +69,7 @@ def backbone(request):
 
 @pytest.fixture(scope="module")
 def rt(backbone, tmp_path_factory):
-    return app.configure(
+    return H.configure(
         backbone,
         base_config=SegConfig(kmeans_n_init=1),
         max_frames=LIMIT,
@@ -101,17 +105,32 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-def outputs(values: tuple) -> dict:
-    assert len(values) == len(app.OUTPUT_NAMES)
-    return dict(zip(app.OUTPUT_NAMES, values))
+def settings(path, **kw) -> H.Settings:
+    return H.Settings(video=str(path) if path else path, **{**KW, **kw})
 
 
 def segment(state, path, **kw) -> dict:
-    return outputs(app.segment_event(state, str(path) if path else path, **{**KW, **kw}))
+    out = H.segment(state, settings(path, **kw))
+    assert set(out) == set(H.OUTPUT_NAMES)
+    return out
 
 
 def refilter(state, path, **kw) -> dict:
-    return outputs(app.refilter_event(state, str(path), **{**KW, **kw}))
+    out = H.refilter(state, settings(path, **kw))
+    assert set(out) <= set(H.OUTPUT_NAMES)
+    return out
+
+
+def result(state):
+    """The last result of a session (held by the process, not in the session state)."""
+    return H.runtime().work(state).result
+
+
+def app_kw(**kw) -> dict:
+    """The widget keywords of the Gradio wrappers (app.segment_event, ...)."""
+    d = {**KW, **kw}
+    d["preset_name"] = d.pop("preset")
+    return d
 
 
 def widgets(config: SegConfig) -> dict:
@@ -126,7 +145,7 @@ def widgets(config: SegConfig) -> dict:
     )
 
 
-def is_skip(v) -> bool:
+def is_skip(v) -> bool:  # gr.skip()
     return isinstance(v, dict) and v == {"__type__": "update"}
 
 
@@ -147,8 +166,8 @@ def seg_a(rt, clips):
 # ----------------------------------------------------------------------------------------- events
 def test_segment_event_outputs(seg_a, rt):
     session = seg_a["state"]
-    assert isinstance(session, app.Session)
-    r = session.result
+    assert isinstance(session, H.SessionState)
+    r = result(session)
     assert r.mode == "full" and r.labels.shape == (4, 128, 128)
     for key in ("overlay", "labels"):
         clip = read_video(seg_a[key])
@@ -189,13 +208,13 @@ def test_segment_event_outputs(seg_a, rt):
 
 def test_s_refilters_without_the_unet(seg_a, clips, backbone):
     session = seg_a["state"]
-    base = widgets(session.result.config)
-    r_before = session.result
+    base = widgets(result(session).config)
+    r_before = result(session)
     before = work(backbone)
     out0 = refilter(session, clips["a"], **{**base, "s": 0.0})
-    r0 = session.result
+    r0 = result(session)
     out1 = refilter(session, clips["a"], **{**base, "s": 1.0})
-    r1 = session.result
+    r1 = result(session)
     assert all(v == 0 for v in delta(backbone, before).values()), delta(backbone, before)
     for r in (r0, r1):
         assert set(r.timings) <= {"filter + argmax", "resize"}, r.timings
@@ -207,36 +226,37 @@ def test_s_refilters_without_the_unet(seg_a, clips, backbone):
     assert read_video(out0["overlay"]).size == (128, 128)
     # back to the first s: exactly the first labels again, still without the UNet
     refilter(session, clips["a"], **{**base, "s": r_before.config.s})
-    np.testing.assert_array_equal(session.result.labels, r_before.labels)
+    np.testing.assert_array_equal(result(session).labels, r_before.labels)
     assert all(v == 0 for v in delta(backbone, before).values())
 
 
 def test_s_release_without_a_result_does_nothing(rt, clips, backbone):
     before = work(backbone)
     out = refilter(None, clips["a"], s=0.1)
-    assert all(is_skip(out[k]) for k in app.OUTPUT_NAMES if k != "status")
-    assert "Segment" in out["status"]
+    assert set(out) == {"status"} and "Segment" in out["status"]
+    # through the Gradio wrapper: every other output is gr.skip()
+    vals = dict(zip(H.OUTPUT_NAMES, app.refilter_event(None, str(clips["a"]), **app_kw(s=0.1))))
+    assert all(is_skip(vals[k]) for k in H.OUTPUT_NAMES if k != "status")
     assert delta(backbone, before)["unet_samples"] == 0
 
 
 def test_s_release_after_moving_lambda_waits_for_segment(seg_a, clips, backbone):
     session = seg_a["state"]
-    base = widgets(session.result.config)
-    r = session.result
+    base = widgets(result(session).config)
+    r = result(session)
     before = work(backbone)
     out = refilter(session, clips["a"], **{**base, "lam": base["lam"] + 7, "s": 0.3})
-    assert all(is_skip(out[k]) for k in app.OUTPUT_NAMES if k != "status")
-    assert "press **Segment**" in out["status"]
-    assert session.result is r and all(v == 0 for v in delta(backbone, before).values())
+    assert set(out) == {"status"} and "press **Segment**" in out["status"]
+    assert result(session) is r and all(v == 0 for v in delta(backbone, before).values())
 
 
 def test_lambda_reruns_stage3_only(seg_a, clips, backbone):
     session = seg_a["state"]
-    base = widgets(session.result.config)
+    base = widgets(result(session).config)
     before = work(backbone)
     out = segment(session, clips["a"], **{**base, "lam": 20.0})
     d = delta(backbone, before)
-    r = session.result
+    r = result(session)
     assert r.config.lam == 20.0
     assert d["unet_samples"] > 0 and d["vae_decodes"] > 0  # stage 3 ran
     assert d["unet_partial_samples"] == 0  # no feature-only forwards
@@ -247,10 +267,10 @@ def test_lambda_reruns_stage3_only(seg_a, clips, backbone):
 
 def test_clusters_rerun_stages_1_to_3_but_not_the_features(seg_a, clips, backbone):
     session = seg_a["state"]
-    base = widgets(session.result.config)
+    base = widgets(result(session).config)
     before = work(backbone)
     out = segment(session, clips["a"], **{**base, "n_clusters": 2})
-    r = session.result
+    r = result(session)
     assert delta(backbone, before)["unet_partial_samples"] == 0
     assert "features" not in r.timings and "coarse maps (stages 1-2)" in r.timings
     assert len(np.unique(r.coarse_before)) <= 2
@@ -264,9 +284,9 @@ def test_clusters_rerun_stages_1_to_3_but_not_the_features(seg_a, clips, backbon
 
 def test_preview_gives_coarse_maps_without_modulation(rt, clips, backbone):
     before = work(backbone)
-    out = outputs(app.preview_event(None, str(clips["b"]), **KW))
+    out = H.preview(None, settings(clips["b"]))
     d = delta(backbone, before)
-    r = out["state"].result
+    r = result(out["state"])
     assert r.mode == "preview" and r.labels.shape == (5, 128, 192)
     assert d["vae_decodes"] == 0 and d["unet_samples"] == 0 and d["unet_partial_samples"] > 0
     assert "features" in r.timings and "modulation (stage 3)" not in r.timings
@@ -279,29 +299,31 @@ def test_preview_gives_coarse_maps_without_modulation(rt, clips, backbone):
 
 def test_frame_and_xt_events(seg_a):
     session = seg_a["state"]
-    g = app.frame_event(session, 2)
+    g = H.frame_gallery(session, 2)
     assert g[0][1] == "frame 2"
-    feat, lab = app.xt_event(session, 0)  # row 0 % of the height: the top row
+    feat, lab = H.xt(session, 0)  # row 0 % of the height: the top row
     assert feat.shape == lab.shape and lab.shape[1] == 128
-    n = len(session.result)
-    rows = lab[:: lab.shape[0] // n]  # one picture row per frame (time runs down)
-    np.testing.assert_array_equal(rows, colorize(session.result.labels[:, 0].astype(np.int64)))
+    r = result(session)
+    rows = lab[:: lab.shape[0] // len(r)]  # one picture row per frame (time runs down)
+    np.testing.assert_array_equal(rows, colorize(r.labels[:, 0].astype(np.int64)))
+    assert H.frame_gallery(None, 1) is None and H.xt(H.SessionState(), 1) is None
     assert is_skip(app.frame_event(None, 1))
+    assert app.frame_event(session, 2)[0][1] == "frame 2"
 
 
-def test_two_sessions_keep_separate_state(seg_a, clips, backbone):
+def test_two_sessions_keep_separate_state(seg_a, clips, backbone, rt):
     s1 = seg_a["state"]
     out2 = segment(None, clips["b"], s=0.5)
     s2 = out2["state"]
-    assert s2 is not s1 and s2.segmenter is not s1.segmenter
-    assert s2.result.labels.shape == (5, 128, 192)
+    assert s2.id != s1.id and rt.work(s2).segmenter is not rt.work(s1).segmenter
+    assert result(s2).labels.shape == (5, 128, 192)
     # session 1 still re-filters its own clip, from its own cache
     before = work(backbone)
-    out1 = refilter(s1, clips["a"], **{**widgets(s1.result.config), "s": 0.25})
+    out1 = refilter(s1, clips["a"], **{**widgets(result(s1).config), "s": 0.25})
     assert delta(backbone, before)["unet_samples"] == 0
-    assert s1.result.labels.shape == (4, 128, 128)
+    assert result(s1).labels.shape == (4, 128, 128)
     assert read_video(out1["overlay"]).size == (128, 128)
-    assert s2.result.labels.shape == (5, 128, 192) and s2.result.config.s == 0.5
+    assert result(s2).labels.shape == (5, 128, 192) and result(s2).config.s == 0.5
     assert Path(out1["overlay"]).parent != Path(out2["overlay"]).parent
 
 
@@ -319,8 +341,10 @@ BAD = [
 @pytest.mark.parametrize(("name", "message"), BAD)
 def test_bad_upload_is_a_readable_error(rt, clips, backbone, name, message):
     before = work(backbone)
-    with pytest.raises(gr.Error) as e:
+    with pytest.raises(VideoError, match=message):  # the handler: a library error with the message
         segment(None, clips[name])
+    with pytest.raises(gr.Error) as e:  # the app: the same message as a gr.Error
+        app.segment_event(None, str(clips[name]), **app_kw())
     assert message in e.value.message, e.value.message
     assert "Traceback" not in e.value.message
     with pytest.raises(gr.Error) as e2:  # the upload check says the same at once
@@ -331,67 +355,98 @@ def test_bad_upload_is_a_readable_error(rt, clips, backbone, name, message):
 
 def test_missing_video_and_bad_settings(rt, clips):
     with pytest.raises(gr.Error, match="Upload a video"):
-        segment(None, None)
-    with pytest.raises(gr.Error) as e:
+        app.segment_event(None, None, **app_kw())
+    with pytest.raises(VidSegError) as e:
         segment(None, clips["a"], t_m=40)
-    assert "t_m" in e.value.message
+    assert "t_m" in str(e.value)
     with pytest.raises(gr.Error) as e:
-        segment(None, clips["a"], preset_name="nope")
+        app.segment_event(None, str(clips["a"]), **app_kw(preset="nope"))
     assert "unknown preset" in e.value.message
-    assert app.inspect_event(None) == ""
+    assert H.inspect(None) == ""
 
 
 def test_rgba_gif_is_converted(rt, clips):
-    clip = app.load_clip(clips["rgba"])
+    clip = app_support.load_clip(clips["rgba"], rt.limits)
     assert clip.frames.shape == (3, 128, 128, 3)
     assert clip.frames[:, :20, :20].max() == 0  # transparent -> black
-    assert "3 frames" in app.inspect_event(str(clips["rgba"]))
-    out = outputs(app.preview_event(None, str(clips["rgba"]), **KW))
+    assert "3 frames" in H.inspect(str(clips["rgba"]))
+    out = H.preview(None, settings(clips["rgba"]))
     assert len(read_video(out["overlay"])) == 3
 
 
 def test_pixel_budget_bounds_the_decoded_clip(rt, clips):
-    tight = app.Limits(max_frames=LIMIT, max_total_pixels=2 * 128 * 128)
-    with pytest.raises(app.VideoError, match="allow at most 2 frames"):
-        app.load_clip(clips["a"], limits=tight)
+    tight = app_support.Limits(max_frames=LIMIT, max_total_pixels=2 * 128 * 128)
+    with pytest.raises(VideoError, match="allow at most 2 frames"):
+        app_support.load_clip(clips["a"], tight)
 
 
 def test_old_sessions_drop_their_caches(rt):
-    r = app.Runtime("tiny", SegConfig(), app.Limits(), app.UIDefaults(), max_cached_sessions=2)
-    sessions = [app.Session() for _ in range(3)]
-    for s in sessions:
-        s.cache_valid = True
+    r = H.Runtime("tiny", SegConfig(), app_support.Limits(), H.UIDefaults(), max_cached_sessions=2)
+    states = [H.SessionState() for _ in range(3)]
+    works = [r.work_for(s) for s in states]
+    for s, w in zip(states, works):
+        w.cache_valid = True
         r.touch(s)
-    assert [s.cache_valid for s in sessions] == [False, True, True]
-    r.touch(sessions[1])  # used again: now sessions[2] is the oldest kept
-    r.touch(sessions[0])
-    assert [s.cache_valid for s in sessions] == [False, True, False]
+    assert [w.cache_valid for w in works] == [False, True, True]
+    r.touch(states[1])  # used again: now states[2] is the oldest kept
+    r.touch(states[0])
+    assert [w.cache_valid for w in works] == [False, True, False]
+    r.forget(states[0])
+    assert r.work(states[0]) is None and r.work(states[1]) is works[1]
 
 
 def test_preset_sets_lambda_s_batch_and_t_m(rt):
+    assert H.preset_values("emerdiff") == (10.0, 1.0, 1, 22)
+    assert H.preset_values("svd")[3] == 17  # the paper's SVD setting
+    assert H.preset_values("nope") is None
     lam, s, b, t_m = app.preset_event("emerdiff")
     assert (lam["value"], s["value"], b["value"], t_m["value"]) == (10.0, 1.0, 1, 22)
-    assert app.preset_event("svd")[3]["value"] == 17  # the paper's SVD setting
-    cfg = app.make_config(10.0, 1.0, 3, "emerdiff", 24, 1, 64)
+    cfg = app_support.config_from_ui(
+        rt.base_config, "emerdiff", lam=10.0, s=1.0, n_clusters=3, t_m=24, batch_size=1, max_side=100
+    )
     assert not cfg.refine and not cfg.masked_modulation and cfg.kmeans_n_init == 1
+    assert cfg.max_side == 64 and cfg.n_clusters == 3 and cfg.preset == "emerdiff"
 
 
 def test_max_frames_uses_the_first_frames(rt, clips):
-    clip = app.load_clip(clips["b"], use_frames=3)
+    clip = app_support.load_clip(clips["b"], rt.limits, 3)
     assert len(clip) == 3
-    with pytest.raises(Exception, match="at least 2"):
-        app.load_clip(clips["b"], use_frames=1)
+    with pytest.raises(VideoError, match="at least 2"):
+        app_support.load_clip(clips["b"], rt.limits, 1)
 
 
 def test_model_that_cannot_be_loaded(rt, clips, tmp_path):
     bad = str(tmp_path / "no-such-model")
     with pytest.raises(gr.Error) as e:
-        segment(None, clips["a"], model_id=bad)
+        app.segment_event(None, str(clips["a"]), **app_kw(model_id=bad))
     assert "Could not load the model" in e.value.message and "VIDSEG_MODEL" in e.value.message
-    banner = app.banner_event(bad)
+    banner = H.banner(bad)
     assert "could not be loaded" in banner and "VIDSEG_MODEL" in banner
     assert "not meaningful" in app.banner_event(None)  # the default (tiny) model
     assert rt.models.peek("tiny") is not None
+
+
+def test_model_config_is_forwarded_to_load_backbone(monkeypatch, backbone):
+    calls = []
+
+    def fake_load(source, **kw):
+        calls.append((source, kw))
+        return backbone
+
+    monkeypatch.setattr(app_support, "load_backbone", fake_load)
+    assert app.parse_args(["--model-config", "/cfg/dir"]).model_config == "/cfg/dir"
+    assert app.parse_args([]).model_config is None
+    reg = app_support.ModelRegistry(model_config="/cfg/dir")
+    assert reg.get("model.safetensors") is backbone
+    monkeypatch.setenv(app_support.MODEL_CONFIG_ENV, "/env/cfg")
+    assert app_support.ModelRegistry(model_config=app_support.model_config_default()).get("m2") is backbone
+    monkeypatch.delenv(app_support.MODEL_CONFIG_ENV)
+    app_support.ModelRegistry().get("m3")
+    assert calls == [
+        ("model.safetensors", {"config": "/cfg/dir"}),
+        ("m2", {"config": "/env/cfg"}),
+        ("m3", {"config": None}),
+    ]
 
 
 def test_build_app_wiring(rt):
@@ -406,12 +461,16 @@ def test_build_app_wiring(rt):
     assert f"2–{LIMIT} frames" in text and "4096 px" in text and "not meaningful" in text
 
 
-def test_session_pickles_without_the_backbone(seg_a):
+def test_session_state_is_small_and_picklable(seg_a, rt):
     import pickle
 
-    s = pickle.loads(pickle.dumps(seg_a["state"]))
-    assert s.segmenter.backbone is None and s.result.labels.shape == (4, 128, 128)
-    assert s.lock.acquire(blocking=False)
+    state = seg_a["state"]
+    blob = pickle.dumps(state)
+    assert len(blob) < 8_000, len(blob)  # ids, signatures and a config: no frames, no cache
+    s = pickle.loads(blob)
+    assert s == state and rt.work(s) is rt.work(state)  # the process still holds its stage cache
+    assert result(s).labels.shape == (4, 128, 128)
+    assert rt.work(state).segmenter.backbone is None  # the shared backbone is attached per job only
 
 
 # ----------------------------------------------------------------------------------------- over HTTP
@@ -440,12 +499,12 @@ def _client(url):
     return Client(url, verbose=False, download_files=True)
 
 
-API_KW = {**{k: v for k, v in KW.items() if k != "model_id"}, "max_frames": LIMIT}
+API_KW = {**{k: v for k, v in app_kw().items() if k != "model_id"}, "max_frames": LIMIT}
 
 
 def _api(result) -> dict:
     """The API outputs of /segment, /refilter, /preview (all outputs but the state)."""
-    names = [n for n in app.OUTPUT_NAMES if n != "state"]
+    names = [n for n in H.OUTPUT_NAMES if n != "state"]
     assert len(result) == len(names)
     return dict(zip(names, result))
 
@@ -496,7 +555,90 @@ def test_client_two_sessions_at_once_and_bad_input(server, clips):
 
 
 def test_example_clips_fit_the_limit(rt):
-    paths = app.example_paths(LIMIT)
+    paths = H.example_paths(LIMIT)
     assert len(paths) == 3
     for p in paths:
         assert 2 <= len(read_video(p)) <= LIMIT
+
+
+# ----------------------------------------------------------------------------------------- ZeroGPU
+class FakeGPU:
+    """Like ``spaces.GPU(duration=...)``: each call asks ``duration(*args)``, pickles the arguments into
+    a forked worker, runs the function there and pickles its result back; records the bytes moved."""
+
+    def __init__(self, duration):
+        self.duration = duration
+        self.calls: list[dict] = []
+
+    def __call__(self, fn):
+        import multiprocessing
+        import pickle
+
+        def wrapper(*args):
+            seconds = self.duration(*args)
+            blob = pickle.dumps(args)
+            ctx = multiprocessing.get_context("fork")
+            recv, send = ctx.Pipe(duplex=False)
+
+            def child():
+                try:
+                    send.send_bytes(pickle.dumps(("ok", fn(*pickle.loads(blob)))))
+                except BaseException as e:  # noqa: BLE001 - handed to the parent
+                    send.send_bytes(pickle.dumps(("error", repr(e))))
+
+            proc = ctx.Process(target=child)
+            proc.start()
+            back = recv.recv_bytes()
+            proc.join(60)
+            kind, value = pickle.loads(back)
+            assert kind == "ok", value
+            self.calls.append(dict(duration=seconds, args_bytes=len(blob), result_bytes=len(back)))
+            return value
+
+        return wrapper
+
+
+def test_device_step_through_a_forking_fake_spaces_gpu(rt, clips, backbone, monkeypatch):
+    from vidseg_nb.pipeline import VideoSegmenter
+
+    fake = FakeGPU(H.gpu_duration)
+    monkeypatch.setattr(rt, "device_fn", fake(H.segment_on_device))
+    out = segment(None, clips["a"], s=0.6, lam=40.0)
+    state = out["state"]
+    assert len(fake.calls) == 1
+    r = result(state)
+    # the worker's result is the in-process result (same clip, config, seed)
+    want = VideoSegmenter(backbone, r.config).segment(rt.work(state).clip, keep=None, progress=False)
+    np.testing.assert_array_equal(r.labels, want.labels)
+    assert r.work["unet_samples"] > 0  # counted in the worker, brought back with the result
+    # s and settings seen before never enter the device function
+    assert "Re-filtered" in refilter(state, clips["a"], s=0.2, lam=40.0)["status"]
+    assert "re-filter only" in segment(state, clips["a"], s=0.6, lam=40.0)["stats"]
+    assert len(fake.calls) == 1
+    # a new lambda does (stage 3), starting from the parent's cached features and coarse maps
+    out = segment(state, clips["a"], s=0.6, lam=20.0)
+    assert len(fake.calls) == 2 and "stage 3 rerun" in out["stats"]
+    weights = sum(p.numel() * p.element_size() for p in backbone.unet.parameters())
+    for c in fake.calls:
+        assert 60 <= c["duration"] <= 900
+        assert c["args_bytes"] < weights  # no model inside: it stays loaded in the parent
+    print(
+        "bytes pickled per device call (args, result):",
+        [(c["args_bytes"], c["result_bytes"]) for c in fake.calls],
+    )
+
+
+def test_gpu_request_grows_with_frames_labels_and_steps(rt):
+    cfg = SegConfig(n_clusters=10, t_m=22, max_side=512)
+    # per frame: 2 (CFG) x 3 steps x (1 reference run + 2 x 10 modulated runs)
+    assert app_support.unet_samples(4, cfg) == 4 * 2 * 3 * 21
+    assert app_support.unet_samples(4, cfg, "preview") == 4 * 2 * 3
+    small = app_support.estimate_seconds(8, cfg)
+    assert app_support.estimate_seconds(16, cfg) > small
+    assert app_support.estimate_seconds(8, cfg.replace(n_clusters=20)) > small
+    assert app_support.estimate_seconds(8, cfg.replace(t_m=20)) > small
+    clip = app_support.Clip(frames=np.zeros((48, 64, 64, 3), np.uint8), fps=10.0, source="x")
+    big = cfg.replace(n_clusters=20)
+    assert H.gpu_duration("m", None, clip, big, "full", []) == int(1.5 * (20 + 48 * 6 * 41 * 0.02))
+    assert H.gpu_duration("m", None, clip, big.replace(max_side=1024), "full", []) == 900  # capped
+    assert H.gpu_duration("m", None, clip, cfg, "preview", []) == 60  # at least a minute

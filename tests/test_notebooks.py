@@ -119,3 +119,46 @@ def test_notebook03_sliders_headless(monkeypatch):
         assert not np.allclose(view["diff"].raw, d.raw)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_setup_loads_the_model_prints_the_note_and_picks_the_clip(monkeypatch, tmp_path, capsys):
+    """`setup()`: the notebooks' two-line start. Without a data folder the clip is the synthetic one
+    (the same frames and labels as `make_clip` with the notebook's arguments); the tiny model says its
+    results mean nothing."""
+    import torch
+
+    from vidseg_nb import notebook
+    from vidseg_nb.synthetic import make_clip
+
+    monkeypatch.setenv(notebook.DATA_ENV, str(tmp_path / "no-data"))
+    assert notebook.data_dir() == tmp_path / "no-data"
+    monkeypatch.delenv(notebook.DATA_ENV)
+    assert notebook.data_dir() == notebook.repo_root().parent / "shared" / "data"
+    assert (notebook.repo_root() / "vidseg_nb" / "notebook.py").is_file()
+
+    monkeypatch.setenv(notebook.DATA_ENV, str(tmp_path))
+    threads = torch.get_num_threads()
+    try:
+        nb = notebook.setup(frames=(3, 24), dataset="camvid", model="tiny", synthetic_size=(64, 128))
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "model 'tiny'" in out and "NOT meaningful" in out and "synthetic clip" in out
+    assert nb.tiny and nb.data == tmp_path
+    want = make_clip(n_frames=3, height=64, width=128, n_objects=3, seed=0)
+    np.testing.assert_array_equal(nb.clip.frames, want.frames)
+    np.testing.assert_array_equal(nb.clip.labels, want.labels)
+    assert nb.clip.num_classes == want.n_labels and nb.clip.ignore_index == 255 and nb.clip.synthetic
+    assert len(nb.clip.class_names) == want.n_labels
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_starts_with_the_setup_call(name):
+    """Each notebook's first code cell is the two-line set-up (no sys.path or data-folder code)."""
+    nb = jupytext.read(NOTEBOOKS / f"{name}.py")
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    lines = [ln for ln in code[0].splitlines() if ln.strip()]
+    assert lines[0] == "from vidseg_nb.notebook import setup" and lines[1].startswith("nb = setup(")
+    assert len(lines) == 2
+    text = "\n".join(code)
+    assert "sys.path" not in text and 'shared" / "data' not in text

@@ -1,0 +1,638 @@
+"""The demo's event handlers, without Gradio: plain values in (one :class:`Settings`), plain values out.
+
+``demo/app.py`` builds a :class:`Settings` from the widgets, calls a handler here and turns its answer
+into widget updates (a missing output key means "leave that widget as it is") and its errors
+(:class:`~vidseg_nb.errors.VidSegError`, ...) into ``gr.Error``. Tests call these functions directly.
+
+State: each browser session holds a small, picklable :class:`SessionState` (ids, clip signature, config;
+a few hundred bytes). The heavy part (decoded clip, :class:`VideoSegmenter` with its stage cache,
+last :class:`SegmentationResult`) is a :class:`Work` held by the process in :class:`Runtime`, keyed by
+the session id; only the most recently used few keep their stage caches.
+
+The device step is one function, :func:`segment_on_device` (model id, segmenter, clip, config, mode,
+kept frames -> result, segmenter); ``app.py`` wraps it with ``spaces.GPU(duration=gpu_duration)`` on
+Hugging Face Spaces, which runs it in a forked worker and pickles its arguments and results. Models are
+loaded in the parent before the call; runs whose stages are all cached (a new s, settings seen before)
+never enter it. The segmenter (with its stage cache) still crosses that boundary, because
+``VideoSegmenter`` offers no public way to hand over only the stage entries one run reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vidseg_nb.app_support import (
+    CPU_MAX_FRAMES,
+    GPU_MAX_FRAMES,
+    Limits,
+    ModelRegistry,
+    clip_signature,
+    config_from_ui,
+    describe_clip,
+    estimate_seconds,
+    feature_pca,
+    gallery_items,
+    kept_frames,
+    load_clip,
+    model_config_default,
+    nearest_kept,
+    safe_name,
+    stats_markdown,
+    write_result_files,
+    xt_images,
+)
+from vidseg_nb.backbone import Backbone
+from vidseg_nb.config import COARSE_FIELDS, DIFF_FIELDS, MODEL_ENV, PRESETS, SegConfig, default_model
+from vidseg_nb.errors import BackboneLoadError, VideoError
+from vidseg_nb.pipeline import SegmentationResult, VideoSegmenter, device_info
+from vidseg_nb.synthetic import example_clips
+from vidseg_nb.video import Clip, read_video, write_video
+
+log = logging.getLogger("vidseg_nb.demo")
+
+MAX_CACHED_SESSIONS = 4
+"""Sessions whose stage caches are kept (least recently used ones drop theirs and recompute on Segment)."""
+OUTPUT_NAMES = (
+    "state",
+    "overlay",
+    "labels",
+    "frame",
+    "gallery",
+    "xt_features",
+    "xt_labels",
+    "zip",
+    "stats",
+    "status",
+)
+"""The outputs of :func:`segment` / :func:`preview` / :func:`refilter`, in the order of the widgets."""
+
+Progress = Callable[[float, str], None]
+
+
+class NoVideo(VideoError):
+    """No clip was handed in."""
+
+
+def _no_progress(fraction: float, desc: str) -> None:
+    pass
+
+
+# ------------------------------------------------------------------------------------------ settings
+@dataclass
+class UIDefaults:
+    """Initial widget values (tests use cheap ones)."""
+
+    lam: float = 50.0
+    s: float = 0.7
+    n_clusters: int = 20
+    preset: str = "vidseg"
+    t_m: int = 22
+    batch_size: int = 14
+    max_side: int = 512
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The widget values of one event: the clip, the method's controls and the browsing position."""
+
+    video: str | None = None
+    lam: float = 50.0
+    s: float = 0.7
+    n_clusters: int = 20
+    preset: str | None = "vidseg"
+    t_m: int = 22
+    batch_size: int = 14
+    max_frames: int | None = None
+    max_side: int = 512
+    model_id: str | None = None
+    frame: float | None = 0
+    row: float | None = None
+
+    @classmethod
+    def from_defaults(cls, d: UIDefaults, video: str | None = None, **kw: Any) -> Settings:
+        return cls(
+            video=video, lam=d.lam, s=d.s, n_clusters=d.n_clusters, preset=d.preset, t_m=d.t_m,
+            batch_size=d.batch_size, max_side=d.max_side, **kw,
+        )  # fmt: skip
+
+    @property
+    def use_frames(self) -> int | None:
+        return int(self.max_frames) if self.max_frames else None
+
+
+def video_path(video: Any) -> str | None:
+    """A file path from what a UI or caller hands in (path, FileData dict, object with ``.path``)."""
+    if video is None or video == "":
+        return None
+    if isinstance(video, dict):
+        return video_path(video.get("path") or video.get("video") or video.get("name"))
+    if hasattr(video, "path"):
+        return str(video.path)
+    return str(video)
+
+
+# ------------------------------------------------------------------------------------------ state
+@dataclass
+class SessionState:
+    """What a browser session keeps between events (small and picklable): ids and signatures only."""
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    model_id: str | None = None
+    clip_sig: tuple | None = None
+    result_sig: tuple | None = None  # (clip_sig, model_id) of the last result
+    config: SegConfig | None = None  # of the last result
+    mode: str | None = None  # of the last result
+    run: int = 0
+
+
+class Work:
+    """The process-held part of a session: decoded clip, segmenter (stage cache), last result, files."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.segmenter: VideoSegmenter | None = None
+        self.clip: Clip | None = None
+        self.result: SegmentationResult | None = None
+        self.kept: list[int] = []
+        self.cache_valid = False  # the segmenter's cache holds the stages of ``result``
+        self.feature_keys: set[tuple] = set()  # stage keys in the segmenter's cache (this clip, model)
+        self.coarse_keys: set[tuple] = set()
+        self.diff_keys: set[tuple] = set()
+        self.features_cached = False  # the last run found its features in the cache
+        self.directory: Path | None = None
+        self._pca: np.ndarray | None = None
+        self._pca_of: Any = None
+
+    def segmenter_for(self, model_id: str, state: SessionState) -> VideoSegmenter:
+        if self.segmenter is None or state.model_id != model_id:
+            self.segmenter = VideoSegmenter(None, cache_frames=10_000)  # type: ignore[arg-type]
+            state.model_id = model_id
+            self.drop_cache()
+        return self.segmenter
+
+    def drop_cache(self) -> None:
+        """Free the stage cache (memory); the next s change then asks for Segment."""
+        if self.segmenter is not None:
+            self.segmenter.clear_cache()
+        self.cache_valid = False
+        self.forget_keys()
+
+    def forget_keys(self) -> None:
+        self.feature_keys, self.coarse_keys, self.diff_keys = set(), set(), set()
+
+    def served_by_cache(self, config: SegConfig, mode: str) -> bool:
+        """Whether a run of ``config`` needs no device job: every stage it reads is cached."""
+        if not self.cache_valid:
+            return False
+        if mode == "full":
+            return config.key(DIFF_FIELDS) in self.diff_keys
+        return config.key(COARSE_FIELDS) in self.coarse_keys
+
+    def remember(self, config: SegConfig, mode: str, feature_key: tuple) -> None:
+        self.feature_keys.add(feature_key)
+        self.coarse_keys.add(config.key(COARSE_FIELDS))
+        if mode == "full":
+            self.diff_keys.add(config.key(DIFF_FIELDS))
+
+    def pca(self) -> np.ndarray | None:
+        r = self.result
+        if r is None or r.features is None:
+            return None
+        if self._pca_of is not r.features:
+            self._pca, self._pca_of = feature_pca(r), r.features
+        return self._pca
+
+    def close(self) -> None:
+        self.drop_cache()
+        self.segmenter = self.result = self.clip = None
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@dataclass
+class Runtime:
+    """Process-wide state of the app: shared models, settings, and the sessions' :class:`Work`."""
+
+    default_model: str
+    base_config: SegConfig
+    limits: Limits
+    defaults: UIDefaults
+    models: ModelRegistry = field(default_factory=ModelRegistry)
+    max_cached_sessions: int = MAX_CACHED_SESSIONS
+    workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "vidseg_demo")
+    cache_examples: bool = True
+    device_fn: Callable[..., tuple[SegmentationResult, VideoSegmenter]] | None = None
+    _work: OrderedDict[str, Work] = field(default_factory=OrderedDict)
+    _cached: OrderedDict[str, Work] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def work(self, state: SessionState | None) -> Work | None:
+        """The process-held part of ``state`` (None if the session is unknown here)."""
+        return self._work.get(state.id) if state is not None else None
+
+    def work_for(self, state: SessionState) -> Work:
+        with self._lock:
+            w = self._work.get(state.id)
+            if w is None:
+                w = self._work[state.id] = Work()
+            return w
+
+    def touch(self, state: SessionState) -> None:
+        """Mark the stage cache of ``state`` as recently used; drop the caches of the oldest sessions."""
+        with self._lock:
+            w = self._work.get(state.id)
+            if w is None:
+                return
+            self._cached[state.id] = w
+            self._cached.move_to_end(state.id)
+            while len(self._cached) > self.max_cached_sessions:
+                _, old = self._cached.popitem(last=False)
+                old.drop_cache()
+
+    def forget(self, state: SessionState, keep_files: bool = False) -> None:
+        with self._lock:
+            self._cached.pop(state.id, None)
+            w = self._work.pop(state.id, None)
+        if w is not None:
+            if keep_files:
+                w.directory = None
+            w.close()
+
+    def model_id(self, model_id: str | None) -> str:
+        return (model_id or "").strip() or self.default_model
+
+
+def _env_int(name: str) -> int | None:
+    v = os.environ.get(name)
+    return int(v) if v and v.strip().isdigit() else None
+
+
+def _cuda() -> bool:
+    return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true") or torch.cuda.is_available()
+
+
+def configure(
+    backbone: Backbone | None = None,
+    *,
+    model: str | None = None,
+    model_config: str | None = None,
+    base_config: SegConfig | None = None,
+    max_frames: int | None = None,
+    defaults: UIDefaults | None = None,
+    max_cached_sessions: int | None = None,
+    cache_examples: bool | None = None,
+    workdir: str | os.PathLike | None = None,
+) -> Runtime:
+    """Set the app's runtime (tests call it to inject the tiny model and cheap defaults).
+
+    ``backbone``: an already loaded backbone (its ``source`` is the default model id); ``model``: the
+    default model id (default ``$VIDSEG_MODEL`` or SD 2.1-base), loaded lazily; ``model_config``: the
+    configs of a single-file checkpoint (default ``$VIDSEG_MODEL_CONFIG``), for ``load_backbone(config=)``;
+    ``base_config``: the fields without a widget; ``max_frames``: the clip-length limit (default 48 with
+    a GPU, 16 on the CPU, ``$VIDSEG_DEMO_MAX_FRAMES``); ``workdir``: where sessions write their files
+    (default ``<temp dir>/vidseg_demo`` or ``$VIDSEG_DEMO_DIR``).
+    """
+    global RUNTIME
+    source = model or (backbone.source if backbone is not None else default_model())
+    gpu = backbone.device.type == "cuda" if backbone is not None else _cuda()
+    limit = max_frames or _env_int("VIDSEG_DEMO_MAX_FRAMES") or (GPU_MAX_FRAMES if gpu else CPU_MAX_FRAMES)
+    if cache_examples is None:
+        cache_examples = os.environ.get("VIDSEG_DEMO_CACHE_EXAMPLES", "1").lower() not in ("0", "false", "no")
+    rt = Runtime(
+        default_model=source,
+        base_config=base_config or SegConfig(),
+        limits=Limits(max_frames=limit),
+        defaults=defaults or UIDefaults(max_side=512 if gpu else 256),
+        models=ModelRegistry(model_config=model_config or model_config_default()),
+        max_cached_sessions=max_cached_sessions or _env_int("VIDSEG_DEMO_SESSIONS") or MAX_CACHED_SESSIONS,
+        cache_examples=cache_examples,
+    )
+    if workdir is not None or os.environ.get("VIDSEG_DEMO_DIR"):
+        rt.workdir = Path(workdir or os.environ["VIDSEG_DEMO_DIR"])
+    if backbone is not None:
+        rt.models.add(backbone, source)
+    RUNTIME = rt
+    return rt
+
+
+RUNTIME: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    return RUNTIME if RUNTIME is not None else configure()
+
+
+# ------------------------------------------------------------------------------------------ device
+_DEVICE_LOCK = threading.Lock()
+
+
+def gpu_duration(
+    model_id: str, segmenter: VideoSegmenter, clip: Clip, config: SegConfig, mode: str, keep: list[int]
+) -> int:
+    """Seconds of GPU to request for :func:`segment_on_device` (``spaces.GPU(duration=...)`` takes a
+    callable of the same arguments): frames x labels x steps, with a margin, within [60, 900]."""
+    return int(min(900, max(60, 1.5 * estimate_seconds(len(clip), config, mode))))
+
+
+def segment_on_device(
+    model_id: str, segmenter: VideoSegmenter, clip: Clip, config: SegConfig, mode: str, keep: list[int]
+) -> tuple[SegmentationResult, VideoSegmenter]:
+    """The only code that runs the backbone: one job at a time (a lock; ``spaces.GPU`` on Spaces)."""
+    segmenter.backbone = runtime().models.get(model_id)
+    try:
+        with _DEVICE_LOCK:
+            result = segmenter.segment(clip, config, mode=mode, keep=keep, progress=True)
+    finally:
+        segmenter.backbone = None  # shared; re-attached by model id at the next use
+    return result, segmenter
+
+
+# ------------------------------------------------------------------------------------------ texts
+def _model_line(rt: Runtime, model_id: str) -> str:
+    bb = rt.models.peek(model_id)
+    if bb is None:
+        return f"model `{model_id}`"
+    rnd = " — **random weights, results are not meaningful**" if bb.is_random else ""
+    return f"model `{model_id}` on {device_info(bb)}{rnd}"
+
+
+def banner_markdown(model_id: str | None = None) -> str:
+    """The banner: model status (random tiny model warning, or why the model could not be loaded)."""
+    import html
+
+    rt = runtime()
+    m = rt.model_id(model_id)
+    bb, err = rt.models.peek(m), rt.models.error(m)
+    if err:
+        return (
+            f"### ⚠️ The model `{html.escape(m)}` could not be loaded\n\n{html.escape(err)}\n\n"
+            f"**What to do:** set `{MODEL_ENV}` to a local copy of the weights (a diffusers folder or a "
+            f"single .safetensors file, with `--model-config DIR` for its configs), or enter one as the "
+            f"model id under Advanced; `{MODEL_ENV}=tiny python demo/app.py` runs the app on a random "
+            "tiny model (a smoke test)."
+        )
+    if bb is not None and bb.is_random:
+        return (
+            f"### ⚠️ Random tiny model (`{html.escape(m)}`)\n\n"
+            "This app runs a randomly initialised model: the whole pipeline works, but its segmentations "
+            "are **not meaningful**. Set `VIDSEG_MODEL` to Stable Diffusion 2.1 for real results."
+        )
+    if bb is not None:
+        return f"Model `{html.escape(m)}` on {device_info(bb)}."
+    return f"Model `{html.escape(m)}` is loaded at the first run."
+
+
+# ------------------------------------------------------------------------------------------ outputs
+def _write(state: SessionState, work: Work, rt: Runtime) -> tuple[str, str, str]:
+    """Write this run's files; delete those of runs before the previous one (a UI may still serve them)."""
+    assert work.result is not None and work.clip is not None
+    if work.directory is None or not work.directory.is_dir():
+        base = rt.workdir / "sessions"
+        base.mkdir(parents=True, exist_ok=True)
+        work.directory = Path(tempfile.mkdtemp(prefix="s_", dir=base))
+    previous = f"_{state.run:03d}"
+    for old in work.directory.iterdir():
+        if previous not in old.name:
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    state.run += 1
+    files = write_result_files(
+        work.result, work.clip.frames, work.directory, Path(work.clip.source).stem, f"{state.run:03d}"
+    )
+    return tuple(str(p) for p in files)  # type: ignore[return-value]
+
+
+def _render(state: SessionState, work: Work, rt: Runtime, s: Settings, wall: float, status: str) -> dict:
+    r = work.result
+    assert r is not None
+    overlay, labels, zpath = _write(state, work, rt)
+    kept = sorted(r.details) or [0]
+    stride = kept[1] - kept[0] if len(kept) > 1 else 1
+    f = nearest_kept(r, s.frame) or 0
+    pca = work.pca()
+    feat_xt, lab_xt = xt_images(r, s.row, pca)
+    return dict(
+        state=state,
+        overlay=overlay,
+        labels=labels,
+        frame=dict(minimum=0, maximum=max(1, kept[-1]), step=stride, value=f),
+        gallery=gallery_items(r, f, pca),
+        xt_features=feat_xt,
+        xt_labels=lab_xt,
+        zip=zpath,
+        stats=stats_markdown(r, wall, work.features_cached),
+        status=status,
+    )
+
+
+# ------------------------------------------------------------------------------------------ handlers
+def _run(state: SessionState | None, s: Settings, mode: str, progress: Progress, register: bool) -> dict:
+    t0 = time.perf_counter()
+    rt = runtime()
+    path = video_path(s.video)
+    if path is None:
+        raise NoVideo("Upload a video first (or click one of the examples).")
+    config = config_from_ui(
+        rt.base_config, s.preset or rt.defaults.preset, lam=s.lam, s=s.s, n_clusters=s.n_clusters,
+        t_m=s.t_m, batch_size=s.batch_size, max_side=s.max_side,
+    )  # fmt: skip
+    mid = rt.model_id(s.model_id)
+    progress(0.0, f"loading the model {mid}")
+    rt.models.get(mid)  # BackboneLoadError before touching the session
+    state = state if isinstance(state, SessionState) else SessionState()
+    work = rt.work_for(state)
+    if not work.lock.acquire(timeout=900):
+        raise VideoError("This session is still busy with the previous run; try again in a moment.")
+    try:
+        progress(0.02, "reading the clip")
+        if not Path(path).is_file():
+            raise VideoError(f"{Path(path).name}: the uploaded file is gone; upload it again.")
+        sig = clip_signature(path, s.use_frames)
+        if work.clip is None or state.clip_sig != sig:
+            work.clip = load_clip(path, rt.limits, s.use_frames)
+            state.clip_sig = sig
+        seg = work.segmenter_for(mid, state)
+        if state.result_sig != (sig, mid) or (state.config and state.config.max_side != config.max_side):
+            work.forget_keys()  # the segmenter's cache follows the last clip at its processing size
+        fkey = seg.feature_key(config)
+        features_cached = work.cache_valid and fkey in work.feature_keys
+        keep = kept_frames(len(work.clip))
+        if work.served_by_cache(config, mode):  # only filtering (s) or seen settings: no device job
+            seg.backbone = rt.models.get(mid)
+            try:
+                result = seg.segment(work.clip, config, mode=mode, keep=keep, progress=False)
+            finally:
+                seg.backbone = None
+            if set(result.computed) - {"filter"}:  # pragma: no cover - bookkeeping out of step
+                log.warning("a cached run recomputed %s outside the device job", result.computed)
+        else:
+            est = gpu_duration(mid, seg, work.clip, config, mode, keep) if rt.device_fn else None
+            progress(0.05, f"segmenting {len(work.clip)} frames" + (f" (up to about {est} s)" if est else ""))
+            result, seg = (rt.device_fn or segment_on_device)(mid, seg, work.clip, config, mode, keep)
+            seg.backbone = None
+        work.segmenter, work.result, work.kept = seg, result, keep
+        work.cache_valid, work.features_cached = True, features_cached
+        work.remember(config, mode, fkey)
+        state.result_sig, state.config, state.mode = (sig, mid), config, mode
+        if register:  # a session's cache counts against the server's few (examples keep none)
+            rt.touch(state)
+        progress(0.97, "writing the videos")
+        kind = "Preview (coarse maps M~ upsampled)" if mode == "preview" else "Segmentation"
+        status = f"{kind} of **{safe_name(path)}** with {_model_line(rt, mid)}."
+        return _render(state, work, rt, s, time.perf_counter() - t0, status)
+    finally:
+        work.lock.release()
+
+
+def segment(state: SessionState | None, s: Settings, progress: Progress = _no_progress) -> dict:
+    """Segment the clip (Segment button): reruns only the stages whose settings changed."""
+    return _run(state, s, "full", progress, register=True)
+
+
+def preview(state: SessionState | None, s: Settings, progress: Progress = _no_progress) -> dict:
+    """Coarse maps only (Preview button): features + stages 1-2, no modulation."""
+    return _run(state, s, "preview", progress, register=True)
+
+
+def refilter(state: SessionState | None, s: Settings) -> dict:
+    """A new s (slider release): re-filter the cached difference maps, no UNet; otherwise only a status.
+
+    Runs only when the session has a full result of the same clip, model and settings but s; anything
+    else (no result yet, a preview, lambda or K moved, another clip) waits for Segment.
+    """
+    rt = runtime()
+    work = rt.work(state)
+    if state is None or work is None or work.result is None:
+        return dict(status="s is applied when you press Segment (no result yet).")
+    r = work.result
+    path = video_path(s.video)
+    if path is None:
+        return {}
+    config = config_from_ui(
+        rt.base_config, s.preset or rt.defaults.preset, lam=s.lam, s=s.s, n_clusters=s.n_clusters,
+        t_m=s.t_m, batch_size=s.batch_size, max_side=s.max_side,
+    )  # fmt: skip
+    mid = rt.model_id(s.model_id)
+    sig = clip_signature(path, s.use_frames) if Path(path).is_file() else None
+    if sig is None or state.result_sig != (sig, mid) or state.clip_sig != sig:
+        return dict(status="Another clip or model: press **Segment** to run it.")
+    if r.mode != "full":
+        return dict(status="s has no effect on a preview; press **Segment** for the full method.")
+    if config != r.config.replace(s=config.s):
+        return dict(
+            status="Other settings changed too (lambda, K or Advanced): press **Segment** to apply them; "
+            "s alone re-filters instantly."
+        )
+    if config == r.config:
+        return {}
+    if not work.cache_valid:
+        return dict(status="This session's cache was freed (the server keeps a few); press **Segment**.")
+    if not work.lock.acquire(blocking=False):
+        return dict(status="Busy with a run; s is applied with it when you press Segment again.")
+    try:
+        t0 = time.perf_counter()
+        seg = work.segmenter
+        bb = rt.models.peek(mid)
+        if bb is None or seg is None or work.clip is None:
+            return dict(status="The model was unloaded; press **Segment**.")
+        seg.backbone = bb  # the stage cache has D_l: filtering only, no device job
+        try:
+            result = seg.segment(work.clip, config, mode="full", keep=work.kept, progress=False)
+        finally:
+            seg.backbone = None
+        work.result, work.features_cached = result, True
+        state.config = config
+        rt.touch(state)
+        status = f"Re-filtered with s = {config.s:g} (cached difference maps, no UNet)."
+        return _render(state, work, rt, s, time.perf_counter() - t0, status)
+    finally:
+        work.lock.release()
+
+
+def frame_gallery(state: SessionState | None, frame: float | None) -> list[tuple[np.ndarray, str]] | None:
+    """The intermediates of the chosen frame (the nearest kept one); None without a result."""
+    work = runtime().work(state)
+    if work is None or work.result is None:
+        return None
+    return gallery_items(work.result, frame, work.pca())
+
+
+def xt(state: SessionState | None, row: float | None) -> tuple[np.ndarray | None, np.ndarray] | None:
+    """x-t slices of features (PCA) and labels at ``row`` percent of the height; None without a result."""
+    work = runtime().work(state)
+    if work is None or work.result is None:
+        return None
+    return xt_images(work.result, row, work.pca())
+
+
+def inspect(video: Any) -> str:
+    """Facts about an upload (and the limits) as soon as it arrives; bad files raise :class:`VideoError`."""
+    path = video_path(video)
+    return "" if path is None else describe_clip(path, runtime().limits)
+
+
+def banner(model_id: str | None = None) -> str:
+    """The model banner; on page load (``model_id`` None) it loads the default model once."""
+    rt = runtime()
+    m = rt.model_id(model_id)
+    if model_id is None and rt.models.peek(m) is None:
+        try:
+            rt.models.get(m)
+        except BackboneLoadError:
+            pass
+    return banner_markdown(model_id)
+
+
+def preset_values(name: str) -> tuple[float, float, int, int] | None:
+    """(lambda, s, B, t_m) of a preset; None for an unknown name."""
+    p = PRESETS.get(name)
+    if p is None:
+        return None
+    return p["lam"], p["s"], p["batch_size"], p.get("t_m", SegConfig().t_m)
+
+
+def example(video: Any, progress: Progress = _no_progress) -> dict:
+    """An example clip segmented with the default settings in a throw-away session."""
+    rt = runtime()
+    state = SessionState()
+    try:
+        out = _run(state, Settings.from_defaults(rt.defaults, video_path(video)), "full", progress, False)
+    finally:
+        rt.forget(state, keep_files=True)  # the files stay: the caller copies them (Gradio caches examples)
+    note = " Examples are cached without their intermediates: press **Segment** to browse them."
+    return dict(overlay=out["overlay"], labels=out["labels"], stats=out["stats"], status=out["status"] + note)
+
+
+def close(state: Any) -> None:
+    """A session ended: free its process-held part and files."""
+    if isinstance(state, SessionState) and RUNTIME is not None:
+        RUNTIME.forget(state)
+
+
+def example_paths(limit: int, directory: Path | None = None) -> list[str]:
+    """The synthetic example clips (written once under the work dir), trimmed to ``limit`` frames."""
+    d = directory or runtime().workdir / "examples"
+    out = []
+    for p in example_clips(d):
+        clip = read_video(p)
+        if len(clip) <= limit:
+            out.append(str(p))
+            continue
+        q = p.with_name(f"{p.stem}_{limit}f.mp4")
+        if not q.is_file() or q.stat().st_size == 0:
+            write_video(q, clip.frames[:limit], fps=clip.fps)
+        out.append(str(q))
+    return out
