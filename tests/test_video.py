@@ -643,3 +643,27 @@ def test_label_png_writer_continues_at_start(tmp_path):
         "00040.png",
         "00041.png",
     ]
+
+
+def test_batches_hold_only_a_few_frames(long_mp4):
+    import tracemalloc
+
+    path, full = long_mp4
+    frame = full[0].nbytes
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        n = 0
+        for b in video.open_video(path).batches(2):
+            n += len(b)
+        lazy_peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        video.read_video(path)
+        eager_peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert n == 40
+    assert eager_peak > 40 * frame  # the measurement sees the whole clip ...
+    assert lazy_peak < (video._HOLD + 2 * 2 + 4) * frame  # ... and the stream holds a few frames only
