@@ -141,3 +141,27 @@ def test_example_clips(tmp_path):
     mtimes = [p.stat().st_mtime_ns for p in paths]
     assert synthetic.example_clips(tmp_path) == paths
     assert [p.stat().st_mtime_ns for p in paths] == mtimes  # not rewritten
+
+
+@pytest.mark.parametrize("batch", [1, 4, 7, 50])
+def test_iter_clip_is_make_clip_in_batches(batch):
+    kw = dict(n_frames=13, height=72, width=100, n_objects=4, seed=5, speed=6.0)
+    whole = make_clip(**kw)
+    parts = list(synthetic.iter_clip(**kw, batch=batch))
+    assert [len(f) for f, _ in parts] == [min(batch, 13 - a) for a in range(0, 13, batch)]
+    np.testing.assert_array_equal(np.concatenate([f for f, _ in parts]), whole.frames)
+    np.testing.assert_array_equal(np.concatenate([lab for _, lab in parts]), whole.labels)
+
+
+def test_save_long_clip_round_trip(tmp_path):
+    kw = dict(n_frames=21, height=64, width=96, n_objects=2, seed=2)
+    whole = make_clip(**kw)
+    p = synthetic.save_long_clip(
+        tmp_path / "long.mp4", 21, 64, 96, n_objects=2, seed=2, batch=8, labels_dir=tmp_path / "gt"
+    )
+    back = video.read_video(p)
+    assert len(back) == 21 and back.size == (64, 96)
+    assert np.abs(back.frames.astype(np.int16) - whole.frames).mean() < 4.0
+    for t in (0, 8, 20):
+        np.testing.assert_array_equal(video.read_label_png(tmp_path / "gt" / f"{t:05d}.png"), whole.labels[t])
+    assert not (tmp_path / "gt" / "00021.png").exists()

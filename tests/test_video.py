@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 import warnings
 from pathlib import Path
 
@@ -430,3 +431,239 @@ def test_overlay_frames_hand_built():
         expected = np.round(0.5 * 100 + 0.5 * palette.PALETTE[lab].astype(float))
         np.testing.assert_array_equal(out[0, y, x], expected)
     np.testing.assert_array_equal(video.overlay_frames(frames, labels, alpha=0.0), frames)
+
+
+# ------------------------------------------------------------------------------------------------
+# lazy reading (open_video / VideoStream)
+
+
+def test_open_video_knows_length_fps_size_up_front(syn, mp4, tmp_path):
+    s = video.open_video(mp4)
+    assert s.n_frames == 12 and not s.n_frames_exact and s.fps == pytest.approx(12.0) and s.size == (H, W)
+    batches = list(s.batches(5))
+    assert [b.shape for b in batches] == [(5, H, W, 3), (5, H, W, 3), (2, H, W, 3)]
+    assert all(b.dtype == np.uint8 for b in batches)
+    np.testing.assert_array_equal(np.concatenate(batches), video.read_video(mp4).frames)
+    folder = save_clip(syn, tmp_path / "frames")
+    s = video.open_video(folder, stride=2, max_frames=4)
+    assert s.n_frames == 4 and s.n_frames_exact and s.fps == pytest.approx(video.DEFAULT_FPS / 2)
+    with pytest.warns(UserWarning, match="keeping the first 4"):
+        got = np.concatenate(list(s.batches(3)))
+    np.testing.assert_array_equal(got, syn.frames[0:8:2])
+    assert s.truncated
+
+
+def test_open_video_resumes_at_start(syn, mp4, tmp_path):
+    full = video.read_video(mp4).frames
+    np.testing.assert_array_equal(np.concatenate(list(video.open_video(mp4).batches(4, start=7))), full[7:])
+    arr = video.open_video(syn.frames)
+    assert [len(b) for b in arr.batches(4, start=2)] == [4, 4, 2]
+    np.testing.assert_array_equal(np.stack(list(arr.frames(start=10))), syn.frames[10:])
+
+
+def test_folder_frames_are_loaded_one_by_one(syn, tmp_path, monkeypatch):
+    folder = save_clip(syn, tmp_path / "frames")
+    loaded = []
+    real = video._load_frame
+    monkeypatch.setattr(video, "_load_frame", lambda p, name: loaded.append(p.name) or real(p, name))
+    s = video.open_video(folder)
+    assert s.n_frames == 12 and s.size == (H, W) and loaded == ["00000.png"]  # only the first, for the size
+    it = s.batches(3)
+    first = next(it)
+    np.testing.assert_array_equal(first, syn.frames[:3])
+    assert len(loaded) == 1 + 3  # nothing beyond the first batch was read
+    assert sum(len(b) for b in it) == 9
+
+
+def test_open_video_checks_at_opening(syn, tmp_path):
+    folder = save_clip(syn, tmp_path / "frames")
+    with pytest.raises(VideoError, match="limit of 11 frames"):
+        video.open_video(folder, max_frames=11, too_long="error")
+    with pytest.raises(VideoError, match="no such file"):
+        video.open_video(tmp_path / "nope.mp4")
+    with pytest.raises(VideoError, match="minimum is 64"):
+        video.open_video(np.zeros((3, 32, 32, 3), np.uint8))
+
+
+# ------------------------------------------------------------------------------------------------
+# truncated files
+
+
+@pytest.fixture(scope="module")
+def long_mp4(tmp_path_factory):
+    c = make_clip(n_frames=40, height=H, width=W, n_objects=3, seed=4, speed=4.0)
+    p = video.write_video(tmp_path_factory.mktemp("long") / "long.mp4", c.frames, fps=10)
+    return p, video.read_video(p).frames
+
+
+def test_truncated_mp4_yields_the_decoded_frames_and_warns(long_mp4, tmp_path):
+    path, full = long_mp4
+    half = tmp_path / "half.mp4"
+    data = path.read_bytes()
+    half.write_bytes(data[: len(data) // 2])
+    t0 = time.perf_counter()
+    s = video.open_video(half)
+    assert s.size == (H, W) and s.n_frames == 40  # the container still announces 40
+    with pytest.warns(
+        video.VideoWarning, match=r"half\.mp4: decoding stopped at frame \d+ of about 40"
+    ) as rec:
+        got = np.concatenate(list(s.batches(4)))
+    msg = [str(r.message) for r in rec if issubclass(r.category, video.VideoWarning)][0]
+    k = int(re.search(r"stopped at frame (\d+)", msg).group(1))
+    assert 0 < k < 40 and len(got) == k
+    np.testing.assert_array_equal(got, full[:k])  # exactly the first frames, no concealed or repeated ones
+    with pytest.warns(video.VideoWarning, match=f"stopped at frame {k}"):
+        clip = video.read_video(half)
+    np.testing.assert_array_equal(clip.frames, full[:k])
+    assert time.perf_counter() - t0 < 60  # never a hang
+
+
+def test_mp4_with_no_decodable_frame_is_an_error(long_mp4, tmp_path):
+    path, _ = long_mp4
+    stub = tmp_path / "stub.mp4"
+    stub.write_bytes(path.read_bytes()[:600])
+    with pytest.raises(VideoError, match=r"stub\.mp4: .*(not a readable video|no frame could be decoded)"):
+        video.read_video(stub)
+
+
+# ------------------------------------------------------------------------------------------------
+# streaming writers
+
+
+def test_video_writer_appends_batches(syn, tmp_path):
+    p = tmp_path / "out" / "stream.mp4"
+    with video.VideoWriter(p, fps=12) as w:
+        for a in range(0, 12, 5):
+            w.append(syn.frames[a : a + 5])
+        assert w.n_written == 12
+    clip = video.read_video(p)
+    assert len(clip) == 12 and clip.fps == pytest.approx(12.0)
+    assert np.abs(clip.frames.astype(np.int16) - syn.frames).mean() < 4.0
+    atoms = top_level_atoms(p)  # finished: a plain faststart mp4 again, like write_video's
+    assert "moof" not in atoms and atoms.index("moov") < atoms.index("mdat")
+    assert "yuv420p" in ffmpeg_info(p) and re.search(r"Video: h264\b", ffmpeg_info(p))
+    with pytest.raises(VideoError, match="same size"):
+        with video.VideoWriter(tmp_path / "x.mp4") as w:
+            w.append(syn.frames[:2])
+            w.append(syn.frames[:2, :64])
+
+
+def test_video_writer_keeps_frames_on_an_exception(syn, tmp_path):
+    p = tmp_path / "broken.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        with video.VideoWriter(p, fps=10) as w:
+            w.append(syn.frames[:7])
+            raise KeyboardInterrupt
+    back = video.read_video(p)
+    assert len(back) == 7
+    assert np.abs(back.frames.astype(np.int16) - syn.frames[:7]).mean() < 4.0
+
+
+_WRITER_CHILD = """
+import os, sys, time
+import numpy as np
+from vidseg_nb import video
+from vidseg_nb.synthetic import iter_clip
+w = video.VideoWriter(sys.argv[1], fps=10)
+for frames, _ in iter_clip(int(sys.argv[2]), 64, 96, 2, seed=1, speed=3.0, batch=10):
+    w.append(frames)
+print("appended", flush=True)
+time.sleep(120)  # killed here, never closes the writer
+"""
+
+
+def _children(pid: int) -> list[int]:
+    return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _killed_writer(path: Path, n: int, kill_ffmpeg: bool) -> None:
+    import os
+    import signal
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", _WRITER_CHILD, str(path), str(n)], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline().strip() == b"appended"
+        ffmpeg = _children(child.pid)
+        assert ffmpeg, "the writer's ffmpeg process was not found"
+        if kill_ffmpeg:  # both die at once: only what ffmpeg has written so far is on disk
+            deadline, last = time.time() + 30, -1
+            while time.time() < deadline:  # let the encoder write what it can
+                size = path.stat().st_size if path.exists() else 0
+                if size == last and size > 4096:
+                    break
+                last = size
+                time.sleep(0.5)
+            for pid in ffmpeg:
+                os.kill(pid, signal.SIGKILL)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+        if not kill_ffmpeg:  # ffmpeg sees the end of its input and finishes the file
+            deadline = time.time() + 30
+            while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in ffmpeg):
+                time.sleep(0.2)
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+
+def test_killed_run_leaves_a_readable_video(tmp_path):
+    from vidseg_nb.synthetic import make_clip as mk
+
+    src = mk(n_frames=150, height=64, width=96, n_objects=2, seed=1, speed=3.0).frames
+    p = tmp_path / "killed.mp4"
+    _killed_writer(p, 30, kill_ffmpeg=False)  # the Python process dies, its ffmpeg finishes the file
+    back = video.read_video(p)
+    assert len(back) == 30
+    assert np.abs(back.frames.astype(np.int16) - src[:30]).mean() < 4.0
+    p2 = tmp_path / "killed_hard.mp4"
+    _killed_writer(p2, 150, kill_ffmpeg=True)  # both die: the fragments written so far are readable
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", video.VideoWarning)  # the last fragment may be cut
+        back = video.read_video(p2)
+    assert 10 <= len(back) < 150
+    assert np.abs(back.frames.astype(np.int16) - src[: len(back)]).mean() < 4.0
+
+
+def test_label_png_writer_continues_at_start(tmp_path):
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 20, size=(7, 16, 24))
+    d = tmp_path / "labels"
+    w = video.LabelPNGWriter(d)
+    w.append(labels[:3])
+    assert video.LabelPNGWriter.frames_done(d) == 3
+    w2 = video.LabelPNGWriter(d, start=video.LabelPNGWriter.frames_done(d))  # a resumed run
+    paths = w2.append(labels[3:5]) + w2.append(labels[5]) + w2.append(labels[6:])
+    assert [p.name for p in paths] == ["00003.png", "00004.png", "00005.png", "00006.png"]
+    assert w2.n_written == 7 and video.LabelPNGWriter.frames_done(d) == 7
+    assert sorted(p.name for p in d.iterdir()) == [f"{i:05d}.png" for i in range(7)]  # no temp files left
+    for i in range(7):
+        np.testing.assert_array_equal(video.read_label_png(d / f"{i:05d}.png"), labels[i])
+    assert [p.name for p in video.write_label_pngs(tmp_path / "x", labels[:2], start=40)] == [
+        "00040.png",
+        "00041.png",
+    ]
+
+
+def test_batches_hold_only_a_few_frames(long_mp4):
+    import tracemalloc
+
+    path, full = long_mp4
+    frame = full[0].nbytes
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        n = 0
+        for b in video.open_video(path).batches(2):
+            n += len(b)
+        lazy_peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        video.read_video(path)
+        eager_peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert n == 40
+    assert eager_peak > 40 * frame  # the measurement sees the whole clip ...
+    assert lazy_peak < (video._HOLD + 2 * 2 + 4) * frame  # ... and the stream holds a few frames only

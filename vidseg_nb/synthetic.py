@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import colorsys
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +19,15 @@ from PIL import Image
 
 from . import video
 
-__all__ = ["SHAPES", "SyntheticClip", "example_clips", "make_clip", "save_clip"]
+__all__ = [
+    "SHAPES",
+    "SyntheticClip",
+    "example_clips",
+    "iter_clip",
+    "make_clip",
+    "save_clip",
+    "save_long_clip",
+]
 
 SHAPES = ("circle", "rect", "triangle")
 TEXTURE_RANGE = (0.7, 1.0)
@@ -69,19 +77,33 @@ def _bounce(start: float, velocity: float, n: int, lo: float, hi: float) -> np.n
     return lo + np.where(u <= span, u, 2 * span - u)
 
 
-def make_clip(
-    n_frames: int = 16,
-    height: int = 256,
-    width: int = 256,
-    n_objects: int = 3,
-    seed: int = 0,
-    speed: float = 2.0,
-    shapes: Sequence[str] = SHAPES,
-    fps: float = 10.0,
-) -> SyntheticClip:
-    """A seeded clip of ``n_objects`` textured shapes moving ``speed`` px per frame over a textured
-    background. Object ``i`` (label ``i + 1``) has shape ``shapes[i % len(shapes)]``, its own colour and
-    texture (stripes, checker or rings, moving with it), and stays fully inside the frame."""
+@dataclass
+class _Object:
+    shape: str
+    kind: int  # texture: 0 stripes, 1 checker, 2 rings
+    color: np.ndarray
+    radius: float
+    cy: np.ndarray  # (N,) centre per frame
+    cx: np.ndarray
+    rot: float
+    beta: float
+    period: float
+
+
+@dataclass
+class _Plan:
+    """Everything random about a clip, drawn once; frames ``a..b`` are rendered from it on demand."""
+
+    n: int
+    h: int
+    w: int
+    background: np.ndarray  # (H, W, 3) float32
+    objects: list[_Object]
+
+
+def _plan(
+    n_frames: int, height: int, width: int, n_objects: int, seed: int, speed: float, shapes: Sequence[str]
+) -> _Plan:
     if n_frames < 1 or height < 16 or width < 16 or n_objects < 0:
         raise ValueError("make_clip needs n_frames >= 1, height and width >= 16, n_objects >= 0")
     unknown = set(shapes) - set(SHAPES)
@@ -104,17 +126,11 @@ def make_clip(
     c1 = _hsv(hb, rng.uniform(0.1, 0.3), rng.uniform(0.3, 0.45))
     c2 = _hsv(hb + rng.uniform(-0.1, 0.1), rng.uniform(0.1, 0.3), rng.uniform(0.55, 0.7))
     background = c1 * (1 - wave[..., None]) + c2 * wave[..., None]
-    frames = np.broadcast_to(background, (n, h, w, 3)).copy()
-    labels = np.zeros((n, h, w), np.int64)
 
-    colors = [background.reshape(-1, 3).mean(0)]
-    centers = np.zeros((n_objects, n, 2))
-    used_shapes = []
+    objects = []
     hue0 = rng.uniform()
-    lo_t, hi_t = TEXTURE_RANGE
-    for i in range(n_objects):
+    for i in range(n_objects):  # the order of the draws is part of the seed's meaning: keep it
         shape = shapes[i % len(shapes)]
-        used_shapes.append(shape)
         color = _hsv(hue0 + i / max(n_objects, 1) + rng.uniform(-0.04, 0.04), rng.uniform(0.7, 0.9), 1.0)
         radius = rng.uniform(0.12, 0.2) * min(h, w)  # bounding radius: the shape fits in this circle
         ylo, yhi, xlo, xhi = radius + 1, h - radius - 2, radius + 1, w - radius - 2
@@ -122,46 +138,96 @@ def make_clip(
         ang = rng.uniform(0, 2 * np.pi)
         cy = _bounce(y0, speed * np.sin(ang), n, ylo, yhi)
         cx = _bounce(x0, speed * np.cos(ang), n, xlo, xhi)
-        centers[i, :, 0], centers[i, :, 1] = cy, cx
-        dy = yy[None] - cy[:, None, None].astype(np.float32)  # (N, H, W) object coordinates
-        dx = xx[None] - cx[:, None, None].astype(np.float32)
         rot = rng.uniform(0, 2 * np.pi)
+        beta = rng.uniform(0.45, 1.1) if shape == "rect" else 0.0  # aspect: half-diagonal == radius
+        period = rng.uniform(6.0, 12.0)
+        objects.append(_Object(shape, i % 3, color, radius, cy, cx, rot, beta, period))
+    return _Plan(n, h, w, background, objects)
+
+
+def _render(plan: _Plan, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames ``(b-a, H, W, 3)`` uint8 and labels ``(b-a, H, W)`` int64 of frames ``a..b-1``."""
+    h, w = plan.h, plan.w
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    frames = np.broadcast_to(plan.background, (b - a, h, w, 3)).copy()
+    labels = np.zeros((b - a, h, w), np.int64)
+    lo_t, hi_t = TEXTURE_RANGE
+    for i, ob in enumerate(plan.objects):
+        radius, rot = ob.radius, ob.rot
+        dy = yy[None] - ob.cy[a:b, None, None].astype(np.float32)  # (n, H, W) object coordinates
+        dx = xx[None] - ob.cx[a:b, None, None].astype(np.float32)
         u = dx * np.cos(rot) + dy * np.sin(rot)
         v = -dx * np.sin(rot) + dy * np.cos(rot)
-        if shape == "circle":
+        if ob.shape == "circle":
             mask = dx * dx + dy * dy <= radius * radius
-        elif shape == "rect":
-            beta = rng.uniform(0.45, 1.1)  # aspect: half-diagonal == radius
-            mask = (np.abs(u) <= radius * np.cos(beta)) & (np.abs(v) <= radius * np.sin(beta))
+        elif ob.shape == "rect":
+            mask = (np.abs(u) <= radius * np.cos(ob.beta)) & (np.abs(v) <= radius * np.sin(ob.beta))
         else:  # equilateral triangle, circumradius = radius, inradius = radius / 2
             mask = np.ones_like(u, dtype=bool)
             for k in range(3):
                 phi = rot + 2 * np.pi * k / 3
                 mask &= dx * np.cos(phi) + dy * np.sin(phi) >= -radius / 2
-        period = rng.uniform(6.0, 12.0)
-        kind = i % 3
-        if kind == 0:  # stripes
-            tex = 0.5 + 0.5 * np.cos(2 * np.pi * u / period)
-        elif kind == 1:  # checker
-            tex = (np.floor(u / period) + np.floor(v / period)) % 2
+        if ob.kind == 0:  # stripes
+            tex = 0.5 + 0.5 * np.cos(2 * np.pi * u / ob.period)
+        elif ob.kind == 1:  # checker
+            tex = (np.floor(u / ob.period) + np.floor(v / ob.period)) % 2
         else:  # rings
-            tex = 0.5 + 0.5 * np.cos(2 * np.pi * np.sqrt(dx * dx + dy * dy) / period)
+            tex = 0.5 + 0.5 * np.cos(2 * np.pi * np.sqrt(dx * dx + dy * dy) / ob.period)
         factor = lo_t + (hi_t - lo_t) * tex
-        obj = factor[..., None] * color
+        obj = factor[..., None] * ob.color
         frames = np.where(mask[..., None], obj, frames)
         labels[mask] = i + 1
-        colors.append(color)
+    return np.clip(np.round(frames), 0, 255).astype(np.uint8), labels
 
-    out = np.clip(np.round(frames), 0, 255).astype(np.uint8)
+
+def make_clip(
+    n_frames: int = 16,
+    height: int = 256,
+    width: int = 256,
+    n_objects: int = 3,
+    seed: int = 0,
+    speed: float = 2.0,
+    shapes: Sequence[str] = SHAPES,
+    fps: float = 10.0,
+) -> SyntheticClip:
+    """A seeded clip of ``n_objects`` textured shapes moving ``speed`` px per frame over a textured
+    background. Object ``i`` (label ``i + 1``) has shape ``shapes[i % len(shapes)]``, its own colour and
+    texture (stripes, checker or rings, moving with it), and stays fully inside the frame."""
+    plan = _plan(n_frames, height, width, n_objects, seed, speed, shapes)
+    frames, labels = _render(plan, 0, plan.n)
+    colors = [plan.background.reshape(-1, 3).mean(0)] + [ob.color for ob in plan.objects]
+    centers = np.zeros((n_objects, plan.n, 2))
+    for i, ob in enumerate(plan.objects):
+        centers[i, :, 0], centers[i, :, 1] = ob.cy, ob.cx
     return SyntheticClip(
-        frames=out,
+        frames=frames,
         labels=labels,
         fps=float(fps),
         n_labels=n_objects + 1,
         colors=np.clip(np.round(np.stack(colors)), 0, 255).astype(np.uint8),
         centers=centers,
-        shapes=tuple(used_shapes),
+        shapes=tuple(ob.shape for ob in plan.objects),
     )
+
+
+def iter_clip(
+    n_frames: int = 16,
+    height: int = 256,
+    width: int = 256,
+    n_objects: int = 3,
+    seed: int = 0,
+    speed: float = 2.0,
+    shapes: Sequence[str] = SHAPES,
+    *,
+    batch: int = 16,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The clip of :func:`make_clip` (same arguments, same pixels and labels) as ``(frames, labels)``
+    batches of at most ``batch`` frames, so long clips (thousands of frames) never sit in memory whole."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    plan = _plan(n_frames, height, width, n_objects, seed, speed, shapes)
+    for a in range(0, plan.n, batch):
+        yield _render(plan, a, min(plan.n, a + batch))
 
 
 def save_clip(
@@ -185,6 +251,32 @@ def save_clip(
         video.write_video(path, clip.frames, fps)
     if labels_dir is not None:
         video.write_label_pngs(labels_dir, clip.labels)
+    return path
+
+
+def save_long_clip(
+    path: str | os.PathLike,
+    n_frames: int,
+    height: int = 480,
+    width: int = 856,
+    *,
+    n_objects: int = 3,
+    seed: int = 0,
+    speed: float = 2.0,
+    fps: float = 10.0,
+    batch: int = 16,
+    labels_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Write the clip of :func:`make_clip` batch by batch (:func:`iter_clip` + :class:`video.VideoWriter`),
+    so a clip of thousands of frames costs one batch of memory. ``.mp4``/``.webm`` only;
+    ``labels_dir``: also the ground-truth label PNGs."""
+    path = Path(path)
+    labels = video.LabelPNGWriter(labels_dir) if labels_dir is not None else None
+    with video.VideoWriter(path, fps) as w:
+        for frames, lab in iter_clip(n_frames, height, width, n_objects, seed, speed, batch=batch):
+            w.append(frames)
+            if labels is not None:
+                labels.append(lab)
     return path
 
 
