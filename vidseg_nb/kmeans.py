@@ -62,6 +62,7 @@ from sklearn.exceptions import ConvergenceWarning
 __all__ = ["TorchKMeans", "kmeans_plusplus", "tolerance"]
 
 DEFAULT_MAX_ELEMENTS = 1 << 24  # values per distance block (64 MiB in float32, 128 MiB in float64)
+_SUM_ROWS = 4096  # rows per float32 block of the cluster sums (blocks are added in float64)
 
 
 def _as_tensor(x: Any, device: torch.device | str | None = None) -> torch.Tensor:
@@ -100,50 +101,26 @@ def _highest_matmul_precision() -> Iterator[None]:
         torch.set_float32_matmul_precision(old)
 
 
-def _col_mean(x: torch.Tensor, max_elements: int = DEFAULT_MAX_ELEMENTS) -> torch.Tensor:
-    """Per-feature mean (C,) in the accumulation dtype, by row chunks."""
-    acc = _acc_dtype(x.device)
-    total = torch.zeros(x.shape[1], dtype=acc, device=x.device)
-    for sl in _row_chunks(x.shape[0], x.shape[1], max_elements):
-        total += x[sl].to(acc).sum(0)
-    return total / max(x.shape[0], 1)
-
-
-def _row_sq_norms(x: torch.Tensor, max_elements: int = DEFAULT_MAX_ELEMENTS) -> torch.Tensor:
-    """Squared row norms (N,) in the accumulation dtype, by row chunks."""
-    acc = _acc_dtype(x.device)
-    out = torch.empty(x.shape[0], dtype=acc, device=x.device)
-    for sl in _row_chunks(x.shape[0], x.shape[1], max_elements):
-        xa = x[sl].to(acc)
-        out[sl] = (xa * xa).sum(1)
-    return out
-
-
-def tolerance(x: torch.Tensor, tol: float, max_elements: int = DEFAULT_MAX_ELEMENTS) -> float:
-    """The absolute tolerance ``tol * mean_c var(X[:, c])`` (scikit-learn's ``_tolerance``), float64."""
+def tolerance(x: torch.Tensor, tol: float) -> float:
+    """The absolute tolerance ``tol * mean_c var(X[:, c])`` (scikit-learn's ``_tolerance``), in float64."""
     if tol == 0:
         return 0.0
-    mean = _col_mean(x, max_elements)
-    sq = torch.zeros_like(mean)
-    for sl in _row_chunks(x.shape[0], x.shape[1], max_elements):
-        d = x[sl].to(mean.dtype) - mean
-        sq += (d * d).sum(0)
-    return float((sq / max(x.shape[0], 1)).mean().item()) * float(tol)
+    xa = x.to(_acc_dtype(x.device))
+    return float(xa.var(dim=0, unbiased=False).mean().item()) * float(tol)
 
 
 def _sq_dist_upcast(
-    x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor, max_elements: int = DEFAULT_MAX_ELEMENTS
+    x_acc: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor, max_elements: int = DEFAULT_MAX_ELEMENTS
 ) -> torch.Tensor:
-    """Squared distances (len(c), N) from centres ``c`` to all rows of ``x``, ``|x|^2 - 2 x.c + |c|^2``
-    in float64 (``x_sq`` = float64 squared row norms of x), clamped at 0, chunked over rows of x."""
-    acc = x_sq.dtype
-    ca = c.to(acc)
-    c_sq = (ca * ca).sum(1)
-    out = torch.empty((c.shape[0], x.shape[0]), dtype=acc, device=x.device)
-    for sl in _row_chunks(x.shape[0], c.shape[0] + x.shape[1], max_elements):
-        xa = x[sl].to(acc)
-        d = x_sq[sl][None, :] - 2.0 * (ca @ xa.T) + c_sq[:, None]
-        out[:, sl] = d.clamp_min_(0)
+    """Squared distances (len(c), N) from centres ``c`` to all rows of ``x_acc`` (float64, the
+    accumulation dtype), ``|x|^2 - 2 x.c + |c|^2`` with ``x_sq`` = squared row norms, clamped at 0, the
+    (len(c), rows) block chunked over rows."""
+    ca = c.to(x_acc.dtype)
+    c_sq = torch.linalg.vecdot(ca, ca)
+    out = torch.empty((c.shape[0], x_acc.shape[0]), dtype=x_acc.dtype, device=x_acc.device)
+    for sl in _row_chunks(x_acc.shape[0], c.shape[0], max_elements):
+        d = torch.addmm(x_sq[sl][None, :], ca, x_acc[sl].T, alpha=-2.0)
+        out[:, sl] = d.add_(c_sq[:, None]).clamp_min_(0)
     return out
 
 
@@ -152,29 +129,33 @@ def kmeans_plusplus(
     n_clusters: int,
     generator: torch.Generator,
     n_local_trials: int | None = None,
+    x_acc: torch.Tensor | None = None,
     x_sq: torch.Tensor | None = None,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy k-means++ (scikit-learn's ``_kmeans_plusplus``, unit weights): initial centres and their indices.
 
     ``generator`` is a CPU ``torch.Generator`` (device-independent draws). Returns ``(centers (K, C)
-    float32 on x's device, indices (K,) int64 on CPU)``.
+    float32 on x's device, indices (K,) int64 on CPU)``. ``x_acc`` (x in float64) and ``x_sq`` (its
+    squared row norms) may be passed to share them between restarts.
     """
     n, _ = x.shape
     if n_local_trials is None:
         n_local_trials = 2 + int(math.log(n_clusters))
+    if x_acc is None:
+        x_acc = x.to(_acc_dtype(x.device))
     if x_sq is None:
-        x_sq = _row_sq_norms(x, max_elements)
+        x_sq = torch.linalg.vecdot(x_acc, x_acc)
     indices = torch.full((n_clusters,), -1, dtype=torch.long)
     first = int(torch.randint(n, (1,), generator=generator).item())
     indices[0] = first
-    closest = _sq_dist_upcast(x, x_sq, x[first : first + 1], max_elements)[0]
+    closest = _sq_dist_upcast(x_acc, x_sq, x[first : first + 1], max_elements)[0]
     pot = closest.sum()
     for c in range(1, n_clusters):
         rand = torch.rand(n_local_trials, generator=generator, dtype=torch.float64)
         rand_vals = rand.to(x.device, closest.dtype) * pot
         cand = torch.searchsorted(torch.cumsum(closest, 0), rand_vals).clamp_(max=n - 1)
-        d = _sq_dist_upcast(x, x_sq, x[cand], max_elements)
+        d = _sq_dist_upcast(x_acc, x_sq, x[cand], max_elements)
         torch.minimum(closest[None, :], d, out=d)
         cand_pot = d.sum(1)
         best = int(torch.argmin(cand_pot).item())
@@ -216,11 +197,19 @@ def _inertia(
 def _cluster_sums(
     x: torch.Tensor, labels: torch.Tensor, k: int, max_elements: int = DEFAULT_MAX_ELEMENTS
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-cluster sums (K, C) and counts (K,) in the accumulation dtype."""
+    """Per-cluster sums (K, C) and counts (K,) in the accumulation dtype.
+
+    One-hot GEMM in float32 per block of at most ``_SUM_ROWS`` rows, blocks accumulated in float64:
+    deterministic on CUDA (no atomics, unlike ``index_add_``) and more accurate than one float32 sum.
+    """
     acc = _acc_dtype(x.device)
     sums = torch.zeros((k, x.shape[1]), dtype=acc, device=x.device)
-    for sl in _row_chunks(x.shape[0], x.shape[1], max_elements):
-        sums.index_add_(0, labels[sl], x[sl].to(acc))
+    ids = torch.arange(k, device=x.device)
+    rows = max(1, min(_SUM_ROWS, int(max_elements) // max(k + x.shape[1], 1)))
+    for s in range(0, x.shape[0], rows):
+        sl = slice(s, min(s + rows, x.shape[0]))
+        onehot = (labels[sl][:, None] == ids[None, :]).to(x.dtype)
+        sums += (onehot.T @ x[sl]).to(acc)
     counts = torch.bincount(labels, minlength=k).to(acc)
     return sums, counts
 
@@ -360,12 +349,13 @@ class TorchKMeans:
         max_el = int(self.max_elements)
         acc = _acc_dtype(x.device)
         with torch.no_grad(), _highest_matmul_precision():
-            mean = _col_mean(x, max_el)
-            xc = torch.empty_like(x)  # centred copy, as scikit-learn (copy_x=True)
-            for sl in _row_chunks(n, c, max_el):
-                xc[sl] = (x[sl].to(acc) - mean).to(torch.float32)
-            tol = tolerance(xc, self.tol, max_el)
-            x_sq = _row_sq_norms(xc, max_el)
+            # centred copies, as scikit-learn (copy_x=True): float64 for k-means++, float32 for Lloyd
+            x_acc = x.to(acc, copy=True)
+            mean = x_acc.mean(0)
+            x_acc -= mean
+            xc = x_acc.to(torch.float32)
+            tol = tolerance(x_acc, self.tol)
+            x_sq = torch.linalg.vecdot(x_acc, x_acc)
             init_array = None if isinstance(self.init, str) else _as_tensor(self.init, x.device)
             if init_array is None and self.init != "k-means++":
                 raise ValueError(f"init must be 'k-means++' or an array, got {self.init!r}")
@@ -378,11 +368,11 @@ class TorchKMeans:
                     centers0 = (init_array.to(acc) - mean).to(torch.float32)
                 else:
                     gen = torch.Generator(device="cpu").manual_seed(seed)
-                    centers0, _ = kmeans_plusplus(xc, k, gen, x_sq=x_sq, max_elements=max_el)
+                    centers0, _ = kmeans_plusplus(xc, k, gen, x_acc=x_acc, x_sq=x_sq, max_elements=max_el)
                 run = _kmeans_single_lloyd(xc, centers0, int(self.max_iter), tol, max_el)
                 if best is None or (run[1] < best[1] and not _is_same_clustering(run[0], best[0], k)):
                     best = run
-            del xc, x_sq
+            del xc, x_acc, x_sq
         assert best is not None
         labels, inertia, centers, n_iter = best
         distinct = int(torch.unique(labels).numel())
