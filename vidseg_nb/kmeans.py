@@ -38,13 +38,15 @@ What differs:
 - no ``sample_weight``, no ``elkan``, dense input only.
 
 Numerics (the choice): storage float32. The Lloyd E step uses ``|c|^2 - 2 x.c`` as a float32 GEMM on the
-mean-centred X, as scikit-learn's Cython does for float32 input (float32 matmul precision is set to
-"highest" during the fit so that CUDA does not use TF32). The k-means++ distances are computed as
-``|x|^2 - 2 x.c + |c|^2`` in float64 by chunks (scikit-learn upcasts float32 to float64 there as well),
-since the potential and the sampling are sensitive to cancellation. Cluster sums, the centre shift, the
-tolerance and the inertia are accumulated in float64 (the inertia from direct differences ``|x - c|^2``).
-On devices without float64 (MPS) those parts stay float32. Every N x K (or N x candidates) block is
-chunked over rows so that it holds at most ``max_elements`` values.
+mean-centred X, as scikit-learn's Cython does for float32 input (the float32 matmul precision is set to
+"highest" during ``fit``/``predict`` so that CUDA does not use TF32, and restored after; this global
+setting is not thread-safe). The k-means++ distances are ``|x|^2 - 2 x.c + |c|^2`` in float64 (scikit-learn
+upcasts float32 to float64 there as well), since the potential and the sampling are sensitive to
+cancellation; for that, ``fit`` holds one float64 centred copy of X (peak memory about 4x X: X, its float32
+and float64 centred copies). Cluster sums are float32 one-hot GEMMs over blocks of 4096 rows added in
+float64 (deterministic on CUDA, no atomics); the centre shift, the tolerance and the inertia (from direct
+differences ``|x - c|^2``) are float64. On devices without float64 (MPS) those parts stay float32. Every
+N x K (or candidates x N) distance block is chunked over rows to at most ``max_elements`` values.
 """
 
 from __future__ import annotations
