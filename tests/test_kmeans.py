@@ -205,6 +205,13 @@ def test_api(blobs: tuple[np.ndarray, np.ndarray]) -> None:
         TorchKMeans(n_clusters=0).fit(x)
     with pytest.raises(ValueError):
         TorchKMeans(n_clusters=2, init="random").fit(x)
+    # K = 1: the centre is the mean, the inertia the total sum of squares; K = N: every point alone
+    small = x[:50].astype(np.float64)
+    one = TorchKMeans(n_clusters=1, n_init=2).fit(small)
+    assert one.inertia_ == pytest.approx(((small - small.mean(0)) ** 2).sum(), rel=1e-5)
+    np.testing.assert_allclose(one.cluster_centers_[0].numpy(), small.mean(0), atol=1e-5)
+    every = TorchKMeans(n_clusters=50, n_init=1).fit(small)
+    assert every.inertia_ == 0.0 and len(np.unique(every.labels_.numpy())) == 50
     old = torch.get_float32_matmul_precision()
     try:
         torch.set_float32_matmul_precision("medium")
