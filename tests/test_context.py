@@ -276,6 +276,18 @@ def test_torch_knn_on_cuda_equals_sklearn():
     np.testing.assert_array_equal(model.predict(torch.from_numpy(x).cuda()), sk_predict(x_fit, y_fit, x))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_torch_knn_ties_on_cuda_equal_the_cpu_rule():
+    rng = np.random.default_rng(18)
+    x_fit = rng.integers(0, 3, (3000, 20)).astype(np.float32)
+    y_fit = rng.integers(0, 5, 3000)
+    x = rng.integers(0, 3, (500, 20)).astype(np.float32)
+    model = SceneContextModel().fit(torch.from_numpy(x_fit).cuda(), y_fit)
+    assert model.backend_ == "torch"
+    want = earliest_k_vote(x_fit.astype(np.float64), y_fit, x.astype(np.float64), 4)
+    np.testing.assert_array_equal(model.predict(torch.from_numpy(x).cuda()), want)
+
+
 # ---------------------------------------------------------------- the coarse-map stage
 
 

@@ -69,10 +69,14 @@ def torch_knn_predict(
 
     ``fit_y`` holds class indices 0..n_classes-1. Squared Euclidean distances ``|x|^2 - 2 x.y + |y|^2`` in
     float64 (scikit-learn upcasts float32 to float64 for the same GEMM trick). The k neighbours are the
-    k smallest by (distance, fit index): on a distance tie at the k-th place the earliest fit points win,
-    as in scikit-learn's brute-force search. The k-th smallest distance comes from ``topk``; every fit
-    point closer than it is a neighbour, and of those exactly at it the first ones in index order fill
-    the remaining places (a cumulative count). On equal votes the smallest class index wins (``argmax``
+    k smallest by (distance, fit index): on a distance tie at the k-th place the earliest fit points win.
+    The k-th smallest distance comes from ``topk``; every fit point closer than it is a neighbour, and of
+    those exactly at it the first ones in index order fill the remaining places (a cumulative count).
+    scikit-learn's brute-force search (a bounded max-heap fed in fit-index order) keeps exactly these
+    whenever the tied points are the nearest ones (duplicated feature vectors, points on one sphere
+    around the query). When a tie at the k-th place is followed by closer points, its heap may evict a
+    tied point other than the last one, a choice of heap layout and thread chunking that no rule on
+    (distance, index) reproduces; those ties need exactly equal float distances, rare on real features. On equal votes the smallest class index wins (``argmax``
     returns the first maximum), as in scikit-learn. Runs on ``fit_x``'s device, chunked over queries so
     the distance block stays about 128 MiB.
     """
@@ -111,9 +115,10 @@ class SceneContextModel(BaseEstimator):
     seed, n_init:
         K-Means ``random_state`` and ``n_init``.
     backend:
-        ``"sklearn"`` (``KNeighborsClassifier``), ``"torch"`` (:func:`torch_knn_predict`, on the features'
-        device) or ``"auto"``: torch when the fit features are a CUDA/MPS tensor or the work is large
-        (``AUTO_TORCH_WORK``), else scikit-learn. Both give the same labels.
+        ``"sklearn"`` (``KNeighborsClassifier``, brute force, the search whose ties the torch backend
+        follows), ``"torch"`` (:func:`torch_knn_predict`, on the features' device) or ``"auto"``: torch
+        when the fit features are a CUDA/MPS tensor or the work is large (``AUTO_TORCH_WORK``), else
+        scikit-learn. Both give the same labels (see :func:`torch_knn_predict` on distance ties).
 
     Fitting (Figure 3, stage 1): ``fit(F~)`` with ``y=None`` on the first batch (B, h, w, C) runs K-Means
     on every vector and fits the KNN on ``(F~^1, M^1)``; ``fit(F~, M~)`` is the autoregressive update (the
@@ -302,7 +307,9 @@ class SceneContextModel(BaseEstimator):
             self._fit_codes = torch.from_numpy(y_idx.reshape(-1)).to(xt.device)
         else:
             xn = _to_numpy32(xf)
-            self.knn_ = KNeighborsClassifier(n_neighbors=k, weights="uniform", metric="euclidean", algorithm="brute")
+            self.knn_ = KNeighborsClassifier(
+                n_neighbors=k, weights="uniform", metric="euclidean", algorithm="brute"
+            )
             self.knn_.fit(xn, y)
             self.fit_features_ = xn
             self.fit_labels_ = y
