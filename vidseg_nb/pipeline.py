@@ -324,6 +324,7 @@ class VideoSegmenter:
             del ref
 
             # the autoregressive update: Omega <- (F~^j, M~^j) of this batch only, for the next batch
+            # (none after the last batch: nothing is left to predict)
             if cached_coarse is None and b < n:
                 t0 = time.perf_counter()
                 omega.fit(f_tilde, m_after)
