@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 from sklearn.neighbors import KNeighborsClassifier
 
 from vidseg_nb.context import CoarseBatch, SceneContextModel, coarse_batch, coarse_maps, torch_knn_predict
@@ -103,8 +105,42 @@ def test_fit_predict_any_leading_shape_and_torch_input():
     assert model.predict(torch.from_numpy(x[:2])).shape == (2, 4, 5)
     with pytest.raises(ValueError):
         model.fit(x, y[:2])
-    with pytest.raises(RuntimeError):
+    with pytest.raises(NotFittedError):  # check_is_fitted before predicting
         SceneContextModel().predict(x)
+
+
+def test_scikit_learn_estimator_contract():
+    rng = np.random.default_rng(14)
+    feats, _ = planted(rng, b=3)
+    model = SceneContextModel(n_clusters=N_CLASSES, n_neighbors=3, seed=4, n_init=2, backend="sklearn")
+    assert model.get_params() == dict(
+        n_clusters=N_CLASSES, n_neighbors=3, seed=4, n_init=2, backend="sklearn"
+    )
+    assert [k for k in vars(model) if k.endswith("_")] == []  # nothing learned before fitting
+    assert not model.fitted and not model.started
+    labels = model.fit_predict(feats)  # y None: K-Means start on the batch, M^1..M^B
+    assert labels.shape == (3, 10, 12) and model.fitted and model.started
+    np.testing.assert_array_equal(labels[0], model.start_labels_)
+    np.testing.assert_array_equal(labels[1:], model.predict(feats[1:]))
+    np.testing.assert_array_equal(labels[0].ravel(), model.kmeans_.predict(feats[0].reshape(-1, 12)))
+    # clone: same hyper-parameters, no learned state; refitting it gives the same labels
+    twin = clone(model)
+    assert twin.get_params() == model.get_params() and not hasattr(twin, "kmeans_")
+    with pytest.raises(NotFittedError):
+        twin.predict(feats)
+    np.testing.assert_array_equal(twin.fit_predict(feats), labels)
+    # fit with y: the KNN alone, on that data (kmeans_ kept); fit_predict(X, y) = predict after the fit
+    km = model.kmeans_
+    y = np.flip(labels, axis=2).copy()
+    np.testing.assert_array_equal(
+        model.fit_predict(feats, y), SceneContextModel(n_neighbors=3).fit(feats, y).predict(feats)
+    )
+    assert model.kmeans_ is km and model.n_fits_ == 2
+    np.testing.assert_array_equal(model.fit_labels_, y.ravel())
+    # set_params / a K-Means refit forgets the previous fit data
+    model.set_params(n_clusters=2).fit(feats)
+    assert model.kmeans_.n_clusters == 2 and model.n_fits_ == 1
+    np.testing.assert_array_equal(model.fit_features_, feats[0].reshape(-1, 12))
 
 
 def test_fit_replaces_stored_data():
@@ -168,6 +204,59 @@ def test_torch_knn_equals_sklearn_planted_vote_ties():
     np.testing.assert_array_equal(idx.numpy(), expected)
 
 
+def earliest_k_vote(x_fit, y_fit, x, k):
+    """Oracle: the k neighbours by (distance, fit index), uniform vote, smallest label on equal counts."""
+    d = ((x[:, None, :] - x_fit[None, :, :]) ** 2).sum(-1)
+    out = []
+    for row in d:
+        nb = np.lexsort((np.arange(len(row)), row))[:k]
+        counts = np.bincount(y_fit[nb], minlength=y_fit.max() + 1)
+        out.append(int(counts.argmax()))
+    return np.array(out)
+
+
+def test_torch_knn_breaks_distance_ties_like_sklearn():
+    # issue 17: six fit points all at distance 1 from the query, labels [0, 0, 1, 1, 1, 1], k = 4:
+    # scikit-learn keeps the earliest fit points (0, 0, 1, 1 -> a 2-2 vote -> label 0)
+    x_fit = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], np.float64)
+    y_fit = np.array([0, 0, 1, 1, 1, 1])
+    q = np.zeros((1, 3))
+    assert sk_predict(x_fit, y_fit, q).tolist() == [0]
+    assert torch_knn_predict(
+        torch.from_numpy(x_fit), torch.from_numpy(y_fit), torch.from_numpy(q), 4, 2
+    ).tolist() == [0]
+    # tie-heavy integer data: every query's nearest fit points come in groups of 5-11 at exactly one
+    # distance (integer offsets +-1 along random axes, duplicates included), labels random
+    rng = np.random.default_rng(16)
+    centres = rng.integers(-50, 50, (150, 16)).astype(np.float64) * 10
+    x_fit, y_fit = [], []
+    for ctr in centres:
+        for _ in range(rng.integers(5, 12)):
+            v = ctr.copy()
+            v[rng.integers(0, 16)] += rng.choice([-1.0, 1.0])
+            x_fit.append(v)
+            y_fit.append(rng.integers(0, 4))
+    perm = rng.permutation(len(x_fit))
+    x_fit, y_fit = np.array(x_fit)[perm], np.array(y_fit)[perm]
+    want = earliest_k_vote(x_fit, y_fit, centres, 4)
+    np.testing.assert_array_equal(sk_predict(x_fit, y_fit, centres), want)
+    th = SceneContextModel(backend="torch").fit(torch.from_numpy(x_fit.astype(np.float32)), y_fit)
+    np.testing.assert_array_equal(th.predict(centres.astype(np.float32)), want)
+
+
+def test_torch_knn_tie_rule_on_random_integer_data_in_small_chunks(monkeypatch):
+    """(distance, fit index) is the rule on any tie pattern, also when the distance block is chunked."""
+    import vidseg_nb.context as context
+
+    monkeypatch.setattr(context, "_CHUNK_ELEMENTS", 400 * 7)  # 7 queries per chunk
+    rng = np.random.default_rng(17)
+    x_fit = rng.integers(0, 3, (400, 20)).astype(np.float64)
+    y_fit = rng.integers(0, 5, 400)
+    x = rng.integers(0, 3, (150, 20)).astype(np.float64)
+    got = torch_knn_predict(torch.from_numpy(x_fit), torch.from_numpy(y_fit), torch.from_numpy(x), 4, 5)
+    np.testing.assert_array_equal(got.numpy(), earliest_k_vote(x_fit, y_fit, x, 4))
+
+
 def test_auto_backend_on_cpu_is_sklearn():
     rng = np.random.default_rng(8)
     model = SceneContextModel(backend="auto").fit(torch.randn(20, 3), rng.integers(0, 2, 20))
@@ -187,6 +276,18 @@ def test_torch_knn_on_cuda_equals_sklearn():
     np.testing.assert_array_equal(model.predict(torch.from_numpy(x).cuda()), sk_predict(x_fit, y_fit, x))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_torch_knn_ties_on_cuda_equal_the_cpu_rule():
+    rng = np.random.default_rng(18)
+    x_fit = rng.integers(0, 3, (3000, 20)).astype(np.float32)
+    y_fit = rng.integers(0, 5, 3000)
+    x = rng.integers(0, 3, (500, 20)).astype(np.float32)
+    model = SceneContextModel().fit(torch.from_numpy(x_fit).cuda(), y_fit)
+    assert model.backend_ == "torch"
+    want = earliest_k_vote(x_fit.astype(np.float64), y_fit, x.astype(np.float64), 4)
+    np.testing.assert_array_equal(model.predict(torch.from_numpy(x).cuda()), want)
+
+
 # ---------------------------------------------------------------- the coarse-map stage
 
 
@@ -197,17 +298,18 @@ def test_autoregressive_update_refits_on_previous_batch_only():
     seen = []
     original_fit = model.fit
 
-    def spy(features, labels):
-        seen.append((np.array(features), np.array(labels)))
-        return original_fit(features, labels)
+    def spy(X, y=None):
+        seen.append((np.array(X), None if y is None else np.array(y)))
+        return original_fit(X, y)
 
     model.fit = spy
     results = list(coarse_maps(iter(batches), model))
     assert len(results) == 4
-    # start fits (F~^1, M^1); then one refit per batch on exactly that batch and its refined maps
+    # the K-Means start on batch 1 (y None), then one refit per batch on exactly that batch and its
+    # refined maps (the explicit update of coarse_maps); the start fits the KNN on (F~^1, M^1)
     assert len(seen) == 5 and model.n_fits_ == 5
-    np.testing.assert_array_equal(seen[0][0], batches[0][0])
-    np.testing.assert_array_equal(seen[0][1], results[0].before[0])
+    np.testing.assert_array_equal(seen[0][0], batches[0])
+    assert seen[0][1] is None
     for i, (feats, res) in enumerate(zip(batches, results)):
         np.testing.assert_array_equal(seen[i + 1][0], feats)
         np.testing.assert_array_equal(seen[i + 1][1], res.after)
@@ -220,6 +322,21 @@ def test_autoregressive_update_refits_on_previous_batch_only():
     # ids stay K-Means cluster ids
     for res in results:
         assert set(np.unique(res.after)) <= set(range(N_CLASSES))
+
+
+def test_coarse_batch_does_not_refit_unless_asked():
+    rng = np.random.default_rng(15)
+    b1, b2 = planted(rng, b=3, flicker=0.1)[0], planted(rng, b=3, flicker=0.1)[0]
+    model = SceneContextModel(n_clusters=N_CLASSES, n_init=2)
+    first = coarse_batch(model, b1)  # the K-Means start fits (F~^1, M^1) only
+    assert model.n_fits_ == 1
+    np.testing.assert_array_equal(model.fit_features_, b1[0].reshape(-1, 12))
+    coarse_batch(model, b2)  # Omega predicts; no hidden update
+    assert model.n_fits_ == 1
+    np.testing.assert_array_equal(model.fit_labels_, first.before[0].ravel())
+    coarse_batch(model, b2, update=True)  # the explicit flag: refit on (F~, M~) of this batch
+    assert model.n_fits_ == 2
+    np.testing.assert_array_equal(model.fit_features_, b2.reshape(-1, 12))
 
 
 def test_coarse_batch_refinement_reduces_flicker():

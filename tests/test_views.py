@@ -1,4 +1,5 @@
-"""pca_view and xt_slice on hand-built arrays where the answer is known (paper Figures 2 and 15)."""
+"""pca_view and xt_slice on hand-built arrays where the answer is known (paper Figures 2 and 15); the one
+nearest-neighbour label resize shared by the pipeline, the metrics and the pictures."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from vidseg_nb import metrics, viz
 from vidseg_nb.features import pca_view, xt_slice
+from vidseg_nb.palette import colorize
+from vidseg_nb.video import resize_labels
 
 
 def test_pca_view_first_component_is_the_dominant_direction():
@@ -57,3 +61,26 @@ def test_xt_slice_stacks_one_row_over_time():
         xt_slice(vol, 3)
     with pytest.raises(ValueError, match="volume"):
         xt_slice(np.zeros((3, 4)), 0)
+
+
+@pytest.mark.parametrize("src, size", [((7, 9), (16, 20)), ((13, 29), (7, 11)), ((8, 8), (130, 140))])
+def test_one_nearest_label_resize_everywhere(src, size):
+    """video.resize_labels, metrics.resize_nearest, viz.upscale and viz.label_image sample the same pixel
+    centres, floor((i + 0.5) * n_in / n_out), on non-integer scales."""
+    rng = np.random.default_rng(2)
+    lab = rng.integers(0, 20, src)
+    rows = [int((i + 0.5) * src[0] / size[0]) for i in range(size[0])]
+    cols = [int((j + 0.5) * src[1] / size[1]) for j in range(size[1])]
+    want = lab[np.ix_(rows, cols)]
+    np.testing.assert_array_equal(resize_labels(lab, size), want)
+    np.testing.assert_array_equal(resize_labels(torch.from_numpy(lab), size).numpy(), want)
+    got = metrics.resize_nearest(lab.astype(np.uint8), size)
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(viz.upscale(lab, size), want)
+    mask = (lab == lab[0, 0]).astype(np.float32)  # a float mask keeps its dtype
+    assert viz.upscale(mask, size).dtype == np.float32
+    np.testing.assert_array_equal(viz.upscale(mask, size), mask[np.ix_(rows, cols)])
+    rgb = colorize(lab)
+    np.testing.assert_array_equal(viz.upscale(rgb, size), rgb[np.ix_(rows, cols)])  # (h, w, 3) images
+    np.testing.assert_array_equal(viz.label_image(lab, size), colorize(want))

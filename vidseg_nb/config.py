@@ -22,41 +22,64 @@ def default_model() -> str:
     return os.environ.get(MODEL_ENV) or DEFAULT_MODEL
 
 
+STAGES = ("features", "coarse", "diff", "filter", "run")
+"""Stages a field can belong to; the cached ones (all but "run") are cumulative in this order."""
+
+
+def _f(default: Any, stage: str, help: str) -> Any:
+    """A dataclass field with ``metadata={"stage": stage, "help": help}`` (see :func:`stage_fields`)."""
+    assert stage in STAGES, stage
+    return field(default=default, metadata={"stage": stage, "help": help})
+
+
 @dataclass(frozen=True)
 class SegConfig:
     """Hyper-parameters of VidSeg (defaults: the paper's SD 2.1 setting, SPEC sections 2-9)."""
 
     # sampler (SPEC 2)
-    n_steps: int = 25
-    t_m: int = 22  # 0-based step index where modulation happens and sampling starts
-    t_f: int | None = None  # last step index with latent blending; None -> last step
-    guidance_scale: float = 5.0
-    seed: int = 0
+    n_steps: int = _f(25, "features", "number of sampler steps of the Euler schedule (>= 1; paper: 25)")
+    t_m: int = _f(
+        22, "features", "t_m: 0-based step where modulation happens and sampling starts (0..n_steps-1)"
+    )
+    t_f: int | None = _f(
+        None, "diff", "t_f: last step index with latent blending (t_m..n_steps-1; None: last step)"
+    )
+    guidance_scale: float = _f(5.0, "features", "classifier-free guidance scale (>= 0; paper: 5)")
+    seed: int = _f(0, "features", "seed of the noise eps and of K-Means")
     # features (SPEC 3)
-    aggregate: bool = True  # F~ = mean of blocks 6-8 (False: block 7 alone)
+    aggregate: bool = _f(True, "coarse", "F~ = mean of blocks 6-8 (off: block 7 alone)")
     # stage 1 (SPEC 5)
-    batch_size: int = 14  # B
-    n_clusters: int = 20  # K
-    kmeans_n_init: int = 10
-    n_neighbors: int = 4  # k of the KNN context model
+    batch_size: int = _f(14, "coarse", "B: frames per batch (>= 1; 1 is the frame-by-frame baseline)")
+    n_clusters: int = _f(20, "coarse", "K: K-Means clusters of the first batch (1..256)")
+    kmeans_n_init: int = _f(10, "coarse", "K-Means restarts n_init (>= 1)")
+    n_neighbors: int = _f(4, "coarse", "k of the KNN context model Omega (>= 1)")
     # stage 2 (SPEC 6)
-    refine: bool = True  # correspondence-based refinement (CBR)
-    radius2: float = 1.0  # T: squared search radius in grid cells
+    refine: bool = _f(True, "coarse", "correspondence-based refinement M^j -> M~^j (CBR)")
+    radius2: float = _f(1.0, "coarse", "T: squared CBR search radius in grid cells (>= 0)")
     # stage 3 (SPEC 7)
-    modulation: bool = True  # False: preview mode, coarse maps upsampled without modulation
-    masked_modulation: bool = True  # latent blending + difference-map filtering
-    lam: float = 50.0  # lambda
-    s: float = 0.7  # filtering factor outside the mask
-    blur_kernel: int = 5
-    blur_sigma: float = 3.0
-    diff_fp16: bool = False  # store D_l as float16 (halves the stage cache; may flip near-tie pixels of Y)
+    modulation: bool = _f(True, "diff", "masked modulation (off: preview, coarse maps upsampled)")
+    masked_modulation: bool = _f(True, "diff", "latent blending + filtering of D_l (off: s = 1, no blending)")
+    lam: float = _f(50.0, "diff", "lambda: modulation strength (>= 0; 50 with blending, 10 without)")
+    s: float = _f(0.7, "filter", "s: filtering factor of D_l outside the mask (0..1)")
+    blur_kernel: int = _f(5, "diff", "Gaussian blur kernel of D_l (odd, >= 1)")
+    blur_sigma: float = _f(3.0, "diff", "Gaussian blur sigma of D_l (> 0)")
+    diff_fp16: bool = _f(
+        False, "diff", "store D_l as float16 (halves the cache; may flip near-tie pixels of Y)"
+    )
     # sizing (SPEC 4)
-    max_side: int = 512  # cap on the long side, a multiple of 64
-    max_frames: int | None = None
+    max_side: int = _f(512, "features", "cap on the long side of the processing size (multiple of 64, >= 64)")
+    max_frames: int | None = _f(None, "features", "use at most this many frames (>= 1; None: all)")
     # resources
-    chunk_size: int | None = None  # UNet samples per call in stage 3; None -> per-device default
-    preset: str = "vidseg"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    chunk_size: int | None = _f(
+        None, "run", "UNet samples per call in stage 3 (>= 1; None: per-device default)"
+    )
+    preset: str = _f("vidseg", "run", "name of the preset the config came from")
+    extra: dict[str, Any] = field(
+        default_factory=dict,
+        compare=False,
+        hash=False,
+        metadata={"stage": "run", "help": "free-form extras, read by no stage"},
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -156,24 +179,38 @@ def preset(name: str, **overrides: Any) -> SegConfig:
     return SegConfig(**{**PRESETS[name], "preset": name, **overrides})
 
 
-# Which fields each stage reads: the cache keys of VideoSegmenter.
-FEATURE_FIELDS = ("n_steps", "t_m", "guidance_scale", "seed", "max_side", "max_frames")
-COARSE_FIELDS = FEATURE_FIELDS + (
-    "aggregate",
-    "batch_size",
-    "n_clusters",
-    "kmeans_n_init",
-    "n_neighbors",
-    "refine",
-    "radius2",
-)
-DIFF_FIELDS = COARSE_FIELDS + (
-    "modulation",
-    "masked_modulation",
-    "lam",
-    "t_f",
-    "blur_kernel",
-    "blur_sigma",
-    "diff_fp16",
-)
-FILTER_FIELDS = DIFF_FIELDS + ("s",)
+def stage_fields(stage: str) -> tuple[str, ...]:
+    """The fields a cached stage reads, cumulatively: ``features`` < ``coarse`` < ``diff`` < ``filter``.
+
+    Derived from the ``stage`` metadata of the :class:`SegConfig` fields: the earlier stages' fields first,
+    each stage's in declaration order (so each tuple extends the previous one). These are the cache keys
+    of :mod:`vidseg_nb.cache`. ``"run"`` gives the fields no cached stage reads.
+    """
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; choose one of {STAGES}")
+    wanted = (stage,) if stage == "run" else STAGES[: STAGES.index(stage) + 1]
+    return tuple(f.name for st in wanted for f in fields(SegConfig) if f.metadata["stage"] == st)
+
+
+def field_stage(name: str) -> str:
+    """The stage that first reads the field ``name`` (``"run"``: none of the cached stages)."""
+    return _field(name).metadata["stage"]
+
+
+def field_help(name: str) -> str:
+    """The one-line help of the field ``name`` (the paper's symbol and range): for CLI flags and widgets."""
+    return _field(name).metadata["help"]
+
+
+def _field(name: str) -> dataclasses.Field:
+    for f in fields(SegConfig):
+        if f.name == name:
+            return f
+    raise ConfigError(f"unknown SegConfig field {name!r}")
+
+
+# Which fields each stage reads: the cache keys of VideoSegmenter (derived from the field metadata).
+FEATURE_FIELDS = stage_fields("features")
+COARSE_FIELDS = stage_fields("coarse")
+DIFF_FIELDS = stage_fields("diff")
+FILTER_FIELDS = stage_fields("filter")

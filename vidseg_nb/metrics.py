@@ -22,6 +22,8 @@ from typing import Literal
 
 import numpy as np
 
+from .video import resize_labels
+
 __all__ = [
     "confusion_matrix",
     "per_class_iou",
@@ -402,22 +404,17 @@ def davis_scores(
 # First-frame label assignment (SPEC 8)
 # --------------------------------------------------------------------------------------------------
 def resize_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a label map (H, W) to ``size = (h, w)`` by centre sampling.
+    """Nearest-neighbour resize of a label map (H, W) to ``size = (h, w)``, keeping its dtype.
 
-    Output cell (i, j) takes input pixel (floor((i + 0.5) * H / h), floor((j + 0.5) * W / w)), computed
-    in exact integer arithmetic. This is PIL's ``Image.NEAREST`` convention (PIL, in floating point, can
-    land one pixel lower when (i + 0.5) * H / h is exactly an integer).
+    A thin alias of :func:`vidseg_nb.video.resize_labels` (the one label resize: output cell (i, j) takes
+    input pixel (floor((i + 0.5) * H / h), floor((j + 0.5) * W / w)), PIL's ``NEAREST`` convention).
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"expected a label map (H, W), got shape {labels.shape}")
-    big_h, big_w = labels.shape
-    h, w = int(size[0]), int(size[1])
-    if h < 1 or w < 1:
+    if int(size[0]) < 1 or int(size[1]) < 1:
         raise ValueError(f"size must be positive, got {size}")
-    rows = ((2 * np.arange(h) + 1) * big_h) // (2 * h)
-    cols = ((2 * np.arange(w) + 1) * big_w) // (2 * w)
-    return labels[rows[:, None], cols[None, :]]
+    return resize_labels(labels, size, keep_dtype=True)
 
 
 def assign_labels(

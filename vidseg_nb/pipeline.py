@@ -1,21 +1,27 @@
 """The whole method, batch by batch: :class:`VideoSegmenter` (paper Figure 3).
 
-For each batch of B frames: the reference run gives the features F~ (stage 0), the scene context model
-Omega gives M^j (stage 1), correspondence-based refinement gives M~^j (stage 2), masked modulation gives
-the difference maps D_l (stage 3), filtering and argmax give the label maps Y at input resolution.
+For each batch of B frames (:meth:`VideoSegmenter.iter_batches`):
 
-Caching: a segmenter remembers, per clip, the features (keyed on the fields the reference run reads),
-the coarse maps (plus the stage-1/2 fields) and the raw difference maps D_l (plus the stage-3 fields),
-so a new s only re-filters, a new lambda reruns stage 3 only, and a new cluster count reruns stages 1-3
-but not the feature extraction. Stage 3 needs the reference run's q/k, which are too large to cache
-(about 180 MB per 512x512 frame), so a stage-3 rerun repeats the reference run of each frame as part
-of stage 3 (its samples are counted in ``work``). Clips longer than ``cache_frames`` are not cached, and
-intermediates are kept only for the frames asked for, so memory stays bounded for long clips.
+0. reference run: the features F~ (and F_c, and the q/k and latents stage 3 replays);
+1. scene context model Omega: on the first batch K-Means gives M^1 and the KNN fitted on (F~^1, M^1)
+   predicts M^2..M^B (``omega.fit_predict``); on later batches Omega predicts M^j (``omega.predict``);
+2. correspondence-based refinement (CBR): M^j -> M~^j;
+3. masked modulation: the difference maps D_l;
+4. filtering and argmax: the label maps Y;
+
+then the autoregressive update ``omega.fit(F~, M~)`` on this batch only, for the next batch.
+
+Caching (:mod:`vidseg_nb.cache`): a segmenter remembers, per clip, the features (keyed on the fields the
+reference run reads), the coarse maps (plus the stage-1/2 fields) and the raw difference maps D_l (plus
+the stage-3 fields), so a new s only re-filters, a new lambda reruns stage 3 only, and a new cluster count
+reruns stages 1-3 but not the feature extraction. Stage 3 needs the reference run's q/k, which are too
+large to cache (about 180 MB per 512x512 frame), so a stage-3 rerun repeats the reference run of each
+frame as part of stage 3 (its samples are counted in ``work``). Clips longer than ``cache_frames`` are not
+cached, and intermediates are kept only for the frames asked for, so memory stays bounded for long clips.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,11 +32,15 @@ import torch
 from tqdm.auto import tqdm
 
 from .backbone import Backbone
-from .config import COARSE_FIELDS, DIFF_FIELDS, FEATURE_FIELDS, SegConfig
-from .context import SceneContextModel, coarse_batch
+from .cache import ClipCache, StageCache, clip_key, feature_key, stage_key
+from .config import SegConfig
+from .context import SceneContextModel
 from .features import Features, reference_run
 from .modulation import FrameDiff, final_labels, modulate
+from .refine import refine
 from .video import Clip, read_video, resize_frames, resize_labels, target_size
+
+__all__ = ["BatchResult", "FrameDetail", "SegmentationResult", "VideoSegmenter", "clip_key", "segment_clip"]
 
 Mode = Literal["full", "preview"]
 
@@ -87,27 +97,37 @@ class SegmentationResult:
 
 
 @dataclass
-class _ClipCache:
-    key: str
-    features: dict[tuple, Features] = field(default_factory=dict)
-    coarse: dict[tuple, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    diffs: dict[tuple, list[FrameDiff]] = field(default_factory=dict)
+class BatchResult:
+    """What :meth:`VideoSegmenter.iter_batches` yields for frames ``start:stop`` of one batch.
 
+    ``before`` M^j and ``after`` M~^j (B, h, w) int64; ``final`` Y (B, H, W) int64 at the processing size;
+    ``details`` the kept frames' intermediates; ``features`` the batch's features F~ (served by the cache
+    or computed); ``diffs`` the raw D_l per frame (``None`` in preview mode); ``timings`` seconds spent
+    in this batch per stage; ``computed`` the stages this batch computed rather than took from the cache
+    (``"features"``, ``"coarse maps"``, ``"stage 3"``, ``"filter"``).
+    """
 
-def clip_key(frames: np.ndarray) -> str:
-    """Content hash of processed frames (the cache key of a clip)."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(str(frames.shape).encode())
-    h.update(np.ascontiguousarray(frames).data)
-    return h.hexdigest()
+    start: int
+    stop: int
+    before: np.ndarray
+    after: np.ndarray
+    final: np.ndarray
+    details: dict[int, FrameDetail]
+    features: Features
+    diffs: list[FrameDiff] | None
+    timings: dict[str, float]
+    computed: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return self.stop - self.start
 
 
 class VideoSegmenter:
     """Zero-shot video semantic segmentation with a diffusion backbone (the paper's full method).
 
     ``VideoSegmenter(backbone, config).segment(clip)`` -> :class:`SegmentationResult`.
-    ``cache_frames``: clips up to this many frames keep their stages cached in this object (the demo
-    keeps one segmenter per session); 0 disables caching.
+    ``cache_frames``: clips up to this many frames keep their stages cached in ``self.cache``
+    (:class:`~vidseg_nb.cache.StageCache`; the demo keeps one segmenter per session); 0 disables caching.
     """
 
     def __init__(
@@ -115,19 +135,24 @@ class VideoSegmenter:
     ) -> None:
         self.backbone = backbone
         self.config = config or SegConfig()
-        self.cache_frames = cache_frames
-        self._cache: _ClipCache | None = None
+        self.cache = StageCache(cache_frames)
+
+    @property
+    def cache_frames(self) -> int:
+        return self.cache.max_frames
+
+    @cache_frames.setter
+    def cache_frames(self, n: int) -> None:
+        self.cache.max_frames = n
 
     def clear_cache(self) -> None:
-        self._cache = None
+        self.cache.clear()
 
     def feature_key(self, config: SegConfig) -> tuple:
         """Cache key of the features: the fields the reference run reads, plus B for a backbone that
         denoises the frames of a batch jointly (SVD: a frame's features depend on its batch)."""
-        key = config.key(FEATURE_FIELDS)
-        if getattr(self.backbone, "joint_frames", False):
-            key += config.key(("batch_size",))
-        return key
+        joint = self.backbone is not None and self.backbone.frames_per_group(config.batch_size) > 1
+        return feature_key(config, joint_frames=joint)
 
     # ------------------------------------------------------------------ inputs
     def prepare(
@@ -163,26 +188,24 @@ class VideoSegmenter:
         orig, frames, fps = self.prepare(clip, config)
         n = len(frames)
         mode = mode or ("full" if config.modulation else "preview")
-        keep_set = _keep_set(keep, n)
         labels = np.zeros((n, *orig.shape[1:3]), np.uint8)
         before = np.zeros((n, frames.shape[1] // 16, frames.shape[2] // 16), np.int64)
         after = before.copy()
         details: dict[int, FrameDetail] = {}
         timings: dict[str, float] = {}
-        counters0 = self.backbone.counters.snapshot()
         computed: list[str] = []
-        batches = self.iter_batches(
-            frames, config, mode=mode, keep=keep_set, progress=progress, timings=timings, computed=computed
-        )
-        for out in batches:
-            a, b = out["start"], out["stop"]
+        counters0 = self.backbone.counters.snapshot()
+        for batch in self.iter_batches(frames, config, mode=mode, keep=_keep_set(keep, n), progress=progress):
+            a, b = batch.start, batch.stop
             t0 = time.perf_counter()
-            labels[a:b] = resize_labels(out["final"], orig.shape[1:3]).astype(np.uint8)
-            timings["resize"] = timings.get("resize", 0.0) + time.perf_counter() - t0
-            before[a:b], after[a:b] = out["before"], out["after"]
-            details.update(out["details"])
-        cache = self._cache if self._cache is not None and n <= self.cache_frames else None
-        feats = cache.features.get(self.feature_key(config)) if cache else None
+            labels[a:b] = resize_labels(batch.final, orig.shape[1:3]).astype(np.uint8)  # Y at input size
+            batch.timings["resize"] = time.perf_counter() - t0
+            before[a:b], after[a:b] = batch.before, batch.after
+            details.update(batch.details)
+            for name, sec in batch.timings.items():
+                timings[name] = timings.get(name, 0.0) + sec
+            computed += [c for c in batch.computed if c not in computed]
+        cache = self.cache.current(n)
         return SegmentationResult(
             labels=labels,
             coarse_before=before,
@@ -193,7 +216,7 @@ class VideoSegmenter:
             size=tuple(frames.shape[1:3]),
             original_size=tuple(orig.shape[1:3]),
             details=details,
-            features=feats,
+            features=cache.features.get(self.feature_key(config)) if cache else None,
             timings=timings,
             work=self.backbone.counters.since(counters0),
             is_random_model=self.backbone.is_random,
@@ -208,78 +231,81 @@ class VideoSegmenter:
         mode: Mode = "full",
         keep: set[int] | None = None,
         progress: bool = True,
-        timings: dict[str, float] | None = None,
-        computed: list[str] | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """Run the stages over batches of B frames of ``frames`` (already at the processing size).
+    ) -> Iterator[BatchResult]:
+        """Figure 3 over batches of B frames of ``frames`` (already at the processing size).
 
-        Yields per batch a dict with ``start``, ``stop``, ``before`` (M^j), ``after`` (M~^j), ``final``
-        (Y at processing size) and ``details`` for the kept frames. Memory is bounded by one batch plus
-        the cache (clips up to ``cache_frames`` frames).
+        Yields one :class:`BatchResult` per batch, in order. Memory is bounded by one batch plus the cache
+        (clips up to ``cache_frames`` frames). Omega's state carries from batch to batch (the
+        autoregressive update), so the batches must be consumed in order.
         """
         keep = keep or set()
-        timings = timings if timings is not None else {}
         n = len(frames)
-        use_cache = 0 < n <= self.cache_frames
-        cache = None
-        if use_cache:
-            key = clip_key(frames)
-            if self._cache is None or self._cache.key != key:
-                self._cache = _ClipCache(key)
-            cache = self._cache
-        fkey, ckey, dkey = self.feature_key(config), config.key(COARSE_FIELDS), config.key(DIFF_FIELDS)
-        all_feats = cache.features.get(fkey) if cache else None
-        coarse = cache.coarse.get(ckey) if cache else None
-        diffs = cache.diffs.get(dkey) if cache and mode == "full" else None
+        full = mode == "full"
+        cache: ClipCache | None = self.cache.for_clip(frames)
+        fkey, ckey, dkey = self.feature_key(config), stage_key(config, "coarse"), stage_key(config, "diff")
+        cached_feats = cache.features.get(fkey) if cache else None
+        cached_coarse = cache.coarse.get(ckey) if cache else None
+        cached_diffs = cache.diffs.get(dkey) if cache and full else None
+        computed = tuple(
+            name
+            for name, todo in (
+                ("features", cached_feats is None),
+                ("coarse maps", cached_coarse is None),
+                ("stage 3", full and cached_diffs is None),
+                ("filter", full),
+            )
+            if todo
+        )
         new_feats: list[Features] = []
-        new_before: list[np.ndarray] = []
-        new_after: list[np.ndarray] = []
+        new_coarse: list[tuple[np.ndarray, np.ndarray]] = []
         new_diffs: list[FrameDiff] = []
-        computed = computed if computed is not None else []
-        computed += [name for name, hit in (("features", all_feats), ("coarse maps", coarse)) if hit is None]
-        if mode == "full":
-            computed += ["stage 3"] if diffs is None else []
-            computed.append("filter")
-        model = SceneContextModel.from_config(config)
-        bsz = config.batch_size
-        starts = range(0, n, bsz)
-
-        def tick(name: str, t0: float) -> None:
-            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+        # on a GPU the KNN and the refinement run there (torch backend of Omega)
+        dev = self.backbone.device if self.backbone.device.type == "cuda" else torch.device("cpu")
+        omega = SceneContextModel.from_config(config)
+        starts = range(0, n, config.batch_size)
 
         for a in tqdm(starts, desc="batches", disable=not progress or len(starts) == 1):
-            b = min(n, a + bsz)
-            need_diff = mode == "full" and diffs is None
+            b = min(n, a + config.batch_size)
+            timings: dict[str, float] = {}
+
+            def tick(name: str, t0: float) -> None:
+                timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0  # noqa: B023
+
+            # step 0: reference run -> F~ (and, when stage 3 follows, the q/k and latents it replays)
+            need_diff = full and cached_diffs is None
             ref = None
             t0 = time.perf_counter()
-            if need_diff or all_feats is None:
+            if need_diff or cached_feats is None:
                 ref = reference_run(
                     self.backbone, frames[a:b], config, frame_offset=a, record_qk=need_diff, progress=progress
                 )
                 tick("reference run" if need_diff else "features", t0)
-            feats = all_feats[a:b] if all_feats is not None else ref.features
+            feats = cached_feats[a:b] if cached_feats is not None else ref.features
             new_feats.append(feats)
+
             t0 = time.perf_counter()
-            if coarse is not None:
-                m_before, m_after = coarse[0][a:b], coarse[1][a:b]
+            if cached_coarse is not None:
+                m_before, m_after = cached_coarse[0][a:b], cached_coarse[1][a:b]
             else:
-                dev = self.backbone.device if self.backbone.device.type == "cuda" else "cpu"
-                cb = coarse_batch(  # on a GPU the KNN and the refinement run there (torch backend)
-                    model,
-                    feats.stage1(config.aggregate).to(dev),
-                    feats.corr.to(dev),
-                    refine=config.refine,
-                    radius2=config.radius2,
-                )
-                m_before, m_after = cb.before, cb.after
+                f_tilde = feats.stage1(config.aggregate).to(dev)
+                # step 1: scene context model: K-Means + KNN on the first batch -> M^1..M^B, then Omega
+                m_before = omega.fit_predict(f_tilde) if a == 0 else omega.predict(f_tilde)
+                # step 2: correspondence-based refinement M^j -> M~^j
+                if config.refine and b - a > 1:
+                    m_after = refine(m_before, feats.corr.to(dev), radius2=config.radius2)
+                else:
+                    m_after = m_before.copy()
                 tick("coarse maps (stages 1-2)", t0)
-            new_before.append(m_before)
-            new_after.append(m_after)
+            new_coarse.append((m_before, m_after))
+
             rel_keep = {i - a for i in keep if a <= i < b}
-            t0 = time.perf_counter()
-            if mode == "full":
-                if diffs is not None:
-                    batch_diffs = diffs[a:b]
+            filtered: list[np.ndarray | None] = [None] * (b - a)
+            batch_diffs: list[FrameDiff] | None = None
+            if full:
+                # step 3: masked modulation -> the difference maps D_l
+                t0 = time.perf_counter()
+                if cached_diffs is not None:
+                    batch_diffs = cached_diffs[a:b]
                 else:
                     mo = modulate(
                         self.backbone, ref, m_after, config, keep_images=rel_keep, progress=progress
@@ -287,35 +313,74 @@ class VideoSegmenter:
                     batch_diffs = mo.frames
                     tick("modulation (stage 3)", t0)
                 new_diffs.extend(batch_diffs)
+                # step 4: filtering (s) and argmax -> Y
                 t0 = time.perf_counter()
                 fin = [final_labels(d, m, config.s_effective) for d, m in zip(batch_diffs, m_after)]
+                filtered = [f for f, _ in fin]
                 final = np.stack([y for _, y in fin])
                 tick("filter + argmax", t0)
-            else:
-                batch_diffs, fin = [None] * (b - a), [(None, None)] * (b - a)
+            else:  # preview: Y = M~^j upsampled
                 final = resize_labels(m_after, frames.shape[1:3])
-            details = {}
-            for r in sorted(rel_keep):
-                f = feats[r : r + 1]
-                fd = {blk: t[0].numpy() for blk, t in f.blocks.items()}
-                fd[0] = f.stage1(config.aggregate)[0].numpy()
-                details[a + r] = FrameDetail(
-                    index=a + r,
-                    frame=frames[a + r],
-                    features=fd,
-                    coarse_before=m_before[r],
-                    coarse_after=m_after[r],
-                    final=final[r],
-                    diff=batch_diffs[r],
-                    filtered=fin[r][0],
-                )
             del ref
-            yield dict(start=a, stop=b, before=m_before, after=m_after, final=final, details=details)
+
+            # the autoregressive update: Omega <- (F~^j, M~^j) of this batch only, for the next batch
+            # (none after the last batch: nothing is left to predict)
+            if cached_coarse is None and b < n:
+                t0 = time.perf_counter()
+                omega.fit(f_tilde, m_after)
+                tick("coarse maps (stages 1-2)", t0)
+
+            details = {
+                a + r: _detail(a + r, frames[a + r], feats[r : r + 1], config, m_before[r], m_after[r],
+                               final[r], None if batch_diffs is None else batch_diffs[r], filtered[r])
+                for r in sorted(rel_keep)
+            }  # fmt: skip
+            yield BatchResult(
+                start=a,
+                stop=b,
+                before=m_before,
+                after=m_after,
+                final=final,
+                details=details,
+                features=feats,
+                diffs=batch_diffs,
+                timings=timings,
+                computed=computed,
+            )
         if cache is not None:
-            cache.features.setdefault(fkey, Features.concat(new_feats) if all_feats is None else all_feats)
-            cache.coarse.setdefault(ckey, (np.concatenate(new_before), np.concatenate(new_after)))
-            if mode == "full":
+            if cached_feats is None:
+                cache.features.setdefault(fkey, Features.concat(new_feats))
+            cache.coarse.setdefault(
+                ckey, (np.concatenate([m for m, _ in new_coarse]), np.concatenate([m for _, m in new_coarse]))
+            )
+            if full:
                 cache.diffs.setdefault(dkey, new_diffs)
+
+
+def _detail(
+    index: int,
+    frame: np.ndarray,
+    feats: Features,
+    config: SegConfig,
+    before: np.ndarray,
+    after: np.ndarray,
+    final: np.ndarray,
+    diff: FrameDiff | None,
+    filtered: np.ndarray | None,
+) -> FrameDetail:
+    """The :class:`FrameDetail` of one kept frame (``feats``: its features, a 1-frame slice)."""
+    fd = {blk: t[0].numpy() for blk, t in feats.blocks.items()}
+    fd[0] = feats.stage1(config.aggregate)[0].numpy()
+    return FrameDetail(
+        index=index,
+        frame=frame,
+        features=fd,
+        coarse_before=before,
+        coarse_after=after,
+        final=final,
+        diff=diff,
+        filtered=filtered,
+    )
 
 
 def _keep_set(keep: Sequence[int] | str | None, n: int) -> set[int]:

@@ -838,14 +838,22 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
-    # centre of output pixel i maps to floor((i + 0.5) * n_in / n_out) (PIL NEAREST, torch "nearest-exact")
+    """Input index of each of ``n_out`` output pixels: ``floor((i + 0.5) * n_in / n_out)``.
+
+    The centre of output pixel i is sampled (PIL ``NEAREST``, torch ``"nearest-exact"``), in exact integer
+    arithmetic (PIL, in floating point, can land one pixel lower when the product is an integer).
+    """
+    if n_in < 1 or n_out < 1:
+        raise ValueError(f"sizes must be positive, got {n_in} -> {n_out}")
     return np.minimum((2 * np.arange(n_out) + 1) * n_in // (2 * n_out), n_in - 1)
 
 
-def resize_labels(labels: Any, size: tuple[int, int]) -> Any:
-    """Nearest-neighbour resize of label maps ``(..., h, w)`` to ``size`` = (H, W).
+def resize_labels(labels: Any, size: tuple[int, int], *, keep_dtype: bool = False) -> Any:
+    """Nearest-neighbour resize of label maps ``(..., h, w)`` to ``size`` = (H, W): the one label resize.
 
-    numpy in -> int64 numpy out; a torch tensor in -> long tensor out (same device).
+    Output pixel (i, j) takes input pixel ``(floor((i + 0.5) * h / H), floor((j + 0.5) * w / W))``
+    (:func:`_nearest_index`). numpy in -> int64 numpy out; a torch tensor in -> long tensor out (same
+    device); ``keep_dtype=True`` keeps the input dtype (masks, images moved to channels-first).
     """
     h, w = int(size[0]), int(size[1])
     if type(labels).__module__.startswith("torch"):
@@ -853,13 +861,15 @@ def resize_labels(labels: Any, size: tuple[int, int]) -> Any:
 
         rows = torch.from_numpy(_nearest_index(labels.shape[-2], h)).to(labels.device)
         cols = torch.from_numpy(_nearest_index(labels.shape[-1], w)).to(labels.device)
-        return labels.long()[..., rows[:, None], cols[None, :]]
+        t = labels if keep_dtype else labels.long()
+        return t[..., rows[:, None], cols[None, :]]
     a = np.asarray(labels)
     if a.ndim < 2:
         raise ValueError(f"resize_labels wants (..., h, w) label maps, got shape {a.shape}")
     rows = _nearest_index(a.shape[-2], h)
     cols = _nearest_index(a.shape[-1], w)
-    return a[..., rows[:, None], cols[None, :]].astype(np.int64)
+    out = a[..., rows[:, None], cols[None, :]]
+    return out if keep_dtype else out.astype(np.int64)
 
 
 def prepare_frames(clip_or_frames: Clip | np.ndarray, max_side: int = 512) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .palette import PALETTE, colorize, overlay
+from .video import resize_labels
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
@@ -23,11 +24,15 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
 
 
 def upscale(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour upscale of an (h, w[, 3]) image to (H, W) so feature-grid pictures look crisp."""
-    h, w = img.shape[:2]
-    rows = np.minimum((np.arange(size[0]) * h) // size[0], h - 1)
-    cols = np.minimum((np.arange(size[1]) * w) // size[1], w - 1)
-    return img[rows[:, None], cols[None, :]]
+    """Nearest-neighbour resize of an (h, w) map or (h, w, C) image to (H, W), keeping its dtype.
+
+    Sampling by :func:`vidseg_nb.video.resize_labels` (the one label resize), so an upscaled label map
+    shows exactly the labels the pipeline and the metrics use; feature-grid pictures stay crisp.
+    """
+    a = np.asarray(img)
+    if a.ndim == 3:
+        return np.moveaxis(resize_labels(np.moveaxis(a, -1, 0), size, keep_dtype=True), 0, -1)
+    return resize_labels(a, size, keep_dtype=True)
 
 
 def heatmap(d: np.ndarray, cmap: str = "inferno") -> np.ndarray:
@@ -38,9 +43,8 @@ def heatmap(d: np.ndarray, cmap: str = "inferno") -> np.ndarray:
 
 
 def label_image(labels: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-    """A label map (h, w) -> palette RGB, optionally upscaled (nearest) to ``size``."""
-    img = colorize(labels)
-    return upscale(img, size) if size is not None else img
+    """A label map (h, w) -> palette RGB, optionally resized first (nearest, :func:`upscale`) to ``size``."""
+    return colorize(upscale(labels, size) if size is not None else labels)
 
 
 def tile(images: Sequence[np.ndarray], cols: int | None = None, pad: int = 2, fill: int = 255) -> np.ndarray:
