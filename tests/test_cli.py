@@ -54,8 +54,10 @@ def _other_value(f: dataclasses.Field, tp: typing.Any) -> tuple[list[str], typin
 
 def test_every_segconfig_field_has_a_flag_with_its_help() -> None:
     hints = typing.get_type_hints(SegConfig)
-    actions = {
-        a.dest: a for a in cli.build_parser()._subparsers._group_actions[0].choices["segment"]._actions
+    actions = {  # the field's own flag (--preview is another flag with dest "modulation")
+        a.dest: a
+        for a in cli.build_parser()._subparsers._group_actions[0].choices["segment"]._actions
+        if f"--{a.dest.replace('_', '-')}" in a.option_strings
     }
     for f in dataclasses.fields(SegConfig):
         if f.name in ("preset", "extra"):
