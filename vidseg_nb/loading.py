@@ -19,6 +19,7 @@ from .backbone import (
     RANDOM_SD21,
     TINY,
     Backbone,
+    SDBackbone,
     build_random_sd21,
     build_tiny_components,
 )
@@ -121,9 +122,6 @@ def load_backbone(
     src = str(source) if source is not None else default_model()
     dev = torch.device(device) if device is not None else _default_device()
     dt = dtype or _default_dtype(dev)
-    if dev.type == "cuda":  # the fp32 VAE's convolutions and matmuls on tensor cores (TF32)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     if is_svd_source(src):
         return load_svd_backbone(src, dev, dt, seed=seed, n_steps=n_steps)
     is_random = src == TINY
@@ -162,7 +160,7 @@ def load_backbone(
     for m in (unet, vae):
         m.requires_grad_(False)
     sched_cfg = {k: v for k, v in comps["scheduler_config"].items() if not k.startswith("_")}
-    return Backbone(
+    return SDBackbone(
         unet=unet,
         vae=vae,
         scheduler_config=sched_cfg,

@@ -125,7 +125,7 @@ class VideoSegmenter:
         """Cache key of the features: the fields the reference run reads, plus B for a backbone that
         denoises the frames of a batch jointly (SVD: a frame's features depend on its batch)."""
         key = config.key(FEATURE_FIELDS)
-        if getattr(self.backbone, "joint_frames", False):
+        if self.backbone.frames_per_group(config.batch_size) > 1:
             key += config.key(("batch_size",))
         return key
 
