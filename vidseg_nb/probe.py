@@ -163,7 +163,12 @@ def refuse_fused_projections(unet: torch.nn.Module) -> None:
     """Raise :class:`FusedProjectionsError` when an attention of ``unet`` has ``fused_projections`` set
     (diffusers' ``fuse_qkv_projections()``): the query record and the q/k injection would silently do
     nothing, since the fused processor never calls ``to_q``/``to_k``."""
-    fused = [n for n, m in unet.named_modules() if getattr(m, "fused_projections", False) is True]
+    fused = [
+        n
+        for n, m in unet.named_modules()
+        if getattr(m, "fused_projections", False) is True  # set by fuse_projections(); unfusing leaves it,
+        and "Fused" in type(getattr(m, "processor", None)).__name__  # but swaps the fused processor back
+    ]
     if fused:
         raise FusedProjectionsError(
             f"the UNet's attention projections are fused ({len(fused)} modules, e.g. {fused[0]!r}): the "
