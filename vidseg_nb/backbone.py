@@ -209,10 +209,12 @@ class Backbone(ABC):
         """The Euler derivative d_hat = d_u + w (d_c - d_u) for latents x at step i (one UNet call on the
         2R groups [uncond; cond]); d = eps for epsilon models, d = (x - x0) / sigma with
         x0 = x / (sigma^2 + 1) - sigma v / sqrt(sigma^2 + 1) for v-prediction. Same layout as ``x``."""
+        sigma = self.sigmas[step].item()
+        # precondition in the layout given, then view it grouped: the memory format stays that of x
+        # (the UNet's convolution numerics depend on it)
+        xin, _ = self.as_groups((x / (sigma**2 + 1) ** 0.5).to(self.device, self.dtype))
         xg, back = self.as_groups(x)
         r, g = xg.shape[:2]
-        sigma = self.sigmas[step].item()
-        xin = (xg / (sigma**2 + 1) ** 0.5).to(self.device, self.dtype)
         t = self.timesteps[step].to(self.device)
         if listener is not None:
             listener.set_step(step)
@@ -316,7 +318,9 @@ class SDBackbone(Backbone):
     def model_output(self, xin: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
         """eps (or v) of the 2R rows [uncond (zero states); cond (empty prompt)] in one UNet call."""
         r, g = xin.shape[:2]
-        x = xin.flatten(0, 1)  # a view: the latents' memory format stays (convolution numerics depend on it)
+        # SD groups are one frame: xin[:, 0] is a view with the latents' memory format, strides included
+        # (flatten(0, 1) can lose channels_last for R = 1; the convolution numerics depend on it)
+        x = xin[:, 0]
         rows = torch.cat([x, x])
         n = r * g
         states = self.cond_states.to(self.device, self.dtype)
