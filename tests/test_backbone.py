@@ -267,3 +267,19 @@ def test_tf32_flags_are_unchanged_by_load_encode_decode(tiny, monkeypatch):
     bb.decode(z)
     assert len(seen) == 2 and inside == [(True, True)]  # TF32 inside the encode
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+def test_both_backbones_implement_one_interface(tiny):
+    """SD 2.x and SVD are both a ``Backbone`` (an ABC: it cannot be built itself); SD groups one frame, and its
+    grouped (R, 1, 4, h, w) latents give the same d_hat as the native (R, 4, h, w) ones, bit for bit."""
+    from vidseg_nb.backbone import Backbone, SDBackbone
+    from vidseg_nb.svd import SVDBackbone
+
+    assert isinstance(tiny, SDBackbone) and isinstance(tiny, Backbone) and issubclass(SVDBackbone, Backbone)
+    with pytest.raises(TypeError):
+        Backbone()  # abstract
+    assert tiny.frames_per_group(7) == 1 and tiny.condition(_frames(2)) is None
+    x = torch.randn(3, 4, 16, 16, generator=torch.Generator().manual_seed(8))
+    flat = tiny.unet_eps(x, 22, 5.0)
+    grouped = tiny.unet_eps(x[:, None], 22, 5.0)
+    assert grouped.shape == (3, 1, 4, 16, 16) and torch.equal(grouped[:, 0], flat)
