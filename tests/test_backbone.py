@@ -14,7 +14,17 @@ from vidseg_nb.backbone import (
 from vidseg_nb.config import SegConfig
 from vidseg_nb.features import extract_features, frame_noise, reference_run
 from vidseg_nb.loading import load_backbone
-from vidseg_nb.probe import Probe, block_path, count_hooks, injection_sites
+from vidseg_nb.probe import (
+    AddToOutput,
+    FusedProjectionsError,
+    InjectQK,
+    Probe,
+    RecordQK,
+    RecordQuery,
+    block_path,
+    count_hooks,
+    injection_sites,
+)
 
 
 def _frames(n: int, h: int = 128, w: int = 128, seed: int = 0) -> np.ndarray:
@@ -120,7 +130,8 @@ def test_empty_probe_changes_nothing_and_leaves_no_hooks(tiny):
         assert count_hooks(tiny.unet) == 0
         probed = tiny.sample(x, 22, listener=p, stop=23)
     assert torch.equal(tiny.sample(x, 22, stop=23), probed)
-    with Probe(tiny.unet, feature_step=22, mod_step=22, record_qk=True) as p:
+    hooks = (RecordQuery(22), AddToOutput(22, torch.zeros(1, 64, 1)), RecordQK())
+    with Probe(tiny.unet, *hooks) as p:
         assert count_hooks(tiny.unet) > 0
         p.set_step(22)
         out = tiny.unet_eps(x, 22, 5.0, listener=p)
@@ -131,30 +142,27 @@ def test_empty_probe_changes_nothing_and_leaves_no_hooks(tiny):
 def test_zero_modulation_changes_nothing(tiny):
     x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(3))
     plain = tiny.sample(x, 22)
-    with Probe(tiny.unet, mod_step=22) as p:
-        p.modulation = torch.zeros(2, 64, 1)
+    with Probe(tiny.unet, AddToOutput(22, torch.zeros(2, 64, 1))) as p:
         zero = tiny.sample(x, 22, listener=p)
     assert torch.equal(plain, zero)
-    with Probe(tiny.unet, mod_step=22) as p:
-        p.modulation = torch.full((2, 64, 1), 10.0)
+    with Probe(tiny.unet, AddToOutput(22, torch.full((2, 64, 1), 10.0))) as p:
         modded = tiny.sample(x, 22, listener=p)
     assert not torch.allclose(plain, modded)
 
 
 def test_injecting_own_qk_reproduces_run_bit_for_bit(tiny):
     x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(4))
-    with Probe(tiny.unet, record_qk=True) as rec:
-        ref = tiny.sample(x, 21, listener=rec)
+    rec = RecordQK()
+    with Probe(tiny.unet, rec) as p:
+        ref = tiny.sample(x, 21, listener=p)
     sites = injection_sites(tiny.unet)
     assert len(sites) == 18  # 9 transformer blocks in up_blocks[1..3] x (attn1, attn2)
     assert len(rec.qk) == 4 * len(sites) * 2  # 4 steps x sites x (q, k)
-    with Probe(tiny.unet, inject_qk=rec.qk) as inj:
-        inj.inject_index = torch.tensor([0, 1])
+    with Probe(tiny.unet, InjectQK(rec.qk, torch.tensor([0, 1]))) as inj:
         again = tiny.sample(x, 21, listener=inj)
     assert torch.equal(ref, again)
     # injecting the other latent's q/k changes the result: the hooks do act
-    with Probe(tiny.unet, inject_qk=rec.qk) as inj:
-        inj.inject_index = torch.tensor([1, 0])
+    with Probe(tiny.unet, InjectQK(rec.qk, torch.tensor([1, 0]))) as inj:
         swapped = tiny.sample(x, 21, listener=inj)
     assert not torch.allclose(ref, swapped)
 
@@ -212,3 +220,66 @@ def test_early_stop_features_equal_full_run_and_save_work(tiny):
     assert w_full["unet_samples"] == 2 * 2 * 2  # steps 23, 24 x 2 frames x CFG
     assert w_early["unet_samples"] == 4 and w_early["unet_partial_samples"] == 4  # last step stops at block 8
     assert sorted(full.latents) == [23, 24] and early.latents == {}
+
+
+def test_fused_qkv_projections_are_refused(tiny):
+    """A fused UNet never calls ``to_q``/``to_k``: the probe refuses it instead of silently doing nothing."""
+    comps = build_tiny_components(seed=0)
+    unet = comps["unet"]
+    unet.fuse_qkv_projections()
+    with pytest.raises(FusedProjectionsError, match="unfuse_qkv_projections"):
+        with Probe(unet, RecordQK()):
+            pass
+    assert count_hooks(unet) == 0
+    unet.unfuse_qkv_projections()
+    with Probe(unet, RecordQK()):
+        assert count_hooks(unet) > 0
+
+
+def test_tf32_flags_are_unchanged_by_load_encode_decode(tiny, monkeypatch):
+    """TF32 is on only inside the VAE calls on CUDA (``vae_precision``); the process-wide flags stay."""
+    import vidseg_nb.backbone as backbone_mod
+
+    seen = []
+    real = backbone_mod.vae_precision
+
+    class FakeDevice:
+        type = "cuda"
+
+    def spy(device):
+        ctx = real(FakeDevice())  # the CUDA branch, on the CPU
+        seen.append(ctx)
+        return ctx
+
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    monkeypatch.setattr(backbone_mod, "vae_precision", spy)
+    bb = load_backbone("tiny", device="cpu")
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    inside = []
+    orig_encode = bb.vae.encode
+
+    def enc(*a, **k):
+        inside.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return orig_encode(*a, **k)
+
+    monkeypatch.setattr(bb.vae, "encode", enc)
+    z = bb.encode(_frames(1, 64, 64))
+    bb.decode(z)
+    assert len(seen) == 2 and inside == [(True, True)]  # TF32 inside the encode
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+def test_both_backbones_implement_one_interface(tiny):
+    """SD 2.x and SVD are both a ``Backbone`` (an ABC: it cannot be built itself); SD groups one frame, and its
+    grouped (R, 1, 4, h, w) latents give the same d_hat as the native (R, 4, h, w) ones, bit for bit."""
+    from vidseg_nb.backbone import Backbone, SDBackbone
+    from vidseg_nb.svd import SVDBackbone
+
+    assert isinstance(tiny, SDBackbone) and isinstance(tiny, Backbone) and issubclass(SVDBackbone, Backbone)
+    with pytest.raises(TypeError):
+        Backbone()  # abstract
+    assert tiny.frames_per_group(7) == 1 and tiny.condition(_frames(2)) is None
+    x = torch.randn(3, 4, 16, 16, generator=torch.Generator().manual_seed(8))
+    flat = tiny.unet_eps(x, 22, 5.0)
+    grouped = tiny.unet_eps(x[:, None], 22, 5.0)
+    assert grouped.shape == (3, 1, 4, 16, 16) and torch.equal(grouped[:, 0], flat)

@@ -111,8 +111,8 @@ def test_blending_keeps_reference_latent_outside_mask(tiny, ref2):
     coarse = _planted(2, 8, 2)
     out = modulate(tiny, ref, coarse, cfg, return_latents=True, progress=False)
     final_ref = ref.latents[cfg.n_steps - 1]
-    assert out.final_latents is not None and len(out.final_latents) == len(out.runs) == 8
-    for (f, lab, _), x in zip(out.runs, out.final_latents):
+    assert out.final_latents is not None and out.final_latents.shape[:2] == (len(out.runs), 1) == (8, 1)
+    for (f, lab, _), x in zip(out.runs, out.final_latents[:, 0]):  # groups of one frame: group = frame
         m = upsample_masks((coarse[f] == lab)[None], x.shape[-2:], mode="nearest")[0].bool()
         assert torch.equal(x[:, ~m], final_ref[f][:, ~m])  # exactly the reference outside M_l
         assert not torch.allclose(x[:, m], final_ref[f][:, m])  # modulated inside
@@ -122,7 +122,7 @@ def test_blending_keeps_reference_latent_outside_mask(tiny, ref2):
     )
     f, lab, _ = loose.runs[0]
     m = upsample_masks((coarse[f] == lab)[None], final_ref.shape[-2:], mode="nearest")[0].bool()
-    assert not torch.equal(loose.final_latents[0][:, ~m], final_ref[f][:, ~m])
+    assert not torch.equal(loose.final_latents[0, 0][:, ~m], final_ref[f][:, ~m])
 
 
 @pytest.mark.parametrize("n_labels", [2, 3])
@@ -163,3 +163,67 @@ def test_stage3_plumbing_on_planted_maps(tiny):
         np.testing.assert_array_equal(y[sure], coarse[f][cell_of[:, None], cell_of[None, :]][sure])
         checked += sure.sum()
     assert checked > 0.3 * 2 * 128 * 128
+
+
+def _blur_reference(x: np.ndarray, size: int, sigma: float) -> np.ndarray:
+    """An independent 2D Gaussian blur: full (size x size) kernel, numpy reflect padding, float64."""
+    t = np.arange(size) - (size - 1) / 2
+    k1 = np.exp(-(t**2) / (2 * sigma**2))
+    k = np.outer(k1, k1) / np.outer(k1, k1).sum()
+    p = size // 2
+    pad = np.pad(x.astype(np.float64), ((0, 0), (p, p), (p, p)), mode="reflect")
+    win = np.lib.stride_tricks.sliding_window_view(pad, (size, size), axis=(1, 2))
+    return (win * k).sum((-2, -1))
+
+
+@pytest.mark.parametrize("size,sigma", [(5, 3.0), (3, 1.0), (7, 2.0)])
+def test_gaussian_blur_matches_a_reference_blur_on_random_input(size, sigma):
+    x = torch.rand(2, 13, 17, generator=torch.Generator().manual_seed(size))
+    got = gaussian_blur(x, size, sigma).numpy()
+    np.testing.assert_allclose(got, _blur_reference(x.numpy(), size, sigma), rtol=1e-5, atol=1e-6)
+
+
+def test_lambda_zero_runs_equal_the_reference_run(tiny, ref2):
+    """lambda = 0: the modulated runs (own q/k injected, blended with the reference) are the reference run;
+    tolerance 1e-5 because the UNet batch differs (runs of several frames share a call)."""
+    frames, cfg, ref = ref2
+    out = modulate(tiny, ref, _planted(2, 8, 2), cfg.replace(lam=0.0), return_latents=True, progress=False)
+    final_ref = ref.latents[cfg.n_steps - 1]
+    for (f, _, _), x in zip(out.runs, out.final_latents[:, 0]):
+        torch.testing.assert_close(x, final_ref[f], rtol=1e-5, atol=1e-5)
+
+
+def test_chunk_size_does_not_change_the_difference_maps(tiny, ref2):
+    """D_l with 2 runs per UNet call equals D_l with 8 within 1e-4 (the batch only reorders float sums);
+    the labels are equal."""
+    frames, cfg, ref = ref2
+    coarse = _planted(2, 8, 2)
+    a = modulate(tiny, ref, coarse, cfg, chunk=2, progress=False)
+    b = modulate(tiny, ref, coarse, cfg, chunk=8, progress=False)
+    for f, (da, db) in enumerate(zip(a.frames, b.frames)):
+        np.testing.assert_allclose(da.raw, db.raw, atol=1e-4)
+        np.testing.assert_array_equal(
+            final_labels(da, coarse[f], cfg.s)[1], final_labels(db, coarse[f], cfg.s)[1]
+        )
+
+
+def test_kept_difference_maps_are_float32_from_the_decoded_images(tiny, ref2):
+    """SPEC 7: D_l = blur(sum_RGB (I+ - I-)^2) / max, computed in float32 from the decoded I+/I- (here
+    decoded again from the runs' final latents), stored float32; float16 only with ``diff_fp16``."""
+    frames, cfg, ref = ref2
+    coarse = _planted(2, 8, 2)
+    out = modulate(tiny, ref, coarse, cfg, return_latents=True, progress=False)
+    img = tiny.decode(out.final_latents).numpy().astype(np.float32)
+    for j in range(0, len(out.runs), 2):
+        f, lab, sign = out.runs[j]
+        assert sign == 1 and out.runs[j + 1] == (f, lab, -1)
+        d = ((img[j] - img[j + 1]) ** 2).sum(0)[None]
+        d = _blur_reference(d, cfg.blur_kernel, cfg.blur_sigma)[0]
+        d = d / d.max()
+        fd = out.frames[f]
+        assert fd.raw.dtype == np.float32
+        # the reference blurs in float64: 5e-5 covers the float32 rounding of D_l in [0, 1]
+        np.testing.assert_allclose(fd.raw[list(fd.labels).index(lab)], d, atol=5e-5)
+    half = modulate(tiny, ref, coarse, cfg.replace(diff_fp16=True), progress=False)
+    assert all(fd.raw.dtype == np.float16 for fd in half.frames)
+    np.testing.assert_allclose(half.frames[0].raw, out.frames[0].raw, atol=1e-3)

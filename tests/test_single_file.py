@@ -131,3 +131,32 @@ def test_corrupt_single_file_gives_clear_error(single_file, tmp_path, kind):
     with pytest.raises(BackboneLoadError) as e:
         load_backbone(bad, device="cpu", config=str(single_file["folder"]))
     assert str(bad) in str(e.value)
+
+
+def test_single_file_without_configs_names_what_is_missing(single_file, monkeypatch):
+    """Offline, without ``config=`` and without the default model's configs in the cache: one clear error
+    saying the file needs its component configs and how to pass them."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(single_file["root"] / "empty-hf-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(single_file["root"] / "empty-hf-home" / "hub"))
+    with pytest.raises(BackboneLoadError) as e:
+        load_backbone(single_file["path"], device="cpu")
+    msg = str(e.value)
+    assert "--model-config" in msg and "configs" in msg and str(single_file["path"]) in msg
+
+
+def test_v_prediction_is_inferred_from_a_sibling_yaml(single_file, tmp_path):
+    """An SD 2.x file whose original config says ``parameterization: "v"`` is sampled as v-prediction."""
+    import shutil
+
+    from vidseg_nb.loading import single_file_parameterization
+
+    path = tmp_path / "tiny-v.safetensors"
+    shutil.copy(single_file["path"], path)
+    assert single_file_parameterization(path) is None
+    eps = load_backbone(path, device="cpu", config=str(single_file["folder"]))
+    assert eps.prediction_type == "epsilon"
+    path.with_suffix(".yaml").write_text('model:\n  params:\n    parameterization: "v"\n')
+    assert single_file_parameterization(path) == "v"
+    bb = load_backbone(path, device="cpu", config=str(single_file["folder"]))
+    assert bb.prediction_type == "v_prediction"

@@ -9,18 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from vidseg_nb.backbone import BackboneLoadError
+from vidseg_nb.backbone import Backbone, BackboneLoadError
 from vidseg_nb.config import PRESETS, preset
 from vidseg_nb.features import extract_features, reference_run
 from vidseg_nb.loading import is_svd_source, load_backbone
-from vidseg_nb.modulation import modulate, upsample_masks
+from vidseg_nb.modulation import modulate, plan_runs, upsample_masks
 from vidseg_nb.pipeline import VideoSegmenter
-from vidseg_nb.probe import Probe, count_hooks
+from vidseg_nb.probe import AddToOutput, InjectQK, Probe, RecordQK, count_hooks
 from vidseg_nb.svd import (
     SVD_LAYOUT,
     SVDBackbone,
     build_tiny_svd_components,
-    plan_runs,
     save_svd_components,
 )
 from vidseg_nb.synthetic import make_clip
@@ -49,7 +48,8 @@ def _clip_latents(bb, n: int, seed: int) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------- model and sampler
 def test_tiny_svd_has_the_real_layout_and_edm_sigmas(svd):
-    assert isinstance(svd, SVDBackbone) and svd.is_random and svd.joint_frames
+    assert isinstance(svd, SVDBackbone) and isinstance(svd, Backbone) and svd.is_random
+    assert svd.frames_per_group(5) == 5
     assert type(svd.unet).__name__ == "UNetSpatioTemporalConditionModel" and svd.unet.config.in_channels == 8
     assert type(svd.vae).__name__ == "AutoencoderKLTemporalDecoder" and svd.vae_scale == 8
     mods = dict(svd.unet.named_modules())
@@ -146,15 +146,14 @@ def test_zero_modulation_changes_nothing_bit_for_bit(svd):
     cond = svd.condition_on(_frames(1)[0])
     x = _clip_latents(svd, f, 2)
     plain = svd.sample(x, 22, cond=cond)
-    with Probe(svd.unet, layout=svd.layout, mod_step=22) as p:
+    # (R * F, h * w, 1) with R = 1, 4x4 grid
+    with Probe(svd.unet, AddToOutput(22, torch.zeros(f, 16, 1)), layout=svd.layout) as p:
         assert count_hooks(svd.unet) == 2  # spatial and temporal self-attention of block 8
-        p.modulation = torch.zeros(f, 16, 1)  # (R * F, h * w, 1) with R = 1, 4x4 grid
         zero = svd.sample(x, 22, listener=p, cond=cond)
     assert torch.equal(plain, zero)
     mask = torch.zeros(f, 16, 1)
     mask[2, :8] = 50.0  # frame 2 only
-    with Probe(svd.unet, layout=svd.layout, mod_step=22) as p:
-        p.modulation = mask
+    with Probe(svd.unet, AddToOutput(22, mask), layout=svd.layout) as p:
         modded = svd.sample(x, 22, listener=p, cond=cond)
     assert not torch.allclose(plain[2], modded[2])
 
@@ -179,9 +178,8 @@ def test_modulation_lands_on_the_frame_tokens_at_both_sites(svd):
 
     hs = [mods[p].register_forward_hook(grab((k, "before"))) for p, k in sites]
     try:
-        with Probe(svd.unet, layout=svd.layout, mod_step=22) as p:
+        with Probe(svd.unet, AddToOutput(22, add), layout=svd.layout) as p:
             hs += [mods[path].register_forward_hook(grab((k, "after"))) for path, k in sites]
-            p.modulation = add
             svd.unet_eps(x, 22, 2.5, listener=p, cond=cond)
     finally:
         for h in hs:
@@ -200,20 +198,19 @@ def test_injecting_own_qk_reproduces_run_bit_for_bit(svd):
     f = 4
     cond = svd.condition_on(_frames(1)[0])
     x = _clip_latents(svd, f, 3)
-    with Probe(svd.unet, layout=svd.layout, record_qk=True) as rec:
-        ref = svd.sample(x, 22, listener=rec, cond=cond)
+    rec = RecordQK()
+    with Probe(svd.unet, rec, layout=svd.layout) as p:
+        ref = svd.sample(x, 22, listener=p, cond=cond)
     sites = svd.layout.injection_sites(svd.unet)
     assert len(sites) == 36  # 9 attentions in up_blocks[1..3] x (spatial, temporal) x (attn1, attn2)
     assert sum("temporal_transformer_blocks" in s for s in sites) == 18
     assert len(rec.qk) == 3 * len(sites) * 2  # 3 steps x sites x (q, k)
-    with Probe(svd.unet, layout=svd.layout, inject_qk=rec.qk) as inj:
-        inj.inject_index = torch.tensor([0])
+    with Probe(svd.unet, InjectQK(rec.qk, torch.tensor([0])), layout=svd.layout) as inj:
         again = svd.sample(x, 22, listener=inj, cond=cond)
     assert torch.equal(ref, again)
     # the hooks do act: another clip with these q/k differs from its own plain run
     y = _clip_latents(svd, f, 4)
-    with Probe(svd.unet, layout=svd.layout, inject_qk=rec.qk) as inj:
-        inj.inject_index = torch.tensor([0])
+    with Probe(svd.unet, InjectQK(rec.qk, torch.tensor([0])), layout=svd.layout) as inj:
         injected = svd.sample(y, 22, listener=inj, cond=cond)
     assert not torch.allclose(injected, svd.sample(y, 22, cond=cond))
 
@@ -229,7 +226,7 @@ def ref4(svd):
 def test_plan_runs_one_pair_per_label_of_the_batch():
     coarse = np.array([[[1, 2], [2, 2]], [[5, 5], [5, 5]], [[1, 9], [9, 9]]])
     # 5 is only in a single-label frame: no run needed
-    assert plan_runs(coarse) == [(1, 1), (1, -1), (2, 1), (2, -1), (9, 1), (9, -1)]
+    assert plan_runs(coarse, group=3) == [(0, 1, 1), (0, 1, -1), (0, 2, 1), (0, 2, -1), (0, 9, 1), (0, 9, -1)]
 
 
 @pytest.mark.parametrize("n_labels", [2, 3])
@@ -244,7 +241,7 @@ def test_work_counters_and_unet_calls_do_not_grow_with_labels(svd, ref4, n_label
     assert w["vae_decodes"] == 2 * n_labels * n  # every frame of every (label, sign) run
     assert w["vae_encodes"] == n + 1 and w["image_encodes"] == 1  # + the conditioning frame
     assert w["unet_calls"] == 2 * steps  # reference + all modulated runs in one call per step
-    assert len(out.runs) == 2 * n_labels and all(f == -1 for f, _, _ in out.runs)
+    assert len(out.runs) == 2 * n_labels and all(k == 0 for k, _, _ in out.runs)  # one group: the clip
     c1 = svd.counters.snapshot()
     modulate(svd, ref, _planted(n, 4, n_labels), cfg, chunk=2, progress=False)
     assert svd.counters.since(c1)["unet_calls"] == steps * n_labels  # chunks of one +/- pair
@@ -285,7 +282,7 @@ def test_segmenter_end_to_end_with_preset_svd(svd):
     expect_s = expect_d = 0
     for a in (0, 4):
         batch = res.coarse_after[a : a + 4]
-        L = len(plan_runs(batch)) // 2
+        L = len(plan_runs(batch, group=len(batch))) // 2
         expect_s += 2 * len(batch) * 2 * (1 + 2 * L)
         expect_d += 2 * L * len(batch)
     assert res.work["unet_samples"] == expect_s and res.work["vae_decodes"] == expect_d

@@ -1,4 +1,5 @@
-"""The SD 2.x backbone: loading (Hub id, folder, single file, ``"tiny"``), VAE encode/decode, the Euler loop.
+"""The backbone interface (:class:`Backbone`, shared by SD 2.x and SVD) and the SD 2.x implementation
+(:class:`SDBackbone`), its configs and random-weight builders. Loading is in :mod:`vidseg_nb.loading`.
 
 SPEC sections 1-2. Frames are VAE-encoded (posterior mean x scaling factor) to z0; noising is
 x = z0 + sigma[t_m] * eps; one step i runs the UNet on x / sqrt(sigma_i^2 + 1) for the uncond (zeros) and
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -51,24 +54,48 @@ class WorkCounters:
             setattr(self, k, 0)
 
 
-class StepListener:
-    """Something told the step index before every UNet call (the probe)."""
+class StepListener(Protocol):
+    """Something told the step index before every UNet call (the :class:`~vidseg_nb.probe.Probe`)."""
 
-    def set_step(self, step: int) -> None:  # pragma: no cover - interface
-        ...
+    def set_step(self, step: int) -> None: ...
 
 
-class UNetVAEModel:
-    """What every backbone derives from its ``unet``, ``vae`` and ``sigmas``: devices, dtypes, the VAE's
-    scale, and the Euler update x <- x + (sigma_{i+1} - sigma_i) * d (d: eps_hat for SD, the derivative
-    for SVD)."""
+class Backbone(ABC):
+    """A diffusion backbone as the method sees it (SPEC 1-2, 10): SD 2.x (:class:`SDBackbone`) and SVD
+    (:class:`vidseg_nb.svd.SVDBackbone`) implement it.
+
+    Latents go through the sampler in *groups*: ``frames_per_group(n)`` frames are one denoising sample
+    (1 for SD, the whole batch for SVD), so R runs are (R, G, 4, h, w). :meth:`unet_eps` and :meth:`sample`
+    also take the backbone's native 4-D layout (:meth:`as_groups`). What differs per backbone:
+
+    - ``layout``: the probe's modules (:class:`~vidseg_nb.probe.Layout`);
+    - :meth:`frames_per_group`, :meth:`as_groups`;
+    - :meth:`condition`: the conditioning of a group of frames (SD: none, the empty prompt is fixed;
+      SVD: its first frame);
+    - :meth:`model_output`: the raw UNet output for ``[uncond; cond]`` of the preconditioned latents;
+    - :meth:`guidance`: the CFG weight w of a group (SD: the constant; SVD: a per-frame ramp);
+    - :meth:`decode` (SVD: the temporal decoder), :meth:`default_chunk`.
+
+    Shared, written once: the trailing/Karras sigmas (:meth:`set_steps`), noising, the v-prediction
+    conversion and CFG (:meth:`unet_eps`), the Euler loop (:meth:`sample`), the VAE encoder (:meth:`encode`),
+    devices, dtypes, counters.
+    """
 
     unet: torch.nn.Module
     vae: torch.nn.Module
     sigmas: torch.Tensor
+    timesteps: torch.Tensor
     scheduler_config: dict[str, Any]
+    source: str
+    is_random: bool
+    counters: WorkCounters
+    n_steps: int
+    layout: ClassVar[Layout]
     scheduler_overrides: ClassVar[dict[str, Any]] = {}
+    default_prediction_type: ClassVar[str] = "epsilon"
+    default_preset: ClassVar[str] = "vidseg"  # the paper's settings with this backbone (config.PRESETS)
 
+    # ---------------------------------------------------------------- devices, dtypes, VAE scale
     @property
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
@@ -90,10 +117,44 @@ class UNetVAEModel:
         """Pixels per latent cell (8 for SD and SVD)."""
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
-    def euler_step(self, x: torch.Tensor, step: int, d_hat: torch.Tensor) -> torch.Tensor:
-        """x <- x + (sigma_{i+1} - sigma_i) * d_hat."""
-        return x + (self.sigmas[step + 1].item() - self.sigmas[step].item()) * d_hat
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler_config.get("prediction_type", self.default_prediction_type)
 
+    # ---------------------------------------------------------------- what each backbone defines
+    @abstractmethod
+    def frames_per_group(self, n_frames: int) -> int:
+        """Frames of a batch of ``n_frames`` denoised together as one sample (1 for SD, n for SVD)."""
+
+    @abstractmethod
+    def as_groups(self, x: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """Latents in the grouped layout (R, G, 4, h, w) and the map back to the layout ``x`` came in
+        (a 5-D ``x`` is already grouped; 4-D is SD's (R, 4, h, w) or one SVD clip (F, 4, h, w))."""
+
+    @abstractmethod
+    def condition(self, frames: np.ndarray, *, seed: int = 0, index: int = 0) -> Any:
+        """The conditioning of one group of ``frames`` (N, H, W, 3) uint8 whose first frame is frame
+        ``index`` of the clip (SD: ``None``; SVD: :class:`~vidseg_nb.svd.SVDCondition` of its first frame)."""
+
+    @abstractmethod
+    def model_output(self, xin: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        """The UNet's output (2R, G, 4, h, w) float32 for ``[uncond; cond]`` of the preconditioned grouped
+        latents ``xin`` = x / sqrt(sigma^2 + 1) (R, G, 4, h, w) in the UNet's dtype at timestep ``t``."""
+
+    @abstractmethod
+    def guidance(self, group: int, guidance_scale: float) -> float | torch.Tensor:
+        """The CFG weight w of a group of ``group`` frames, broadcastable to (R, G, 4, h, w)."""
+
+    @abstractmethod
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (R, G, 4, h, w) or (N, 4, h, w) -> images (R*G or N, 3, 8h, 8w) float32 in [0, 1]."""
+
+    @abstractmethod
+    def default_chunk(self, n_frames: int, *, modulated: bool) -> int:
+        """Groups per UNet call for a batch of ``n_frames``: in the reference run, or (``modulated``)
+        modulated runs (even, so a +/- pair stays together)."""
+
+    # ---------------------------------------------------------------- shared: sigmas, noise, Euler loop
     def set_steps(self, n_steps: int) -> None:
         """Timesteps t_i and sigmas sigma_0 > ... > sigma_{n-1}, sigma_n = 0 of ``EulerDiscreteScheduler``
         on ``scheduler_config`` with ``scheduler_overrides`` (SD: trailing spacing, SPEC 2; SVD: its own
@@ -118,10 +179,113 @@ class UNetVAEModel:
             eps = torch.randn(z0.shape, generator=generator, dtype=torch.float32, device="cpu")
         return z0 + self.sigmas[start].item() * eps.to(z0.device, z0.dtype)
 
+    @torch.no_grad()
+    def encode(self, frames: np.ndarray | torch.Tensor, chunk: int = 8) -> torch.Tensor:
+        """Frames (N, H, W, 3) uint8 -> z0 (N, 4, H/8, W/8) float32: posterior mean x scaling factor."""
+        if isinstance(frames, np.ndarray):
+            frames = torch.from_numpy(np.ascontiguousarray(frames))
+        out = []
+        with vae_precision(self.device):
+            for i in range(0, len(frames), chunk):
+                f = frames[i : i + chunk].to(self.device)
+                x = f.permute(0, 3, 1, 2).to(self.vae_dtype) / 127.5 - 1.0
+                mean = self.vae.encode(x).latent_dist.mean
+                out.append(mean.float() * self.scaling_factor)
+                self.counters.vae_encodes += len(f)
+        return torch.cat(out)
+
+    def euler_step(self, x: torch.Tensor, step: int, d_hat: torch.Tensor) -> torch.Tensor:
+        """x <- x + (sigma_{i+1} - sigma_i) * d_hat."""
+        return x + (self.sigmas[step + 1].item() - self.sigmas[step].item()) * d_hat
+
+    def unet_eps(
+        self,
+        x: torch.Tensor,
+        step: int,
+        guidance_scale: float,
+        listener: StepListener | None = None,
+        cond: Any = None,
+    ) -> torch.Tensor:
+        """The Euler derivative d_hat = d_u + w (d_c - d_u) for latents x at step i (one UNet call on the
+        2R groups [uncond; cond]); d = eps for epsilon models, d = (x - x0) / sigma with
+        x0 = x / (sigma^2 + 1) - sigma v / sqrt(sigma^2 + 1) for v-prediction. Same layout as ``x``."""
+        sigma = self.sigmas[step].item()
+        # precondition in the layout given, then view it grouped: the memory format stays that of x
+        # (the UNet's convolution numerics depend on it)
+        xin, _ = self.as_groups((x / (sigma**2 + 1) ** 0.5).to(self.device, self.dtype))
+        xg, back = self.as_groups(x)
+        r, g = xg.shape[:2]
+        t = self.timesteps[step].to(self.device)
+        if listener is not None:
+            listener.set_step(step)
+        self.counters.unet_calls += 1
+        try:
+            out = self.model_output(xin, t, cond)
+        except StopForward:
+            self.counters.unet_partial_samples += 2 * r * g
+            raise
+        self.counters.unet_samples += 2 * r * g
+        if self.prediction_type == "v_prediction":
+            xs = torch.cat([xg, xg]).to(out.device, torch.float32)
+            x0 = out * (-sigma / (sigma**2 + 1) ** 0.5) + xs / (sigma**2 + 1)
+            out = (xs - x0) / sigma
+        elif self.prediction_type != "epsilon":
+            raise BackboneLoadError(f"unsupported prediction_type {self.prediction_type!r}")
+        d_u, d_c = out[:r], out[r:]
+        return back(d_u + self.guidance(g, guidance_scale) * (d_c - d_u))
+
+    def sample(
+        self,
+        x: torch.Tensor,
+        start: int,
+        guidance_scale: float = 5.0,
+        listener: StepListener | None = None,
+        callback: Callable[[int, torch.Tensor], torch.Tensor | None] | None = None,
+        stop: int | None = None,
+        cond: Any = None,
+    ) -> torch.Tensor:
+        """Euler loop from step ``start`` to the last step (or up to ``stop`` exclusive).
+
+        ``callback(i, x)`` runs after step i; it may return a replacement latent (latent blending).
+        """
+        x = x.to(self.device, torch.float32)
+        for i in range(start, self.n_steps if stop is None else stop):
+            x = self.euler_step(x, i, self.unet_eps(x, i, guidance_scale, listener, cond=cond))
+            if callback is not None:
+                y = callback(i, x)
+                if y is not None:
+                    x = y
+        return x
+
+    def to(self, device: str | torch.device) -> Backbone:
+        self.unet.to(device)
+        self.vae.to(device)
+        return self
+
+
+@contextmanager
+def vae_precision(device: torch.device) -> Iterator[None]:
+    """TF32 for the fp32 VAE's convolutions and matmuls on CUDA (tensor cores), only inside this context:
+    the previous ``torch.backends`` flags are restored on exit (nothing changes process-wide)."""
+    if device.type != "cuda":
+        yield
+        return
+    prev = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
+
 
 @dataclass
-class Backbone(UNetVAEModel):
-    """An SD 2.x UNet + VAE + empty-prompt text states, with the trailing-sigma Euler loop (SPEC 2)."""
+class SDBackbone(Backbone):
+    """An SD 2.x UNet + VAE + empty-prompt text states, with the trailing-sigma Euler loop (SPEC 2).
+
+    Every frame is its own denoising sample (groups of one frame); the UNet batch of R latents is
+    [uncond (zero states); cond (empty prompt)] with the constant guidance weight w.
+    """
 
     unet: torch.nn.Module
     vae: torch.nn.Module
@@ -133,102 +297,66 @@ class Backbone(UNetVAEModel):
     n_steps: int = 25
     layout: ClassVar[Layout] = SD_LAYOUT  # the probe's modules (SPEC 3)
     scheduler_overrides: ClassVar[dict[str, Any]] = {"timestep_spacing": "trailing"}  # SPEC 2
-    joint_frames: ClassVar[bool] = False  # frames are independent samples (SVD: one clip per run)
 
     def __post_init__(self) -> None:
         self.set_steps(self.n_steps)
-
-    # ---------------------------------------------------------------- properties
-    @property
-    def prediction_type(self) -> str:
-        return self.scheduler_config.get("prediction_type", "epsilon")
 
     def frames_per_group(self, n_frames: int) -> int:
         """Frames denoised together as one sample: 1 (SD: every frame is its own sample)."""
         return 1
 
-    # ---------------------------------------------------------------- sampler
-    def unet_eps(
-        self, x: torch.Tensor, step: int, guidance_scale: float, listener: StepListener | None = None
-    ) -> torch.Tensor:
-        """eps_hat for latents x (R, 4, h, w) at step i: one UNet call on the 2R batch [uncond; cond]."""
-        sigma = self.sigmas[step].item()
-        r = x.shape[0]
-        xin = (x / (sigma**2 + 1) ** 0.5).to(self.dtype)
-        xin = torch.cat([xin, xin])
+    def as_groups(self, x: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """(R, 4, h, w) -> (R, 1, 4, h, w) (and back); 5-D latents are already grouped."""
+        if x.ndim == 5:
+            return x, lambda d: d
+        return x[:, None], lambda d: d[:, 0]
+
+    def condition(self, frames: np.ndarray, *, seed: int = 0, index: int = 0) -> None:
+        """SD has no per-group conditioning (the empty-prompt states are fixed)."""
+        return None
+
+    def model_output(self, xin: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        """eps (or v) of the 2R rows [uncond (zero states); cond (empty prompt)] in one UNet call."""
+        r, g = xin.shape[:2]
+        # SD groups are one frame: xin[:, 0] is a view with the latents' memory format, strides included
+        # (flatten(0, 1) can lose channels_last for R = 1; the convolution numerics depend on it)
+        x = xin[:, 0]
+        rows = torch.cat([x, x])
+        n = r * g
         states = self.cond_states.to(self.device, self.dtype)
-        states = torch.cat([torch.zeros_like(states).expand(r, -1, -1), states.expand(r, -1, -1)])
-        t = self.timesteps[step].to(self.device)
-        if listener is not None:
-            listener.set_step(step)
-        self.counters.unet_calls += 1
-        try:
-            out = self.unet(xin, t, encoder_hidden_states=states, return_dict=False)[0].float()
-        except StopForward:
-            self.counters.unet_partial_samples += 2 * r
-            raise
-        self.counters.unet_samples += 2 * r
-        if self.prediction_type == "v_prediction":
-            xs = torch.cat([x, x]).float()
-            x0 = out * (-sigma / (sigma**2 + 1) ** 0.5) + xs / (sigma**2 + 1)
-            out = (xs - x0) / sigma
-        elif self.prediction_type != "epsilon":
-            raise BackboneLoadError(f"unsupported prediction_type {self.prediction_type!r}")
-        eps_u, eps_c = out[:r], out[r:]
-        return eps_u + guidance_scale * (eps_c - eps_u)
+        states = torch.cat([torch.zeros_like(states).expand(n, -1, -1), states.expand(n, -1, -1)])
+        out = self.unet(rows, t, encoder_hidden_states=states, return_dict=False)[0].float()
+        return out.unflatten(0, (2 * r, g))
 
-    def sample(
-        self,
-        x: torch.Tensor,
-        start: int,
-        guidance_scale: float = 5.0,
-        listener: StepListener | None = None,
-        callback: Callable[[int, torch.Tensor], torch.Tensor | None] | None = None,
-        stop: int | None = None,
-    ) -> torch.Tensor:
-        """Euler loop from step ``start`` to the last step (or up to ``stop`` exclusive).
+    def guidance(self, group: int, guidance_scale: float) -> float:
+        """The constant w (5 in the paper, SPEC 2)."""
+        return guidance_scale
 
-        ``callback(i, x)`` runs after step i; it may return a replacement latent (latent blending).
-        """
-        x = x.to(self.device, torch.float32)
-        for i in range(start, self.n_steps if stop is None else stop):
-            x = self.euler_step(x, i, self.unet_eps(x, i, guidance_scale, listener))
-            if callback is not None:
-                y = callback(i, x)
-                if y is not None:
-                    x = y
-        return x
+    def default_chunk(self, n_frames: int, *, modulated: bool) -> int:
+        """Frames per UNet call: from free GPU memory (reference: ~1.5 GiB per frame, up to 32; modulated
+        runs: 1 per GiB, even, 2..64), on the CPU 4 (reference) and 8 (modulated)."""
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if modulated:
+                return int(max(2, min(64, free / 2**30)) // 2 * 2)
+            return max(1, min(32, int(free / 2**30 / 1.5)))
+        return 8 if modulated else 4
 
     # ---------------------------------------------------------------- VAE
     @torch.no_grad()
-    def encode(self, frames: np.ndarray | torch.Tensor, chunk: int = 8) -> torch.Tensor:
-        """Frames (N, H, W, 3) uint8 -> z0 (N, 4, H/8, W/8) float32: posterior mean x scaling factor."""
-        if isinstance(frames, np.ndarray):
-            frames = torch.from_numpy(np.ascontiguousarray(frames))
-        out = []
-        for i in range(0, len(frames), chunk):
-            f = frames[i : i + chunk].to(self.device)
-            x = f.permute(0, 3, 1, 2).to(self.vae_dtype) / 127.5 - 1.0
-            mean = self.vae.encode(x).latent_dist.mean
-            out.append(mean.float() * self.scaling_factor)
-            self.counters.vae_encodes += len(f)
-        return torch.cat(out)
-
-    @torch.no_grad()
     def decode(self, z: torch.Tensor, chunk: int = 8) -> torch.Tensor:
-        """Latents (N, 4, h, w) -> images (N, 3, 8h, 8w) float32 in [0, 1] (VAE in its own dtype)."""
+        """Latents (N, 4, h, w) or grouped (R, 1, 4, h, w) -> images (N, 3, 8h, 8w) float32 in [0, 1]
+        (VAE in its own dtype), ``chunk`` at a time."""
+        if z.ndim == 5:
+            z = z.flatten(0, 1)
         out = []
-        for i in range(0, len(z), chunk):
-            zi = z[i : i + chunk].to(self.device, self.vae_dtype) / self.scaling_factor
-            img = self.vae.decode(zi, return_dict=False)[0].float()
-            out.append(((img + 1) / 2).clamp(0, 1))
-            self.counters.vae_decodes += len(zi)
+        with vae_precision(self.device):
+            for i in range(0, len(z), chunk):
+                zi = z[i : i + chunk].to(self.device, self.vae_dtype) / self.scaling_factor
+                img = self.vae.decode(zi, return_dict=False)[0].float()
+                out.append(((img + 1) / 2).clamp(0, 1))
+                self.counters.vae_decodes += len(zi)
         return torch.cat(out)
-
-    def to(self, device: str | torch.device) -> Backbone:
-        self.unet.to(device)
-        self.vae.to(device)
-        return self
 
 
 # -------------------------------------------------------------------- model configs
@@ -298,7 +426,7 @@ def sd21_configs() -> dict[str, Any]:
     )
 
 
-def build_random_sd21(device: str | torch.device = "cpu", seed: int = 0) -> Backbone:
+def build_random_sd21(device: str | torch.device = "cpu", seed: int = 0) -> SDBackbone:
     """A full-size SD 2.1-base UNet + VAE with random weights (``device="meta"``: shapes only, no memory).
 
     The empty-prompt states are random too (no text encoder is built): for cost and speed measurements.
@@ -315,7 +443,7 @@ def build_random_sd21(device: str | torch.device = "cpu", seed: int = 0) -> Back
         if str(device) != "meta"
         else torch.empty(1, 77, cfg["text_dim"], device="meta")
     )
-    return Backbone(
+    return SDBackbone(
         unet=unet,
         vae=vae,
         scheduler_config=cfg["scheduler"],

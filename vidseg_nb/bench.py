@@ -59,9 +59,9 @@ def flops_per_call(size: int = 512) -> dict[str, float]:
     with FlopCounterMode(display=False) as fc:
         bb.unet_eps(x, 22, 5.0)  # one CFG pair = 2 samples
     out["unet_sample"] = fc.get_total_flops() / 2
-    from .probe import Probe, StopForward
+    from .probe import Probe, RecordQuery, StopForward
 
-    with FlopCounterMode(display=False) as fc, Probe(bb.unet, feature_step=24, stop_after_features=True) as p:
+    with FlopCounterMode(display=False) as fc, Probe(bb.unet, RecordQuery(24, stop_after=True)) as p:
         try:
             bb.unet_eps(x, 24, 5.0, listener=p)
         except StopForward:
@@ -84,7 +84,7 @@ def flops_per_call_svd(height: int = 576, width: int = 1024, frames: int = 14) -
     one CLIP image encode (224 x 224)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .probe import Probe, StopForward
+    from .probe import Probe, RecordQuery, StopForward
     from .svd import SVDCondition, build_random_svd
 
     bb = build_random_svd("meta")
@@ -100,7 +100,7 @@ def flops_per_call_svd(height: int = 576, width: int = 1024, frames: int = 14) -
     out["unet_sample"] = fc.get_total_flops() / (2 * frames)
     with (
         FlopCounterMode(display=False) as fc,
-        Probe(bb.unet, layout=bb.layout, feature_step=24, stop_after_features=True) as p,
+        Probe(bb.unet, RecordQuery(24, stop_after=True), layout=bb.layout) as p,
     ):
         try:
             bb.unet_eps(x, 24, 2.5, listener=p, cond=cond)
@@ -163,10 +163,7 @@ def run_tiny(
 
     clip = make_clip(n_frames=n_frames, height=size, width=size, n_objects=3, seed=0)
     bb = load_backbone(model, device="cpu")
-    if getattr(bb, "joint_frames", False):
-        cfg = preset("svd", n_clusters=n_clusters, max_side=size)
-    else:
-        cfg = SegConfig(n_clusters=n_clusters, max_side=size)
+    cfg = preset(bb.default_preset, n_clusters=n_clusters, max_side=size)
     seg = VideoSegmenter(bb, cfg, cache_frames=0)
     t0 = time.perf_counter()
     res = seg.segment(clip.frames, mode=mode, keep=None, progress=False)

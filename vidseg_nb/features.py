@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .backbone import Backbone
 from .config import SegConfig
-from .probe import CORR_BLOCK, FEATURE_BLOCKS, SD_LAYOUT, Probe, QKStore, StopForward
+from .probe import CORR_BLOCK, FEATURE_BLOCKS, Probe, QKStore, RecordQK, RecordQuery, StopForward
 
 
 @dataclass
@@ -110,62 +110,73 @@ def reference_run(
     chunk: int | None = None,
     progress: bool = True,
 ) -> Reference:
-    """Noise each frame to sigma[t_m], denoise unmodulated to the last step, record the block features.
+    """Stage 0: noise each frame to sigma[t_m], denoise unmodulated to the last step, record the features.
 
-    With ``record_qk`` (stage 3 follows) every latent x_i and the q/k of ``up_blocks[1..3]`` are kept;
+    The frames go through in groups of ``backbone.frames_per_group(N)`` (SD: each frame alone; SVD: the
+    batch is one clip conditioned on its first frame), ``chunk`` groups per UNet call. Each frame's noise
+    is seeded by (seed, ``frame_offset`` + its index), so it does not depend on batching. The layout's
+    feature blocks (6-8) give F~ and its correspondence block the correspondences. With ``record_qk``
+    (stage 3 follows) every latent x_i (N, 4, h8, w8) and the q/k of ``up_blocks[1..3]`` are kept;
     without it the last UNet forward stops after block 8, which is all the features need.
-    ``frame_offset`` is the index of ``frames[0]`` in the clip (the noise seed of each frame).
-    A backbone that denoises the frames of a batch jointly (SVD, ``joint_frames``) runs
-    :func:`vidseg_nb.svd.reference_run` instead (one clip, no chunking).
     """
-    if getattr(backbone, "joint_frames", False):
-        from .svd import reference_run as svd_reference_run
-
-        return svd_reference_run(
-            backbone, frames, config, frame_offset=frame_offset, record_qk=record_qk, progress=progress
-        )
     if backbone.n_steps != config.n_steps:
         backbone.set_steps(config.n_steps)
     n = len(frames)
-    chunk = chunk or _default_chunk(backbone)
+    g = backbone.frames_per_group(n)
+    if n % g:
+        raise ValueError(f"{n} frames do not split into groups of {g}")
+    chunk = chunk or backbone.default_chunk(n, modulated=False)
     last = config.n_steps - 1
+    layout = backbone.layout
     z0 = backbone.encode(frames)
+    # the conditioning of the first group serves the batch: SD has none, an SVD batch is one group
+    cond = backbone.condition(frames[:g], seed=config.seed, index=frame_offset)
     eps = torch.stack([frame_noise(tuple(z0.shape[1:]), config.seed, frame_offset + i) for i in range(n)])
     x_start = backbone.noise(z0, config.t_m, eps=eps)
+    groups = x_start.unflatten(0, (n // g, g))  # (groups, G, 4, h8, w8)
     latents: dict[int, list[torch.Tensor]] = {}
-    probe = Probe(
-        backbone.unet,
-        layout=getattr(backbone, "layout", SD_LAYOUT),
-        feature_step=last,
-        stop_after_features=not record_qk,
-        record_qk=record_qk,
-    )
-    with probe:
+
+    def keep(i: int, xi: torch.Tensor) -> None:
+        latents.setdefault(i, []).append(xi.flatten(0, 1))
+
+    query = RecordQuery(last, stop_after=not record_qk)
+    qk = RecordQK()
+    with Probe(backbone.unet, query, *([qk] if record_qk else []), layout=layout) as probe:
+        n_groups = len(groups)
         for a in tqdm(
-            range(0, n, chunk), desc="reference run", disable=not progress or n <= chunk, leave=False
+            range(0, n_groups, chunk),
+            desc="reference run",
+            disable=not progress or n_groups <= chunk,
+            leave=False,
         ):
-            x = x_start[a : a + chunk]
-
-            def keep(i: int, xi: torch.Tensor) -> None:
-                latents.setdefault(i, []).append(xi)
-
+            x = groups[a : a + chunk]
             if record_qk:
-                backbone.sample(x, config.t_m, config.guidance_scale, listener=probe, callback=keep)
+                backbone.sample(
+                    x, config.t_m, config.guidance_scale, listener=probe, callback=keep, cond=cond
+                )
             else:
-                x = backbone.sample(x, config.t_m, config.guidance_scale, listener=probe, stop=last)
+                x = backbone.sample(
+                    x, config.t_m, config.guidance_scale, listener=probe, stop=last, cond=cond
+                )
                 try:
-                    backbone.unet_eps(x, last, config.guidance_scale, listener=probe)
+                    backbone.unet_eps(x, last, config.guidance_scale, listener=probe, cond=cond)
                 except StopForward:
                     pass
     h, w = z0.shape[2] // 2, z0.shape[3] // 2
-    blocks = {b: _to_grid(probe.block_features(b), h, w) for b in FEATURE_BLOCKS}
-    feats = Features(blocks=blocks, aggregated=aggregate(blocks), corr=blocks[CORR_BLOCK])
+    blocks = {b: _to_grid(query.block_features(b), h, w) for b in layout.feature_blocks}
+    feats = Features(
+        blocks=blocks,
+        aggregated=aggregate(blocks, layout.feature_blocks),
+        corr=blocks[layout.corr_block],
+        single_block=layout.corr_block,
+    )
     return Reference(
         z0=z0,
         x_start=x_start,
         features=feats,
         latents={i: torch.cat(v) for i, v in latents.items()},
-        qk=probe.qk,
+        qk=qk.qk if record_qk else None,
+        condition=cond,
     )
 
 
@@ -178,32 +189,28 @@ def extract_features(
     chunk: int | None = None,
     progress: bool = True,
 ) -> Features:
-    """Per-block features and F~ of ``frames`` (N, H, W, 3) uint8 (sides multiples of 64), in chunks.
+    """Per-block features and F~ of ``frames`` (N, H, W, 3) uint8 (sides multiples of 64).
 
     Returns :class:`Features` with (N, H/16, W/16, C) tensors. Stops each last UNet forward after block 8.
-    With a backbone that denoises the frames of a batch jointly (SVD) the frames go through in clips of
-    ``config.batch_size`` frames, as in the pipeline.
+    A backbone that denoises the frames of a batch jointly (SVD) gets them in batches of
+    ``config.batch_size`` frames, as in the pipeline; otherwise all frames go in one call (``chunk`` at a
+    time).
     """
-    if getattr(backbone, "joint_frames", False):
-        bsz = config.batch_size
-        return Features.concat(
-            [
-                reference_run(
-                    backbone, frames[a : a + bsz], config, frame_offset=frame_offset + a, progress=progress
-                ).features
-                for a in range(0, len(frames), bsz)
-            ]
-        )
-    return reference_run(
-        backbone, frames, config, frame_offset=frame_offset, chunk=chunk, progress=progress
-    ).features
-
-
-def _default_chunk(backbone: Backbone) -> int:
-    if backbone.device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(backbone.device)
-        return max(1, min(32, int(free / 2**30 / 1.5)))
-    return 4
+    # frames that are denoised together depend on their batch: cut the clip as the pipeline does
+    bsz = config.batch_size if backbone.frames_per_group(config.batch_size) > 1 else max(1, len(frames))
+    return Features.concat(
+        [
+            reference_run(
+                backbone,
+                frames[a : a + bsz],
+                config,
+                frame_offset=frame_offset + a,
+                chunk=chunk,
+                progress=progress,
+            ).features
+            for a in range(0, len(frames), bsz)
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------------------- views

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from .backbone import (
     RANDOM_SD21,
     TINY,
     Backbone,
+    SDBackbone,
     build_random_sd21,
     build_tiny_components,
 )
@@ -88,14 +90,52 @@ def _load_single_file(path: str, config: str | None, local_only: bool) -> dict[s
     # configs of the components: the given folder/id, else the default SD 2.1-base (diffusers' own guess for
     # an SD 2.x file is the 768 v-prediction repository, which would silently change the sampler)
     kw["config"] = config or DEFAULT_MODEL
-    pipe = StableDiffusionPipeline.from_single_file(path, **kw)
+    try:
+        pipe = StableDiffusionPipeline.from_single_file(path, **kw)
+    except OSError as e:  # includes huggingface_hub's LocalEntryNotFoundError: the configs are not here
+        if config is not None:
+            raise
+        raise BackboneLoadError(
+            f"The single file {path!r} holds weights only: it needs the configs of its components (unet, "
+            f"vae, text_encoder, tokenizer, scheduler), and those of the default model {DEFAULT_MODEL!r} "
+            f"are not available here ({type(e).__name__}). Pass `--model-config DIR` "
+            "(`load_backbone(file, config=DIR)`): a diffusers folder or Hub id with those configs, e.g. "
+            f"`hf download {DEFAULT_MODEL} --include '*.json' '*.txt' --local-dir ./sd21-configs`."
+        ) from e
+    sched = dict(pipe.scheduler.config)
+    if single_file_parameterization(path) == "v":
+        sched["prediction_type"] = "v_prediction"
     return dict(
         unet=pipe.unet,
         vae=pipe.vae,
         text_encoder=pipe.text_encoder,
         tokenizer=pipe.tokenizer,
-        scheduler_config=dict(pipe.scheduler.config),
+        scheduler_config=sched,
     )
+
+
+def single_file_parameterization(path: str | os.PathLike) -> str | None:
+    """``"v"`` or ``"eps"`` where the checkpoint says so: a sibling ``.yaml`` (same stem, the original
+    config) or the ``.safetensors`` metadata with ``parameterization: "v"``; else ``None`` (keep the
+    configs' prediction type)."""
+    p = Path(path)
+    texts = []
+    yaml = p.with_suffix(".yaml")
+    if yaml.is_file():
+        texts.append(yaml.read_text(errors="replace"))
+    if p.suffix == ".safetensors":
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(p), framework="pt") as f:
+                texts += [f"{k}: {v}" for k, v in (f.metadata() or {}).items()]
+        except Exception:  # noqa: BLE001 - unreadable metadata: the loader reports a broken file
+            pass
+    for text in texts:
+        m = re.search(r"parameterization\W+(v|eps)\b", text)
+        if m:
+            return m.group(1)
+    return None
 
 
 def load_backbone(
@@ -121,9 +161,6 @@ def load_backbone(
     src = str(source) if source is not None else default_model()
     dev = torch.device(device) if device is not None else _default_device()
     dt = dtype or _default_dtype(dev)
-    if dev.type == "cuda":  # the fp32 VAE's convolutions and matmuls on tensor cores (TF32)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     if is_svd_source(src):
         return load_svd_backbone(src, dev, dt, seed=seed, n_steps=n_steps)
     is_random = src == TINY
@@ -162,7 +199,7 @@ def load_backbone(
     for m in (unet, vae):
         m.requires_grad_(False)
     sched_cfg = {k: v for k, v in comps["scheduler_config"].items() if not k.startswith("_")}
-    return Backbone(
+    return SDBackbone(
         unet=unet,
         vae=vae,
         scheduler_config=sched_cfg,

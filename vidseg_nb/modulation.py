@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .backbone import Backbone
 from .config import SegConfig
 from .features import Reference
-from .probe import Probe
+from .probe import AddToOutput, InjectQK, Probe
 
 
 @dataclass
@@ -41,31 +41,30 @@ class FrameDiff:
 @dataclass
 class ModulationOutput:
     frames: list[FrameDiff]
-    final_latents: torch.Tensor | None = None  # (R, 4, h8, w8) in run order, when asked
-    runs: list[tuple[int, int, int]] = field(default_factory=list)  # (frame, label, sign) per run
+    final_latents: torch.Tensor | None = None  # (R, G, 4, h8, w8) in run order, when asked (G = 1 for SD)
+    runs: list[tuple[int, int, int]] = field(default_factory=list)  # (group, label, sign); SD: group = frame
 
 
-def plan_runs(coarse: np.ndarray) -> list[tuple[int, int, int]]:
-    """(frame, label, sign) of every modulated run for coarse maps (N, h, w): +1 then -1 per label.
-
-    A frame whose map holds a single label needs no modulation (its argmax is that label) and gets none.
-    """
+def plan_runs(coarse: np.ndarray, group: int = 1) -> list[tuple[int, int, int]]:
+    """(group, label, sign) of every modulated run for coarse maps (N, h, w) in groups of ``group`` frames
+    (1 for SD: a group is a frame; SVD: the batch): +1 then -1 per label present in a frame of the group
+    that holds at least two labels. A frame whose map holds a single label needs no difference map."""
+    coarse = np.asarray(coarse)
     runs = []
-    for f, m in enumerate(coarse):
-        labs = np.unique(m)
-        if len(labs) < 2:
-            continue
-        for lab in labs:
-            runs += [(f, int(lab), +1), (f, int(lab), -1)]
+    for k in range(0, len(coarse), group):
+        labels: set[int] = set()
+        for m in coarse[k : k + group]:
+            labs = np.unique(m)
+            if len(labs) > 1:
+                labels.update(int(v) for v in labs)
+        runs += [(k // group, lab, sign) for lab in sorted(labels) for sign in (+1, -1)]
     return runs
 
 
-def default_chunk(backbone: Backbone) -> int:
-    """Runs per UNet call (each run is 2 UNet samples with CFG): from free GPU memory, 8 on CPU."""
-    if backbone.device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(backbone.device)
-        return int(max(2, min(64, free / 2**30)) // 2 * 2)
-    return 8
+def default_chunk(backbone: Backbone, n_frames: int = 1) -> int:
+    """Modulated runs (groups) per UNet call for a batch of ``n_frames`` (each run is 2 UNet samples per
+    frame with CFG): the backbone's choice from free GPU memory, or its CPU default."""
+    return backbone.default_chunk(n_frames, modulated=True)
 
 
 def gaussian_kernel1d(size: int, sigma: float) -> torch.Tensor:
@@ -138,77 +137,83 @@ def modulate(
     return_latents: bool = False,
     progress: bool = True,
 ) -> ModulationOutput:
-    """Masked-modulation runs for every (frame, label, sign) of a batch and their difference maps D_l.
+    """Stage 3: the masked-modulation runs of a batch and their difference maps D_l.
 
-    ``ref`` is the batch's reference run with q/k recorded; ``coarse`` its refined maps M~ (N, h, w).
-    ``chunk`` runs (2 UNet samples each) share one UNet call per step. I+/I- are kept for ``keep_images``.
-    A backbone that denoises the frames of a batch jointly (SVD, ``joint_frames``) runs
-    :func:`vidseg_nb.svd.modulate` instead: one run per (label, sign) for the whole batch.
+    ``ref`` is the batch's reference run with q/k recorded; ``coarse`` its refined maps M~ (N, h, w). The
+    frames are in groups of ``backbone.frames_per_group(N)`` (SD: one frame; SVD: the batch, one clip);
+    each (group, label, sign) of :func:`plan_runs` is one run of its group: at step t_m, sign * lambda *
+    M_l^j is added at the modulation sites to frame j's tokens (zero where frame j has no label l); q/k
+    of ``up_blocks[1..3]`` come from the group's reference run; after every step t_m..t_f each frame is
+    blended with its reference latent through its own mask. Every frame of every run is decoded; D_l is
+    computed for frame j only when label l is in frame j (and frame j holds two labels or more).
+    ``chunk`` runs (even: a +/- pair stays together) share one UNet call per step. I+/I- are kept for
+    ``keep_images``. ``ModulationOutput.runs`` holds (group, label, sign); ``final_latents`` (R, G, 4,
+    h8, w8) when asked.
     """
-    if getattr(backbone, "joint_frames", False):
-        from .svd import modulate as svd_modulate
-
-        return svd_modulate(
-            backbone,
-            ref,
-            coarse,
-            config,
-            chunk=chunk,
-            keep_images=keep_images,
-            return_latents=return_latents,
-            progress=progress,
-        )
     if ref.qk is None:
         raise ValueError("modulate needs a reference run with record_qk=True")
     coarse = np.asarray(coarse)
     n, h, w = coarse.shape
-    runs = plan_runs(coarse)
-    chunk = chunk or config.chunk_size or default_chunk(backbone)
+    g = backbone.frames_per_group(n)
+    runs = plan_runs(coarse, g)
+    chunk = chunk or config.chunk_size or backbone.default_chunk(n, modulated=True)
     chunk = max(2, chunk - chunk % 2)  # keep the +/- pair of a label in one chunk
     keep_images = keep_images or set()
     lat_h, lat_w = ref.x_start.shape[-2:]
     last_blend = config.last_blend_step
     dev = backbone.device
+    multi = [len(np.unique(m)) > 1 for m in coarse]
+    x_start = ref.x_start.unflatten(0, (n // g, g))  # (groups, G, 4, h8, w8)
     diffs: dict[tuple[int, int], torch.Tensor] = {}
     images: dict[tuple[int, int, int], np.ndarray] = {}
     finals = []
     for a in tqdm(range(0, len(runs), chunk), desc="modulation", disable=not progress, leave=False):
         part = runs[a : a + chunk]
-        fidx = torch.tensor([r[0] for r in part])
-        masks = torch.from_numpy(np.stack([coarse[f] == lab for f, lab, _ in part]).astype(np.float32))
+        r = len(part)
+        gidx = torch.tensor([k for k, _, _ in part])
+        masks = torch.from_numpy(
+            np.stack([coarse[k * g : (k + 1) * g] == lab for k, lab, _ in part]).astype(np.float32)
+        )  # (r, G, h, w)
         sign = torch.tensor([float(sg) for _, _, sg in part])
-        mod = (sign[:, None, None] * config.lam * masks).reshape(len(part), h * w, 1)
-        m_lat = upsample_masks(masks, (lat_h, lat_w), mode="nearest")[:, None].to(dev)
-        probe = Probe(
-            backbone.unet, layout=getattr(backbone, "layout", None), mod_step=config.t_m, inject_qk=ref.qk
-        )
-        probe.modulation = mod.to(dev)
-        probe.inject_index = fidx.to(dev)
+        mod = (sign[:, None, None, None] * config.lam * masks).reshape(r * g, h * w, 1)
+        m_lat = upsample_masks(masks.reshape(r * g, h, w), (lat_h, lat_w), mode="nearest")
+        m_lat = m_lat.reshape(r, g, 1, lat_h, lat_w).to(dev)
 
         def blend(
-            i: int, x: torch.Tensor, fidx: torch.Tensor = fidx, m_lat: torch.Tensor = m_lat
+            i: int, x: torch.Tensor, gidx: torch.Tensor = gidx, m_lat: torch.Tensor = m_lat
         ) -> torch.Tensor | None:
             if not config.masked_modulation or i > last_blend:
                 return None
-            return x * m_lat + ref.latents[i][fidx].to(x.device) * (1 - m_lat)
+            ref_i = ref.latents[i].unflatten(0, (n // g, g))[gidx]
+            return x * m_lat + ref_i.to(x.device) * (1 - m_lat)
 
-        with probe:
+        hooks = (AddToOutput(config.t_m, mod.to(dev)), InjectQK(ref.qk, gidx.to(dev)))
+        with Probe(backbone.unet, *hooks, layout=backbone.layout) as probe:
             x = backbone.sample(
-                ref.x_start[fidx], config.t_m, config.guidance_scale, listener=probe, callback=blend
+                x_start[gidx],
+                config.t_m,
+                config.guidance_scale,
+                listener=probe,
+                callback=blend,
+                cond=ref.condition,
             )
         if return_latents:
             finals.append(x.cpu())
         img = backbone.decode(x)
-        for j in range(0, len(part), 2):
-            f, lab, _ = part[j]
-            diffs[(f, lab)] = difference_map(
-                img[j : j + 1], img[j + 1 : j + 2], config.blur_kernel, config.blur_sigma
-            )[0].cpu()
-            if f in keep_images:
-                for k, sg in ((j, 1), (j + 1, -1)):
-                    images[(f, lab, sg)] = (
-                        (img[k].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-                    )
+        img = img.reshape(r, g, *img.shape[1:])
+        for j in range(0, r, 2):
+            k, lab, _ = part[j]
+            fr = [f for f in range(g) if multi[k * g + f] and bool((coarse[k * g + f] == lab).any())]
+            if not fr:
+                continue
+            d = difference_map(img[j, fr], img[j + 1, fr], config.blur_kernel, config.blur_sigma).cpu()
+            for i, f in enumerate(fr):
+                diffs[(k * g + f, lab)] = d[i]
+                if k * g + f in keep_images:
+                    for jj, sg in ((j, 1), (j + 1, -1)):
+                        images[(k * g + f, lab, sg)] = (
+                            (img[jj, f].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+                        )
     H, W = lat_h * backbone.vae_scale, lat_w * backbone.vae_scale
     out = []
     for f in range(n):

@@ -1,22 +1,26 @@
-"""One context manager of forward hooks on the SD 2.x UNet (SPEC section 3).
+"""Forward hooks on the UNet as small pieces, composed by one context manager (SPEC section 3).
 
-It can, at the step indices it is told by the sampler (:meth:`Probe.set_step`):
+Each hook has one job, at the step indices the sampler announces (:meth:`Probe.set_step`):
 
-(a) record the self-attention query (``attn1.to_q`` output, conditional half) of decoder blocks 6, 7, 8
-    (``up_blocks[2].attentions[0..2].transformer_blocks[0]``) at one step;
-(b) add a tensor to block 7's cross-attention output (``attn2``, after ``to_out``, before the residual add)
-    at one step, on both CFG halves: the masked modulation +/- lambda * M_l;
-(c) record the ``to_q``/``to_k`` outputs of ``attn1``/``attn2`` of every transformer block in
-    ``up_blocks[1..3]`` at every step, and later inject them into another run (EmerDiff's fixed QK^T).
+- :class:`RecordQuery`: record the self-attention query (``attn1.to_q`` output, conditional half) of
+  decoder blocks 6, 7, 8 (``up_blocks[2].attentions[0..2].transformer_blocks[0]``) at one step, and
+  optionally end the forward there (:class:`StopForward`);
+- :class:`AddToOutput`: add a tensor to the modulation sites' output (SD: block 7's cross-attention
+  ``attn2``, after ``to_out``, before the residual add) at one step, on both CFG halves: +/- lambda * M_l;
+- :class:`RecordQK`: record the ``to_q``/``to_k`` outputs of ``attn1``/``attn2`` of every transformer block
+  in ``up_blocks[1..3]`` at every step;
+- :class:`InjectQK`: replace them by recorded ones in another run (EmerDiff's fixed QK^T).
 
-The UNet batch is always ``[uncond rows; cond rows]`` (R rows each). Leaving the context removes every
-hook. Nothing is subclassed or copied from diffusers.
+:class:`Probe` installs the hooks it is given (``with Probe(unet, *hooks, layout=...)``), refuses a UNet
+whose attention projections are fused, and removes every hook on exit. Everything a hook needs is given to
+its constructor. The UNet batch is always ``[uncond rows; cond rows]``. Nothing is subclassed or copied
+from diffusers.
 
 Which modules are meant is a :class:`Layout`: :data:`SD_LAYOUT` (the default, SPEC 3) or the SVD layout of
 ``vidseg_nb.svd`` (block 8 for modulation and correspondence, modulation on the self-attention output of
 the spatial and temporal transformer blocks, q/k injection in both). The SVD UNet denoises the frames of
 a clip jointly: its spatial attention rows are (run, frame) and its temporal attention rows are
-(run, grid cell), so a run spans a *group* of rows; recording, injection and modulation handle groups.
+(run, grid cell), so a run spans a *group* of rows; injection and modulation handle groups.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from .errors import VidSegError
 
 FEATURE_BLOCKS = (6, 7, 8)
 MOD_BLOCK = 7
@@ -149,125 +155,180 @@ class QKStore:
         return len(self.data)
 
 
-class Probe:
-    """Forward hooks for recording features, modulating block 7 (``layout.mod_block``) and recording/injecting
-    q/k.
+class FusedProjectionsError(VidSegError, ValueError):
+    """The UNet's attention projections are fused (``to_qkv``): hooks on ``to_q``/``to_k`` would never fire."""
 
-    Use as ``with Probe(unet, ...) as probe: backbone.sample(..., listener=probe)``. ``layout`` picks the
-    modules (default :data:`SD_LAYOUT`); ``feature_blocks``, ``mod_block`` and ``qk_up_blocks`` override it.
+
+def refuse_fused_projections(unet: torch.nn.Module) -> None:
+    """Raise :class:`FusedProjectionsError` when an attention of ``unet`` has ``fused_projections`` set
+    (diffusers' ``fuse_qkv_projections()``): the query record and the q/k injection would silently do
+    nothing, since the fused processor never calls ``to_q``/``to_k``."""
+    fused = [
+        n
+        for n, m in unet.named_modules()
+        if getattr(m, "fused_projections", False) is True  # set by fuse_projections(); unfusing leaves it,
+        and "Fused" in type(getattr(m, "processor", None)).__name__  # but swaps the fused processor back
+    ]
+    if fused:
+        raise FusedProjectionsError(
+            f"the UNet's attention projections are fused ({len(fused)} modules, e.g. {fused[0]!r}): the "
+            "query/key hooks would never fire. Call `unet.unfuse_qkv_projections()` before segmenting."
+        )
+
+
+class Hook:
+    """One job on the UNet's modules at the steps the sampler announces. :class:`Probe` installs it."""
+
+    def install(self, mods: dict[str, torch.nn.Module], layout: Layout, probe: Probe) -> list[Any]:
+        """Register forward hooks on ``mods`` (paths from ``layout``); ``probe.step`` is the current step.
+        Returns the handles."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+
+class RecordQuery(Hook):
+    """(a) Record the self-attention query (``attn1.to_q``, conditional half) of ``blocks`` (default the
+    layout's feature blocks 6, 7, 8) at step ``step``; ``stop_after`` ends the forward after the last
+    of them (:class:`StopForward`)."""
+
+    def __init__(self, step: int, blocks: Iterable[int] | None = None, *, stop_after: bool = False) -> None:
+        self.step = step
+        self.blocks = None if blocks is None else tuple(blocks)
+        self.stop_after = stop_after
+        self.features: dict[int, list[torch.Tensor]] = {}
+
+    def install(self, mods: dict[str, torch.nn.Module], layout: Layout, probe: Probe) -> list[Any]:
+        blocks = layout.feature_blocks if self.blocks is None else self.blocks
+        self.features = {b: [] for b in blocks}
+        last = max(blocks)
+
+        def make(block: int):
+            def hook(_m: torch.nn.Module, _inp: Any, out: torch.Tensor) -> None:
+                if probe.step != self.step:
+                    return
+                self.features[block].append(out[out.shape[0] // 2 :].detach())
+                if self.stop_after and block == last:
+                    raise StopForward
+
+            return hook
+
+        return [mods[f"{layout.block_path(b)}.attn1.to_q"].register_forward_hook(make(b)) for b in blocks]
+
+    def block_features(self, block: int) -> torch.Tensor:
+        """Recorded query of ``block``: (frames, h*w, C), conditional half, UNet calls concatenated."""
+        if not self.features.get(block):
+            raise RuntimeError(f"no features of block {block} were recorded (step={self.step})")
+        return torch.cat(self.features[block])
+
+
+class AddToOutput(Hook):
+    """(b) Add ``add`` to the output of the modulation sites of ``block`` (default the layout's: block 7's
+    ``attn2`` for SD; block 8's spatial and temporal ``attn1`` for SVD) at step ``step``, on both CFG
+    halves: the masked modulation +/- lambda * M_l.
+
+    ``add`` is (R*G, h*w, 1 or C): one row per (run, frame) of R runs of G frames (G = 1 for SD). At a
+    temporal site, whose rows are (run, grid cell), it is rearranged to (R*h*w, G, 1 or C).
     """
 
-    def __init__(
-        self,
-        unet: torch.nn.Module,
-        *,
-        layout: Layout | None = None,
-        feature_step: int | None = None,
-        feature_blocks: Iterable[int] | None = None,
-        stop_after_features: bool = False,
-        mod_step: int | None = None,
-        mod_block: int | None = None,
-        record_qk: bool = False,
-        inject_qk: QKStore | None = None,
-        qk_up_blocks: Iterable[int] | None = None,
-    ) -> None:
+    def __init__(self, step: int, add: torch.Tensor, block: int | None = None) -> None:
+        self.step = step
+        self.add = add
+        self.block = block
+
+    def install(self, mods: dict[str, torch.nn.Module], layout: Layout, probe: Probe) -> list[Any]:
+        def make(temporal: bool):
+            def hook(_m: torch.nn.Module, _inp: Any, out: torch.Tensor) -> torch.Tensor | None:
+                if probe.step != self.step:
+                    return None
+                add = _temporal_rows(self.add, out) if temporal else self.add
+                add = add.to(out.device, out.dtype)
+                return out + torch.cat([add, add])
+
+            return hook
+
+        return [
+            mods[path].register_forward_hook(make(kind == "temporal"))
+            for path, kind in layout.mod_sites(self.block)
+        ]
+
+
+class RecordQK(Hook):
+    """(c) Record the ``to_q``/``to_k`` outputs of ``attn1``/``attn2`` at the layout's injection sites of
+    ``up_blocks`` (default 1..3) at every step, into ``self.qk``."""
+
+    def __init__(self, up_blocks: Iterable[int] | None = None) -> None:
+        self.up_blocks = None if up_blocks is None else tuple(up_blocks)
+        self.qk = QKStore()
+
+    def install(self, mods: dict[str, torch.nn.Module], layout: Layout, probe: Probe) -> list[Any]:
+        def make(site: str, kind: str):
+            def hook(_m: torch.nn.Module, _inp: Any, out: torch.Tensor) -> None:
+                self.qk.add((probe.step, site, kind), out)
+
+            return hook
+
+        unet = probe.unet
+        return [
+            mods[f"{site}.to_{kind}"].register_forward_hook(make(site, kind))
+            for site in layout.injection_sites(unet, self.up_blocks)
+            for kind in ("q", "k")
+        ]
+
+
+class InjectQK(Hook):
+    """(d) Replace the ``to_q``/``to_k`` outputs at the injection sites by those recorded in ``store``
+    (EmerDiff's fixed QK^T): run k of the batch gets the rows of reference group ``index[k]``."""
+
+    def __init__(self, store: QKStore, index: torch.Tensor, up_blocks: Iterable[int] | None = None) -> None:
+        self.store = store
+        self.index = index
+        self.up_blocks = None if up_blocks is None else tuple(up_blocks)
+
+    def install(self, mods: dict[str, torch.nn.Module], layout: Layout, probe: Probe) -> list[Any]:
+        def make(site: str, kind: str):
+            def hook(_m: torch.nn.Module, _inp: Any, out: torch.Tensor) -> torch.Tensor:
+                group = (out.shape[0] // 2) // len(self.index)
+                return self.store.get((probe.step, site, kind), self.index, group).to(out.dtype)
+
+            return hook
+
+        return [
+            mods[f"{site}.to_{kind}"].register_forward_hook(make(site, kind))
+            for site in layout.injection_sites(probe.unet, self.up_blocks)
+            for kind in ("q", "k")
+        ]
+
+
+class Probe:
+    """The one context manager composing hooks on a UNet: ``with Probe(unet, RecordQuery(24), layout=L) as p:
+    backbone.sample(..., listener=p)``. The sampler tells it the step (:meth:`set_step`); every hook acts
+    at its own steps. Entering refuses fused attention projections; leaving removes every hook."""
+
+    def __init__(self, unet: torch.nn.Module, *hooks: Hook, layout: Layout | None = None) -> None:
         self.unet = unet
+        self.hooks = hooks
         self.layout = layout or SD_LAYOUT
-        self.feature_step = feature_step
-        self.feature_blocks = tuple(self.layout.feature_blocks if feature_blocks is None else feature_blocks)
-        self.stop_after_features = stop_after_features
-        self.mod_step = mod_step
-        self.mod_block = self.layout.mod_block if mod_block is None else mod_block
-        # (R, n, 1 or C) for SD: one row per run; SVD: (R*F, n, 1 or C), one row per (run, frame).
-        self.modulation: torch.Tensor | None = None  # set per chunk by the caller
-        self.record_qk = record_qk
-        self.qk = QKStore() if record_qk else None
-        self.inject_qk = inject_qk
-        self.inject_index: torch.Tensor | None = None  # (R,) reference run of each run, set per chunk
-        self.qk_up_blocks = tuple(self.layout.qk_up_blocks if qk_up_blocks is None else qk_up_blocks)
-        self.features: dict[int, list[torch.Tensor]] = {b: [] for b in self.feature_blocks}
         self.step: int | None = None
         self._handles: list[Any] = []
 
-    # -- StepListener
     def set_step(self, step: int) -> None:
+        """StepListener: the step index of the next UNet call."""
         self.step = step
 
-    # -- hooks
-    def _feature_hook(self, block: int):
-        last = max(self.feature_blocks)
-
-        def hook(_m: torch.nn.Module, _inp: Any, out: torch.Tensor) -> None:
-            if self.step != self.feature_step:
-                return
-            r = out.shape[0] // 2
-            self.features[block].append(out[r:].detach())
-            if self.stop_after_features and block == last:
-                raise StopForward
-
-        return hook
-
-    def _mod_hook(self, _m: torch.nn.Module, _inp: Any, out: torch.Tensor) -> torch.Tensor | None:
-        if self.step != self.mod_step or self.modulation is None:
-            return None
-        add = self.modulation.to(out.device, out.dtype)
-        return out + torch.cat([add, add])
-
-    def _mod_hook_temporal(self, _m: torch.nn.Module, _inp: Any, out: torch.Tensor) -> torch.Tensor | None:
-        if self.step != self.mod_step or self.modulation is None:
-            return None
-        add = _temporal_rows(self.modulation, out).to(out.device, out.dtype)
-        return out + torch.cat([add, add])
-
-    def _qk_hook(self, site: str, kind: str):
-        def hook(_m: torch.nn.Module, _inp: Any, out: torch.Tensor) -> torch.Tensor | None:
-            key = (self.step, site, kind)
-            if self.qk is not None:
-                self.qk.add(key, out)
-            if self.inject_qk is not None:
-                if self.inject_index is None:
-                    raise RuntimeError("Probe.inject_index must be set before an injected run")
-                group = (out.shape[0] // 2) // len(self.inject_index)
-                return self.inject_qk.get(key, self.inject_index, group).to(out.dtype)
-            return None
-
-        return hook
-
-    # -- context
     def __enter__(self) -> Probe:
+        refuse_fused_projections(self.unet)
         mods = dict(self.unet.named_modules())
-        if self.feature_step is not None:
-            for b in self.feature_blocks:
-                self._handles.append(
-                    mods[f"{self.layout.block_path(b)}.attn1.to_q"].register_forward_hook(
-                        self._feature_hook(b)
-                    )
-                )
-        if self.mod_step is not None:
-            for path, kind in self.layout.mod_sites(self.mod_block):
-                hook = self._mod_hook_temporal if kind == "temporal" else self._mod_hook
-                self._handles.append(mods[path].register_forward_hook(hook))
-        if self.record_qk or self.inject_qk is not None:
-            for site in self.layout.injection_sites(self.unet, self.qk_up_blocks):
-                for kind in ("q", "k"):
-                    h = mods[f"{site}.to_{kind}"].register_forward_hook(self._qk_hook(site, kind))
-                    self._handles.append(h)
+        try:
+            for h in self.hooks:
+                self._handles += h.install(mods, self.layout, self)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: Any) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()
-
-    # -- results
-    def block_features(self, block: int) -> torch.Tensor:
-        """Recorded query of ``block``: (frames, h*w, C), conditional half, chunks concatenated (SVD: the
-        rows are the frames of the clip)."""
-        if not self.features.get(block):
-            raise RuntimeError(
-                f"no features of block {block} were recorded (feature_step={self.feature_step})"
-            )
-        return torch.cat(self.features[block])
 
 
 def count_hooks(module: torch.nn.Module) -> int:

@@ -1,9 +1,9 @@
 """The Stable Video Diffusion backbone: the paper's "Ours (SVD)" (section 4.4, Table 3; SPEC 10).
 
-Everything SVD-specific lives here; the rest of the library dispatches on two class attributes of the
-backbone: ``layout`` (which modules the probe hooks, :data:`SVD_LAYOUT`) and ``joint_frames`` (the frames
-of a batch are one clip denoised jointly, so :func:`features.reference_run` and
-:func:`modulation.modulate` hand over to :func:`reference_run` and :func:`modulate` below).
+The SVD configs and :class:`SVDBackbone`, an implementation of :class:`vidseg_nb.backbone.Backbone`: its
+probe layout (:data:`SVD_LAYOUT`), one denoising group per batch (``frames_per_group(n) = n``: the frames
+are one clip), its conditioning, UNet call, guidance ramp and temporal decoder. The stages
+(:func:`features.reference_run`, :func:`modulation.modulate`) are the same code as for SD.
 
 Model. ``UNetSpatioTemporalConditionModel`` (8 input channels: the noisy latent and the conditioning
 frame's latent), ``AutoencoderKLTemporalDecoder`` (the SD VAE encoder, a decoder with temporal layers that
@@ -68,18 +68,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from .backbone import (
-    BackboneLoadError,
-    StepListener,
-    UNetVAEModel,
-    WorkCounters,
-)
-from .config import SegConfig
-from .features import Features, Reference, _to_grid, aggregate, frame_noise
-from .modulation import FrameDiff, ModulationOutput, difference_map, upsample_masks
-from .probe import Layout, Probe, StopForward
+from .backbone import Backbone, WorkCounters, vae_precision
+from .probe import Layout
 
 TINY_SVD = "tiny-svd"
 RANDOM_SVD = "random-svd"  # full-size SVD architecture, random weights (benchmarks, FLOP counts)
@@ -140,13 +131,12 @@ def _cond_seed(seed: int, index: int) -> int:
 
 
 @dataclass
-class SVDBackbone(UNetVAEModel):
+class SVDBackbone(Backbone):
     """An SVD UNet + temporal VAE + CLIP image encoder with the EDM Euler loop (module docstring).
 
-    Same surface as :class:`vidseg_nb.backbone.Backbone` (``encode``, ``decode``, ``noise``, ``sample``,
-    ``unet_eps``, ``counters``, ``sigmas``, ...). Latents of one clip are (F, 4, h, w); ``sample`` and
-    ``unet_eps`` take one clip (F, 4, h, w) or R runs of it (R, F, 4, h, w) and the clip's
-    :class:`SVDCondition` (``cond``; default: the last one made by :meth:`condition_on`).
+    The frames of a batch are one denoising group (one clip): grouped latents are (R, F, 4, h, w), R runs
+    of the clip; a 4-D (F, 4, h, w) is one clip. The conditioning of a clip is its :class:`SVDCondition`
+    (``cond``; default: the last one made by :meth:`condition_on`).
     """
 
     unet: torch.nn.Module
@@ -162,28 +152,66 @@ class SVDBackbone(UNetVAEModel):
     noise_aug_strength: float = 0.02
     min_guidance_scale: float | None = 1.0  # None: constant guidance weight
     decode_chunk: int | None = None  # frames per temporal-decoder call; None: the whole clip
-    condition: SVDCondition | None = None
+    last_condition: SVDCondition | None = None
     layout: ClassVar[Layout] = SVD_LAYOUT
-    joint_frames: ClassVar[bool] = True
+    default_prediction_type: ClassVar[str] = "v_prediction"
+    default_preset: ClassVar[str] = "svd"
 
     def __post_init__(self) -> None:
         self.set_steps(self.n_steps)
 
-    # ---------------------------------------------------------------- properties
-    @property
-    def prediction_type(self) -> str:
-        return self.scheduler_config.get("prediction_type", "v_prediction")
-
+    # ---------------------------------------------------------------- the Backbone interface
     def frames_per_group(self, n_frames: int) -> int:
         """Frames denoised together as one sample: the whole batch (one SVD clip)."""
         return n_frames
 
+    def as_groups(self, x: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """One clip (F, 4, h, w) -> (1, F, 4, h, w) (and back); 5-D latents are already grouped."""
+        if x.ndim == 5:
+            return x, lambda d: d
+        return x[None], lambda d: d[0]
+
+    def condition(self, frames: np.ndarray, *, seed: int = 0, index: int = 0) -> SVDCondition:
+        """The :class:`SVDCondition` of a clip: its first frame (:meth:`condition_on`)."""
+        return self.condition_on(frames[0], seed=seed, index=index)
+
+    def model_output(
+        self, xin: torch.Tensor, t: torch.Tensor, cond: SVDCondition | None = None
+    ) -> torch.Tensor:
+        """v of the 2R clips [uncond (zero image embedding and latent); cond] in one UNet call; the
+        conditioning latent is concatenated on channels to every frame."""
+        cond = self._cond(cond)
+        r, f = xin.shape[:2]
+        lat = cond.image_latent.to(self.device, self.dtype)[:, None].expand(r, f, -1, -1, -1)
+        inp = torch.cat([torch.cat([xin, torch.zeros_like(lat)], 2), torch.cat([xin, lat], 2)])
+        emb = cond.image_embeds.to(self.device, self.dtype).expand(r, -1, -1)
+        states = torch.cat([torch.zeros_like(emb), emb])
+        ids = cond.added_time_ids.to(self.device, self.dtype).expand(2 * r, -1)
+        return self.unet(inp, t, encoder_hidden_states=states, added_time_ids=ids, return_dict=False)[
+            0
+        ].float()
+
+    def guidance(self, group: int, guidance_scale: float) -> torch.Tensor:
+        """w_j per frame (:meth:`guidance_weights`), shaped (1, F, 1, 1, 1)."""
+        return self.guidance_weights(group, guidance_scale).to(self.device).view(1, group, 1, 1, 1)
+
+    def default_chunk(self, n_frames: int, *, modulated: bool) -> int:
+        """Clips per UNet call: 1 in the reference run (the batch is one clip); modulated runs (2 x F UNet
+        samples each): 2 on the CPU, on a GPU about 1 per free GiB per 14 frames at 512 px, even, 2..16."""
+        if not modulated:
+            return 1
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            runs = int(free / 2**30 / max(1, n_frames))
+            return max(2, min(16, runs - runs % 2))
+        return 2
+
+    # ---------------------------------------------------------------- properties
     @property
     def image_size(self) -> int:
         """Side of the CLIP image encoder's input (224 for SVD)."""
         return int(self.image_encoder.config.image_size)
 
-    # ---------------------------------------------------------------- sampler
     def guidance_weights(self, n_frames: int, guidance_scale: float) -> torch.Tensor:
         """(F,) guidance weight per frame: linspace(min_guidance_scale, guidance_scale, F), or constant."""
         if self.min_guidance_scale is None:
@@ -191,77 +219,10 @@ class SVDBackbone(UNetVAEModel):
         return torch.linspace(float(self.min_guidance_scale), float(guidance_scale), n_frames)
 
     def _cond(self, cond: SVDCondition | None) -> SVDCondition:
-        cond = cond if cond is not None else self.condition
+        cond = cond if cond is not None else self.last_condition
         if cond is None:
             raise RuntimeError("SVD needs a conditioning frame: pass cond= or call condition_on(frame) first")
         return cond
-
-    def unet_eps(
-        self,
-        x: torch.Tensor,
-        step: int,
-        guidance_scale: float,
-        listener: StepListener | None = None,
-        cond: SVDCondition | None = None,
-    ) -> torch.Tensor:
-        """d_hat (the Euler derivative) for x (F, 4, h, w) or (R, F, 4, h, w) at step i: one UNet call on
-        the 2R clips [uncond; cond]."""
-        cond = self._cond(cond)
-        single = x.ndim == 4
-        if single:
-            x = x[None]
-        r, f = x.shape[:2]
-        sigma = self.sigmas[step].item()
-        xin = (x / (sigma**2 + 1) ** 0.5).to(self.device, self.dtype)
-        lat = cond.image_latent.to(self.device, self.dtype)[:, None].expand(r, f, -1, -1, -1)
-        inp = torch.cat([torch.cat([xin, torch.zeros_like(lat)], 2), torch.cat([xin, lat], 2)])
-        emb = cond.image_embeds.to(self.device, self.dtype).expand(r, -1, -1)
-        states = torch.cat([torch.zeros_like(emb), emb])
-        ids = cond.added_time_ids.to(self.device, self.dtype).expand(2 * r, -1)
-        t = self.timesteps[step].to(self.device)
-        if listener is not None:
-            listener.set_step(step)
-        self.counters.unet_calls += 1
-        try:
-            out = self.unet(inp, t, encoder_hidden_states=states, added_time_ids=ids, return_dict=False)[
-                0
-            ].float()
-        except StopForward:
-            self.counters.unet_partial_samples += 2 * r * f
-            raise
-        self.counters.unet_samples += 2 * r * f
-        xs = torch.cat([x, x]).to(out.device, torch.float32)
-        if self.prediction_type == "v_prediction":
-            x0 = out * (-sigma / (sigma**2 + 1) ** 0.5) + xs / (sigma**2 + 1)
-            out = (xs - x0) / sigma
-        elif self.prediction_type != "epsilon":
-            raise BackboneLoadError(f"unsupported prediction_type {self.prediction_type!r}")
-        d_u, d_c = out[:r], out[r:]
-        w = self.guidance_weights(f, guidance_scale).to(out.device).view(1, f, 1, 1, 1)
-        d = d_u + w * (d_c - d_u)
-        return d[0] if single else d
-
-    def sample(
-        self,
-        x: torch.Tensor,
-        start: int,
-        guidance_scale: float = 2.5,
-        listener: StepListener | None = None,
-        callback: Callable[[int, torch.Tensor], torch.Tensor | None] | None = None,
-        stop: int | None = None,
-        cond: SVDCondition | None = None,
-    ) -> torch.Tensor:
-        """Euler loop from step ``start`` to the last step (or up to ``stop`` exclusive), one clip
-        (F, 4, h, w) or R runs of it (R, F, 4, h, w). ``callback(i, x)`` may return a replacement latent."""
-        cond = self._cond(cond)
-        x = x.to(self.device, torch.float32)
-        for i in range(start, self.n_steps if stop is None else stop):
-            x = self.euler_step(x, i, self.unet_eps(x, i, guidance_scale, listener, cond=cond))
-            if callback is not None:
-                y = callback(i, x)
-                if y is not None:
-                    x = y
-        return x
 
     # ---------------------------------------------------------------- VAE and image encoder
     @staticmethod
@@ -269,19 +230,6 @@ class SVDBackbone(UNetVAEModel):
         if isinstance(frames, np.ndarray):
             frames = torch.from_numpy(np.ascontiguousarray(frames))
         return frames
-
-    @torch.no_grad()
-    def encode(self, frames: np.ndarray | torch.Tensor, chunk: int = 8) -> torch.Tensor:
-        """Frames (N, H, W, 3) uint8 -> z0 (N, 4, H/8, W/8) float32: posterior mean x scaling factor."""
-        frames = self._pixels(frames)
-        out = []
-        for i in range(0, len(frames), chunk):
-            f = frames[i : i + chunk].to(self.device)
-            x = f.permute(0, 3, 1, 2).to(self.vae_dtype) / 127.5 - 1.0
-            mean = self.vae.encode(x).latent_dist.mean
-            out.append(mean.float() * self.scaling_factor)
-            self.counters.vae_encodes += len(f)
-        return torch.cat(out)
 
     @torch.no_grad()
     def decode(
@@ -299,13 +247,14 @@ class SVDBackbone(UNetVAEModel):
         clip = num_frames or len(z)
         step = min(chunk or self.decode_chunk or clip, clip)
         out = []
-        for c0 in range(0, len(z), clip):
-            c1 = min(c0 + clip, len(z))
-            for a in range(c0, c1, step):
-                zi = z[a : min(a + step, c1)].to(self.device, self.vae_dtype) / self.scaling_factor
-                img = self.vae.decode(zi, num_frames=len(zi), return_dict=False)[0].float()
-                out.append(((img + 1) / 2).clamp(0, 1))
-                self.counters.vae_decodes += len(zi)
+        with vae_precision(self.device):
+            for c0 in range(0, len(z), clip):
+                c1 = min(c0 + clip, len(z))
+                for a in range(c0, c1, step):
+                    zi = z[a : min(a + step, c1)].to(self.device, self.vae_dtype) / self.scaling_factor
+                    img = self.vae.decode(zi, num_frames=len(zi), return_dict=False)[0].float()
+                    out.append(((img + 1) / 2).clamp(0, 1))
+                    self.counters.vae_decodes += len(zi)
         return torch.cat(out)
 
     @torch.no_grad()
@@ -326,25 +275,26 @@ class SVDBackbone(UNetVAEModel):
     @torch.no_grad()
     def condition_on(self, frame: np.ndarray | torch.Tensor, seed: int = 0, index: int = 0) -> SVDCondition:
         """The :class:`SVDCondition` of a clip whose conditioning frame is ``frame`` (H, W, 3) uint8; the
-        noise augmentation is seeded by (``seed``, ``index``). Also kept as ``self.condition``."""
+        noise augmentation is seeded by (``seed``, ``index``). Also kept as ``self.last_condition``."""
         frame = self._pixels(frame)
         emb = self.embed_image(frame[None])[:, None]
         img = frame[None].permute(0, 3, 1, 2).float() / 127.5 - 1.0
         g = torch.Generator().manual_seed(_cond_seed(seed, index))
         img = img + self.noise_aug_strength * torch.randn(img.shape, generator=g, dtype=torch.float32)
-        lat = self.vae.encode(img.to(self.device, self.vae_dtype)).latent_dist.mode().float()
+        with vae_precision(self.device):
+            lat = self.vae.encode(img.to(self.device, self.vae_dtype)).latent_dist.mode().float()
         self.counters.vae_encodes += 1
         ids = torch.tensor(
             [[float(self.fps_id), float(self.motion_bucket_id), float(self.noise_aug_strength)]],
             device=self.device,
         )
-        self.condition = SVDCondition(image_embeds=emb, image_latent=lat, added_time_ids=ids)
-        return self.condition
+        self.last_condition = SVDCondition(image_embeds=emb, image_latent=lat, added_time_ids=ids)
+        return self.last_condition
 
     def to(self, device: str | torch.device) -> SVDBackbone:
         for m in (self.unet, self.vae, self.image_encoder):
             m.to(device)
-        self.condition = None
+        self.last_condition = None
         return self
 
 
@@ -507,194 +457,6 @@ def save_svd_components(components: dict[str, Any], folder: str | Path) -> Path:
     }
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
     return folder
-
-
-# -------------------------------------------------------------------- loading
-
-
-# -------------------------------------------------------------------- stage 0: the reference run
-@torch.no_grad()
-def reference_run(
-    backbone: SVDBackbone,
-    frames: np.ndarray,
-    config: SegConfig,
-    *,
-    frame_offset: int = 0,
-    record_qk: bool = False,
-    progress: bool = True,
-) -> Reference:
-    """The unmodulated reference run of a batch: the frames are one clip conditioned on its first frame.
-
-    Noise each frame to sigma[t_m] (per-frame seeds as for SD), denoise the clip jointly to the last step,
-    record the block 6-8 features (F~; block 8 for correspondences). With ``record_qk`` every latent x_i
-    and the spatial and temporal q/k of ``up_blocks[1..3]`` are kept for :func:`modulate`; without it the
-    last UNet forward stops after block 8.
-    """
-    if backbone.n_steps != config.n_steps:
-        backbone.set_steps(config.n_steps)
-    layout = backbone.layout
-    n = len(frames)
-    last = config.n_steps - 1
-    z0 = backbone.encode(frames)
-    cond = backbone.condition_on(frames[0], seed=config.seed, index=frame_offset)
-    eps = torch.stack([frame_noise(tuple(z0.shape[1:]), config.seed, frame_offset + i) for i in range(n)])
-    x_start = backbone.noise(z0, config.t_m, eps=eps)
-    latents: dict[int, torch.Tensor] = {}
-
-    def keep(i: int, xi: torch.Tensor) -> None:
-        latents[i] = xi[0]
-
-    probe = Probe(
-        backbone.unet,
-        layout=layout,
-        feature_step=last,
-        stop_after_features=not record_qk,
-        record_qk=record_qk,
-    )
-    with probe:
-        x = x_start[None]
-        if record_qk:
-            backbone.sample(x, config.t_m, config.guidance_scale, listener=probe, callback=keep, cond=cond)
-        else:
-            x = backbone.sample(x, config.t_m, config.guidance_scale, listener=probe, stop=last, cond=cond)
-            try:
-                backbone.unet_eps(x, last, config.guidance_scale, listener=probe, cond=cond)
-            except StopForward:
-                pass
-    h, w = z0.shape[2] // 2, z0.shape[3] // 2
-    blocks = {b: _to_grid(probe.block_features(b), h, w) for b in layout.feature_blocks}
-    feats = Features(
-        blocks=blocks,
-        aggregated=aggregate(blocks, layout.feature_blocks),
-        corr=blocks[layout.corr_block],
-        single_block=layout.corr_block,
-    )
-    return Reference(z0=z0, x_start=x_start, features=feats, latents=latents, qk=probe.qk, condition=cond)
-
-
-# -------------------------------------------------------------------- stage 3: modulated runs
-def plan_runs(coarse: np.ndarray) -> list[tuple[int, int]]:
-    """(label, sign) of every modulated run of a batch (N, h, w): +1 then -1 per label present in a frame
-    that holds at least two labels (a single-label frame needs no difference map)."""
-    labels: set[int] = set()
-    for m in np.asarray(coarse):
-        labs = np.unique(m)
-        if len(labs) > 1:
-            labels.update(int(v) for v in labs)
-    return [(lab, sign) for lab in sorted(labels) for sign in (+1, -1)]
-
-
-def default_chunk(backbone: SVDBackbone, n_frames: int) -> int:
-    """Runs (clips of ``n_frames`` frames, 2 x F UNet samples each) per UNet call: 2 on the CPU; on a GPU
-    about 1 per free GiB per 14 frames at 512 px, even, 2..16."""
-    if backbone.device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(backbone.device)
-        runs = int(free / 2**30 / max(1, n_frames))
-        return max(2, min(16, runs - runs % 2))
-    return 2
-
-
-@torch.no_grad()
-def modulate(
-    backbone: SVDBackbone,
-    ref: Reference,
-    coarse: np.ndarray,
-    config: SegConfig,
-    *,
-    chunk: int | None = None,
-    keep_images: set[int] | None = None,
-    return_latents: bool = False,
-    progress: bool = True,
-) -> ModulationOutput:
-    """Masked-modulation runs of a batch with SVD: one run per (label, sign) for the whole clip.
-
-    At step t_m, sign * lambda * M_l^j is added to frame j's tokens of block 8's self-attention output
-    (spatial and temporal; frames without label l get zero); q/k of ``up_blocks[1..3]`` come from the
-    reference run; after every step t_m..t_f each frame is blended with the reference latent through its
-    own mask. Every frame of each run is decoded (temporal decoder); D_l is computed for frame j only when
-    label l is in frame j. ``chunk`` runs (even: a +/- pair stays together) share a UNet call.
-    ``ModulationOutput.runs`` holds (-1, label, sign): -1 = all frames of the batch;
-    ``final_latents`` is (R, F, 4, h8, w8) when asked.
-    """
-    if ref.qk is None:
-        raise ValueError("modulate needs a reference run with record_qk=True")
-    coarse = np.asarray(coarse)
-    n, h, w = coarse.shape
-    runs = plan_runs(coarse)
-    chunk = chunk or config.chunk_size or default_chunk(backbone, n)
-    chunk = max(2, chunk - chunk % 2)
-    keep_images = keep_images or set()
-    lat_h, lat_w = ref.x_start.shape[-2:]
-    last_blend = config.last_blend_step
-    dev = backbone.device
-    multi = [len(np.unique(m)) > 1 for m in coarse]
-    diffs: dict[tuple[int, int], torch.Tensor] = {}
-    images: dict[tuple[int, int, int], np.ndarray] = {}
-    finals = []
-    for a in tqdm(range(0, len(runs), chunk), desc="modulation", disable=not progress, leave=False):
-        part = runs[a : a + chunk]
-        r = len(part)
-        masks = torch.from_numpy(
-            np.stack([coarse == lab for lab, _ in part]).astype(np.float32)
-        )  # (r, n, h, w)
-        sign = torch.tensor([float(sg) for _, sg in part])
-        mod = (sign[:, None, None, None] * config.lam * masks).reshape(r * n, h * w, 1)
-        m_lat = upsample_masks(masks.reshape(r * n, h, w), (lat_h, lat_w), mode="nearest")
-        m_lat = m_lat.reshape(r, n, 1, lat_h, lat_w).to(dev)
-        probe = Probe(backbone.unet, layout=backbone.layout, mod_step=config.t_m, inject_qk=ref.qk)
-        probe.modulation = mod.to(dev)
-        probe.inject_index = torch.zeros(r, dtype=torch.long, device=dev)  # every run: the one reference
-
-        def blend(i: int, x: torch.Tensor, m_lat: torch.Tensor = m_lat) -> torch.Tensor | None:
-            if not config.masked_modulation or i > last_blend:
-                return None
-            return x * m_lat + ref.latents[i].to(x.device)[None] * (1 - m_lat)
-
-        with probe:
-            x = backbone.sample(
-                ref.x_start[None].expand(r, -1, -1, -1, -1),
-                config.t_m,
-                config.guidance_scale,
-                listener=probe,
-                callback=blend,
-                cond=ref.condition,
-            )
-        if return_latents:
-            finals.append(x.cpu())
-        img = backbone.decode(x)
-        img = img.reshape(r, n, *img.shape[1:])
-        for j in range(0, r, 2):
-            lab = part[j][0]
-            fr = [f for f in range(n) if multi[f] and bool((coarse[f] == lab).any())]
-            if not fr:
-                continue
-            d = difference_map(img[j, fr], img[j + 1, fr], config.blur_kernel, config.blur_sigma).cpu()
-            for k, f in enumerate(fr):
-                diffs[(f, lab)] = d[k]
-                if f in keep_images:
-                    for jj, sg in ((j, 1), (j + 1, -1)):
-                        images[(f, lab, sg)] = (
-                            (img[jj, f].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-                        )
-    H, W = lat_h * backbone.vae_scale, lat_w * backbone.vae_scale
-    out = []
-    for f in range(n):
-        labs = np.unique(coarse[f])
-        if len(labs) < 2:
-            out.append(FrameDiff(labels=labs.astype(np.int64), raw=np.ones((1, H, W), np.float32)))
-            continue
-        raw = torch.stack([diffs[(f, int(lab))] for lab in labs])
-        raw = (raw.half() if config.diff_fp16 else raw.float()).numpy()  # SPEC 7: float (fp16 opt-in)
-        fd = FrameDiff(labels=labs.astype(np.int64), raw=raw)
-        if f in keep_images:
-            fd.plus = np.stack([images[(f, int(lab), 1)] for lab in labs])
-            fd.minus = np.stack([images[(f, int(lab), -1)] for lab in labs])
-        out.append(fd)
-    return ModulationOutput(
-        frames=out,
-        final_latents=torch.cat(finals) if finals else None,
-        runs=[(-1, lab, sg) for lab, sg in runs],
-    )
 
 
 def work_formula(n_labels: int, t_m: int = 17, n_steps: int = 25, n_frames: int = 14) -> dict[str, float]:
