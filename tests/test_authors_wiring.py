@@ -335,3 +335,29 @@ def test_cli_evaluate_protocol_named_in_summary(tmp_path: Path, capsys) -> None:
     # resuming a folder with the other protocol is refused (it is in run.json's config)
     assert cli.main(["evaluate", "--dataset", "camvid", "--root", str(root), "--out", str(tmp_path / "late"),
                      "--preview", "--quiet", "--protocol", "authors", *CLI_FAST]) == 2  # fmt: skip
+
+
+def test_ablate_runs_either_protocol(tiny, monkeypatch, capsys) -> None:
+    from vidseg_nb.evaluation import ablation, run_ablation
+
+    c = make_clip(n_frames=3, height=64, width=64, n_objects=2, seed=5, speed=3.0)
+    rows = [("B=14 +MM", dict(batch_size=14, masked_modulation=True, lam=50.0, s=0.7))]
+    base = cfg(t_m=24)
+    for protocol in ("late", "authors"):
+        (r,) = run_ablation(tiny, [("c", c.frames, c.labels)], base, c.n_labels, rows=rows, progress=False,
+                            protocol=protocol)  # fmt: skip
+        assert r["protocol"] == protocol and r["per_clip"]["c"]["protocol"] == protocol
+    (r,) = run_ablation(tiny, [("c", c.frames, c.labels)], preset("authors", **FAST, t_m=24), c.n_labels,
+                        rows=rows, progress=False)  # fmt: skip
+    assert r["protocol"] == "authors"  # the authors preset defaults to its protocol
+    seen = {}
+
+    def fake(bb, clips, config, num_classes, ignore_index=255, **kw):
+        seen.update(kw)
+        return []
+
+    monkeypatch.setattr(ablation, "run_ablation", fake)
+    assert (
+        cli.main(["ablate", "--synthetic", "1", "--max-frames", "2", "--protocol", "authors", *CLI_FAST]) == 0
+    )
+    assert seen["protocol"] == "authors" and "protocol authors" in capsys.readouterr().out

@@ -210,11 +210,20 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .datasets import open_dataset
-    from .evaluation import PER_VIDEO, SUMMARY, format_summary, import_ray, is_davis, is_random_source
+    from .evaluation import (
+        PER_VIDEO,
+        SUMMARY,
+        format_summary,
+        import_ray,
+        is_davis,
+        is_random_source,
+        resolve_protocol,
+    )
     from .evaluation.ablation import RANDOM_NOTE
     from .evaluation.runner import evaluate_dataset
 
     config = config_from_args(args)
+    protocol = resolve_protocol(config, args.protocol)
     if args.ray:
         try:
             import_ray()
@@ -244,12 +253,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         workers=args.workers,
         model_config=args.model_config,
         device=args.device,
-        protocol=args.protocol,
+        protocol=protocol,
     )
     run = summary["run"]
     print(
         f"{args.dataset}: {summary['videos']} videos, {summary.get('frames', 0)} frames, "
-        f"{run['mode']} mode, model {run['model']}, protocol {summary['protocol']}"
+        f"{run['mode']} mode, model {run['model']}, protocol {summary.get('protocol', protocol)}"
     )
     print(format_summary(summary, davis=is_davis(dataset)))
     print(f"per-video results: {out / PER_VIDEO}\nsummary: {out / SUMMARY}\nsetting: {out / 'run.json'}")
@@ -266,6 +275,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from .evaluation.ablation import RANDOM_NOTE, dataset_clips, format_table, run_ablation, synthetic_clips
+    from .evaluation.protocol import resolve_protocol
     from .evaluation.store import json_value
 
     config = config_from_args(args)
@@ -280,10 +290,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         clips = dataset_clips(open_dataset(args.dataset, args.root), args.videos, config.max_frames)
         where = f"{len(clips)} {args.dataset} videos"
     bb = _open(args)
+    protocol = resolve_protocol(config, args.protocol)
     results = run_ablation(
-        bb, clips, config, clips[0][3], clips[0][4], progress=not args.quiet, protocol=args.protocol
+        bb, clips, config, clips[0][3], clips[0][4], progress=not args.quiet, protocol=protocol
     )
-    protocol = results[0]["protocol"] if results else args.protocol
     print(f"Table 2 ablation on {where}, model {bb.source}, protocol {protocol} (scores in %):\n")
     print(format_table(results, paper=not args.no_paper))
     if args.json:
