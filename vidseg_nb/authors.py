@@ -29,8 +29,8 @@ batch at once (shape (B, 4, H/8, W/8), B frames of the batch, first-stage autoca
 then moved to the device; the result is multiplied by ``scale_factor = 0.18215``. The paper's encoder is
 the posterior mean. The CPU generator was seeded by ``seed_everything(seed)`` at the start of the batch
 (row 9), and this is its first draw. See :func:`authors_posterior_sample`.
-*Wiring*: in the backbone's VAE encode (``Backbone``), under an ``authors`` switch, replace the mean by
-:func:`authors_posterior_sample` with a CPU ``torch.Generator`` seeded with the batch seed, drawn before the
+*Wiring* (``SegConfig.vae_sample``): ``features.reference_run`` -> :func:`start_latents` ->
+:func:`authors_encode`, with a CPU ``torch.Generator`` seeded with the batch seed, drawn before the
 noising draw.
 
 Row 2 - latent blending only after steps t_m and t_m + 1
@@ -45,9 +45,9 @@ modulation grid, nearest-interpolated to the latent size (float64 then ``.float(
 (``sd_pipeline_vspw.py``): ``latent_mask_start = min(modulate_timestep)``, ``latent_mask_end =
 min(modulate_timestep) + 1``: blending after i = t_m and i = t_m + 1 only, **not** after the last step
 (24). SVD (``svd_pipeline_vspw.py``): ``latent_mask_end = num_steps``: after every step from t_m on. See
-:func:`authors_blend_steps`. *Wiring*: ``SegConfig.last_blend_step = t_m + 1`` in the ``authors`` SD
-preset (``modulation.modulate``'s ``blend`` callback already skips ``i > last_blend``); the SVD preset
-keeps the last step.
+:func:`authors_blend_steps`. *Wiring* (``SegConfig.blend_two_steps``): ``modulation.modulate``'s last
+blend step from :func:`authors_last_blend_step` (t_m + 1; a backbone that denoises a batch jointly, SVD,
+keeps the last step; its ``blend`` callback skips ``i > last_blend``).
 
 Row 3 - the difference map
 --------------------------
@@ -70,8 +70,9 @@ max-normalised one, which only goes to the unused ``vis_map`` folder) is saved w
 0..255, Pillow's ``Convert.c`` ``f2l``; so only 28 grey levels survive, **bug**) as a JPEG with Pillow's
 defaults (quality 75; a grey image has no chroma subsampling). ``get_seg_map_main`` reads the JPEG back
 (uint8) and normalises ``d / (max(d) + 1e-5)``. See :func:`authors_difference_map`.
-*Wiring*: in ``modulation`` where D_l is computed from I+ and I- (``difference_map``), under the ``authors``
-switch: ``authors_to_uint8`` on the decoded images, then ``authors_difference_map``.
+*Wiring* (``SegConfig.uint8_diff``): in ``modulation.modulate`` where D_l is computed from I+ and I-,
+:func:`authors_diff_maps` (:func:`authors_unit_to_uint8` on the decoded images, then
+:func:`authors_difference_map`).
 
 Row 4 - the filter mask upsampled with LANCZOS
 ----------------------------------------------
@@ -84,7 +85,8 @@ one their evaluation scores **cannot be determined** from the repository (no eva
 uses the filtered one. (In ``get_seg_map_main`` the test ``if "kmeans" or ...`` is always true, **bug**, so
 the masks are always read from the ``kmeans_time_{t}_frame_{name}`` folders.) See
 :func:`authors_upsample_mask`, :func:`authors_filter_map`, :func:`authors_argmax_labels`.
-*Wiring*: ``modulation.filter_maps`` under the ``authors`` switch.
+*Wiring* (``SegConfig.lanczos_filter``): ``modulation.filter_maps(..., lanczos=True)``
+(:func:`authors_filter_masks`); the argmax rule is the same as ``modulation.argmax_labels``.
 
 Row 5 - frame 1's coarse map re-predicted by the KNN
 ----------------------------------------------------
@@ -100,7 +102,8 @@ every later batch the KNN is fitted on *all* tokens of the previous batch, with 
 batch 0. (``is_aggre_attn``, off by default, averages blocks 6-8 instead of block 7; CBR always uses
 block 7.) sklearn receives the fp16 arrays (``KMeans`` converts them to float64). See
 :func:`authors_coarse_batch`, :func:`authors_normalise_features`, :func:`authors_kmeans_first_frame`,
-:func:`authors_knn_predict`. *Wiring*: ``pipeline`` stage 1 (coarse maps) under the ``authors`` switch.
+:func:`authors_knn_predict`. *Wiring* (``SegConfig.knn_first_frame``): ``pipeline`` stage 1 calls
+:func:`authors_coarse_batch`, carrying its ``ref`` from batch to batch (with the refined maps).
 
 Row 6 - first-frame ground truth merges clusters before KNN, CBR and modulation
 -------------------------------------------------------------------------------
@@ -109,9 +112,10 @@ Row 6 - first-frame ground truth merges clusters before KNN, CBR and modulation
 (``np.unique`` + ``argmax``: ties go to the smallest value), void (255) and "others" (0) counting as
 ordinary labels; clusters with the same majority merge. Without GT the clusters keep their ids. This is
 :func:`vidseg_nb.metrics.assign_labels` with ``ignore_index=None`` on a Pillow-NEAREST-resized GT; see
-:func:`merge_clusters_by_first_frame`. *Wiring*: ``pipeline`` before stage 2 in the ``authors`` preset
-(needs the first frame's GT, so ``evaluate`` passes it in); ``evaluate`` then scores the labels as they
-are (they already are GT classes).
+:func:`merge_clusters_by_first_frame`. *Wiring* (``SegConfig.gt_merge``): ``VideoSegmenter.segment(...,
+first_frame_gt=...)``: inside :func:`authors_coarse_batch` with row 5, else :func:`merge_first_batch`
+right after stage 1 of the first batch; ``evaluate --protocol authors`` passes the GT in and scores the
+labels as they are (they already are GT classes).
 
 Row 7 - the shifted last batch
 ------------------------------
@@ -121,11 +125,12 @@ ending at N is shifted to start at ``max(N - B, 0)``. So the last batch overlaps
 the first run's output). Outputs are files named by frame, so an overlapping frame keeps the **last**
 batch's labels. With ``N < B`` there is a single short batch ``[0, N)``, on which their per-batch loops
 over ``range(num_frames)`` fail (their code assumes ``N >= B``). See :func:`authors_batch_starts`.
-*Wiring*: ``pipeline``'s batch loop, later batches overwriting earlier ones.
+*Wiring* (``SegConfig.shifted_last_batch``): ``pipeline``'s batch loop runs :func:`batch_plan`, later
+batches overwriting earlier ones.
 
 Row 8 - CBR
 -----------
-See :func:`authors_refine`.
+See :func:`authors_refine`. *Wiring* (``SegConfig.authors_cbr``): ``pipeline`` stage 2.
 
 Row 9 - seeding
 ---------------
@@ -139,7 +144,8 @@ nothing (``s_churn = 0``). Frame k of every batch therefore gets the same noise,
 depends on its position in the batch (and on B). ``KMeans`` has no ``random_state`` and so uses numpy's global
 ``RandomState``, which ``seed_everything`` has just seeded; nothing in between draws from it, so their
 K-Means is in fact seeded by ``seed`` (:func:`authors_kmeans_first_frame` makes this explicit).
-*Wiring*: backbone noise: one generator seeded with ``seed`` per batch, drawing (B, 4, h, w) at once.
+*Wiring* (``SegConfig.batch_noise``): :func:`start_latents`: one generator seeded with ``seed`` per batch,
+drawing (B, 4, h, w) at once (after the posterior sample of row 1).
 """
 
 from __future__ import annotations
