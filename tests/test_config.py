@@ -19,6 +19,13 @@ BEFORE_DIFF = BEFORE_COARSE + (
     "modulation", "masked_modulation", "lam", "t_f", "blur_kernel", "blur_sigma", "diff_fp16",
 )  # fmt: skip
 BEFORE_FILTER = BEFORE_DIFF + ("s",)
+# issue 15's switches (the authors' code), appended after the fields above, one stage each
+ISSUE15 = {
+    "features": ("vae_sample", "batch_noise", "shifted_last_batch"),
+    "coarse": ("knn_first_frame", "gt_merge", "authors_cbr"),
+    "diff": ("blend_two_steps", "uint8_diff"),
+    "filter": ("lanczos_filter",),
+}
 
 
 def test_every_field_has_a_stage_and_a_help_text():
@@ -33,12 +40,14 @@ def test_every_field_has_a_stage_and_a_help_text():
 
 def test_stage_fields_are_todays_tuples_and_cumulative():
     derived = [stage_fields(s) for s in ("features", "coarse", "diff", "filter")]
-    # exactly the fields of the hand-written tuples; features and coarse also in the same order
-    assert stage_fields("features") == BEFORE_FEATURES and stage_fields("coarse") == BEFORE_COARSE
-    assert set(stage_fields("diff")) == set(BEFORE_DIFF) and len(stage_fields("diff")) == len(BEFORE_DIFF)
-    assert set(stage_fields("filter")) == set(BEFORE_FILTER) and len(stage_fields("filter")) == len(
-        BEFORE_FILTER
-    )
+    # exactly the fields of the hand-written tuples (plus issue 15's); features and coarse in the same order
+    feats = BEFORE_FEATURES + ISSUE15["features"]
+    assert stage_fields("features") == feats
+    assert stage_fields("coarse") == feats + BEFORE_COARSE[len(BEFORE_FEATURES) :] + ISSUE15["coarse"]
+    new = set(sum(ISSUE15.values(), ()))
+    diff, filt = set(BEFORE_DIFF) | new - set(ISSUE15["filter"]), set(BEFORE_FILTER) | new
+    assert set(stage_fields("diff")) == diff and len(stage_fields("diff")) == len(diff)
+    assert set(stage_fields("filter")) == filt and len(stage_fields("filter")) == len(filt)
     for earlier, later in zip(derived, derived[1:]):  # each stage reads everything the earlier ones read
         assert later[: len(earlier)] == earlier
     assert (C.FEATURE_FIELDS, C.COARSE_FIELDS, C.DIFF_FIELDS, C.FILTER_FIELDS) == tuple(derived)

@@ -4,8 +4,10 @@ SPEC follows the paper's equations where the paper and the authors' code disagre
 default. This module reproduces, function by function, what the authors' code computes instead, so that a
 researcher comparing with Table 1 can reproduce their labels. It is a behaviour transcription, written from
 reading their code (file and function names are cited); no code of theirs is copied. Behaviours that are
-bugs (they contradict the paper or their own comments) are marked **bug**. Nothing here is wired into the
-pipeline yet; the "Wiring" notes say where each piece goes.
+bugs (they contradict the paper or their own comments) are marked **bug**. Each row is wired into the
+pipeline behind one :class:`~vidseg_nb.config.SegConfig` switch (all off by default, all on in the
+``authors`` preset; the section "Wiring" at the end of this module holds the call-site helpers); the
+"Wiring" notes say where each piece goes. The table and how to run each row: ``docs/authors.md``.
 
 References are to the snapshot of their repository: ``scripts/sampling/sd_pipeline_vspw.py`` (``sample``,
 ``seed_everything``), ``scripts/sampling/svd_pipeline_vspw.py``, ``scripts/sampling/feature_extraction.py``
@@ -27,8 +29,8 @@ batch at once (shape (B, 4, H/8, W/8), B frames of the batch, first-stage autoca
 then moved to the device; the result is multiplied by ``scale_factor = 0.18215``. The paper's encoder is
 the posterior mean. The CPU generator was seeded by ``seed_everything(seed)`` at the start of the batch
 (row 9), and this is its first draw. See :func:`authors_posterior_sample`.
-*Wiring*: in the backbone's VAE encode (``Backbone``), under an ``authors`` switch, replace the mean by
-:func:`authors_posterior_sample` with a CPU ``torch.Generator`` seeded with the batch seed, drawn before the
+*Wiring* (``SegConfig.vae_sample``): ``features.reference_run`` -> :func:`start_latents` ->
+:func:`authors_encode`, with a CPU ``torch.Generator`` seeded with the batch seed, drawn before the
 noising draw.
 
 Row 2 - latent blending only after steps t_m and t_m + 1
@@ -43,9 +45,9 @@ modulation grid, nearest-interpolated to the latent size (float64 then ``.float(
 (``sd_pipeline_vspw.py``): ``latent_mask_start = min(modulate_timestep)``, ``latent_mask_end =
 min(modulate_timestep) + 1``: blending after i = t_m and i = t_m + 1 only, **not** after the last step
 (24). SVD (``svd_pipeline_vspw.py``): ``latent_mask_end = num_steps``: after every step from t_m on. See
-:func:`authors_blend_steps`. *Wiring*: ``SegConfig.last_blend_step = t_m + 1`` in the ``authors`` SD
-preset (``modulation.modulate``'s ``blend`` callback already skips ``i > last_blend``); the SVD preset
-keeps the last step.
+:func:`authors_blend_steps`. *Wiring* (``SegConfig.blend_two_steps``): ``modulation.modulate``'s last
+blend step from :func:`authors_last_blend_step` (t_m + 1; a backbone that denoises a batch jointly, SVD,
+keeps the last step; its ``blend`` callback skips ``i > last_blend``).
 
 Row 3 - the difference map
 --------------------------
@@ -68,8 +70,9 @@ max-normalised one, which only goes to the unused ``vis_map`` folder) is saved w
 0..255, Pillow's ``Convert.c`` ``f2l``; so only 28 grey levels survive, **bug**) as a JPEG with Pillow's
 defaults (quality 75; a grey image has no chroma subsampling). ``get_seg_map_main`` reads the JPEG back
 (uint8) and normalises ``d / (max(d) + 1e-5)``. See :func:`authors_difference_map`.
-*Wiring*: in ``modulation`` where D_l is computed from I+ and I- (``difference_map``), under the ``authors``
-switch: ``authors_to_uint8`` on the decoded images, then ``authors_difference_map``.
+*Wiring* (``SegConfig.uint8_diff``): in ``modulation.modulate`` where D_l is computed from I+ and I-,
+:func:`authors_diff_maps` (:func:`authors_unit_to_uint8` on the decoded images, then
+:func:`authors_difference_map`).
 
 Row 4 - the filter mask upsampled with LANCZOS
 ----------------------------------------------
@@ -82,7 +85,8 @@ one their evaluation scores **cannot be determined** from the repository (no eva
 uses the filtered one. (In ``get_seg_map_main`` the test ``if "kmeans" or ...`` is always true, **bug**, so
 the masks are always read from the ``kmeans_time_{t}_frame_{name}`` folders.) See
 :func:`authors_upsample_mask`, :func:`authors_filter_map`, :func:`authors_argmax_labels`.
-*Wiring*: ``modulation.filter_maps`` under the ``authors`` switch.
+*Wiring* (``SegConfig.lanczos_filter``): ``modulation.filter_maps(..., lanczos=True)``
+(:func:`authors_filter_masks`); the argmax rule is the same as ``modulation.argmax_labels``.
 
 Row 5 - frame 1's coarse map re-predicted by the KNN
 ----------------------------------------------------
@@ -98,7 +102,8 @@ every later batch the KNN is fitted on *all* tokens of the previous batch, with 
 batch 0. (``is_aggre_attn``, off by default, averages blocks 6-8 instead of block 7; CBR always uses
 block 7.) sklearn receives the fp16 arrays (``KMeans`` converts them to float64). See
 :func:`authors_coarse_batch`, :func:`authors_normalise_features`, :func:`authors_kmeans_first_frame`,
-:func:`authors_knn_predict`. *Wiring*: ``pipeline`` stage 1 (coarse maps) under the ``authors`` switch.
+:func:`authors_knn_predict`. *Wiring* (``SegConfig.knn_first_frame``): ``pipeline`` stage 1 calls
+:func:`authors_coarse_batch`, carrying its ``ref`` from batch to batch (with the refined maps).
 
 Row 6 - first-frame ground truth merges clusters before KNN, CBR and modulation
 -------------------------------------------------------------------------------
@@ -107,9 +112,10 @@ Row 6 - first-frame ground truth merges clusters before KNN, CBR and modulation
 (``np.unique`` + ``argmax``: ties go to the smallest value), void (255) and "others" (0) counting as
 ordinary labels; clusters with the same majority merge. Without GT the clusters keep their ids. This is
 :func:`vidseg_nb.metrics.assign_labels` with ``ignore_index=None`` on a Pillow-NEAREST-resized GT; see
-:func:`merge_clusters_by_first_frame`. *Wiring*: ``pipeline`` before stage 2 in the ``authors`` preset
-(needs the first frame's GT, so ``evaluate`` passes it in); ``evaluate`` then scores the labels as they
-are (they already are GT classes).
+:func:`merge_clusters_by_first_frame`. *Wiring* (``SegConfig.gt_merge``): ``VideoSegmenter.segment(...,
+first_frame_gt=...)``: inside :func:`authors_coarse_batch` with row 5, else :func:`merge_first_batch`
+right after stage 1 of the first batch; ``evaluate --protocol authors`` passes the GT in and scores the
+labels as they are (they already are GT classes).
 
 Row 7 - the shifted last batch
 ------------------------------
@@ -119,11 +125,12 @@ ending at N is shifted to start at ``max(N - B, 0)``. So the last batch overlaps
 the first run's output). Outputs are files named by frame, so an overlapping frame keeps the **last**
 batch's labels. With ``N < B`` there is a single short batch ``[0, N)``, on which their per-batch loops
 over ``range(num_frames)`` fail (their code assumes ``N >= B``). See :func:`authors_batch_starts`.
-*Wiring*: ``pipeline``'s batch loop, later batches overwriting earlier ones.
+*Wiring* (``SegConfig.shifted_last_batch``): ``pipeline``'s batch loop runs :func:`batch_plan`, later
+batches overwriting earlier ones.
 
 Row 8 - CBR
 -----------
-See :func:`authors_refine`.
+See :func:`authors_refine`. *Wiring* (``SegConfig.authors_cbr``): ``pipeline`` stage 2.
 
 Row 9 - seeding
 ---------------
@@ -137,7 +144,8 @@ nothing (``s_churn = 0``). Frame k of every batch therefore gets the same noise,
 depends on its position in the batch (and on B). ``KMeans`` has no ``random_state`` and so uses numpy's global
 ``RandomState``, which ``seed_everything`` has just seeded; nothing in between draws from it, so their
 K-Means is in fact seeded by ``seed`` (:func:`authors_kmeans_first_frame` makes this explicit).
-*Wiring*: backbone noise: one generator seeded with ``seed`` per batch, drawing (B, 4, h, w) at once.
+*Wiring* (``SegConfig.batch_noise``): :func:`start_latents`: one generator seeded with ``seed`` per batch,
+drawing (B, 4, h, w) at once (after the posterior sample of row 1).
 """
 
 from __future__ import annotations
@@ -156,8 +164,18 @@ __all__ = [
     "JPEG_QUALITY",
     "FILTER_S",
     "KNN_NEIGHBOURS",
+    "UNMERGED",
     "authors_argmax_labels",
     "authors_batch_starts",
+    "authors_diff_maps",
+    "authors_encode",
+    "authors_filter_masks",
+    "authors_last_blend_step",
+    "authors_unit_to_uint8",
+    "batch_plan",
+    "merge_first_batch",
+    "plan_overlaps",
+    "start_latents",
     "authors_blend_steps",
     "authors_coarse_batch",
     "authors_difference_map",
@@ -631,3 +649,116 @@ def authors_refine(
         keep = authors_filter_tracks(ys, xs, threshold)
         ys, xs = ys[:, keep], xs[:, keep]
     return authors_track_majority(coarse, ys, xs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Wiring (issue 15): the helpers the pipeline's call sites dispatch to, one SegConfig switch per row
+# --------------------------------------------------------------------------------------------------
+UNMERGED = 255
+"""Row 6 with the paper's stage 1: the label of a cluster absent from frame 1 (no GT majority), void."""
+
+
+def start_latents(backbone: Any, frames: np.ndarray, config: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rows 1 and 9: (z0, eps) of one batch of ``frames`` for :func:`vidseg_nb.features.reference_run`.
+
+    One CPU generator seeded with ``config.seed`` per batch (their ``seed_everything`` at every batch):
+    with ``vae_sample`` z0 is the posterior sample (:func:`authors_encode`, its first draw), else the
+    posterior mean (``backbone.encode``); with ``batch_noise`` eps (N, 4, h8, w8) is the generator's next
+    draw, for the whole batch at once (so frame k of every batch gets the same noise), else None: the
+    caller draws each frame's own seeded noise (``features.frame_noise``, the paper's setting).
+    """
+    gen = torch.Generator().manual_seed(int(config.seed))
+    z0 = authors_encode(backbone, frames, gen) if config.vae_sample else backbone.encode(frames)
+    eps = torch.randn(tuple(z0.shape), generator=gen, dtype=torch.float32) if config.batch_noise else None
+    return z0, eps
+
+
+@torch.no_grad()
+def authors_encode(
+    backbone: Any, frames: np.ndarray | torch.Tensor, generator: torch.Generator | None = None, chunk: int = 8
+) -> torch.Tensor:
+    """Row 1: frames (N, H, W, 3) uint8 -> z0 (N, 4, H/8, W/8) float32 = scaling factor x a posterior
+    sample ``mean + exp(0.5 clamp(logvar, -30, 20)) * randn``, ``randn`` drawn once for the whole batch
+    from ``generator`` on the CPU (:func:`authors_posterior_sample`, with the backbone's scaling factor,
+    0.18215 for SD). The VAE runs as in ``Backbone.encode`` (``chunk`` frames per call)."""
+    from .backbone import vae_precision
+
+    if isinstance(frames, np.ndarray):
+        frames = torch.from_numpy(np.ascontiguousarray(frames))
+    means, logvars = [], []
+    with vae_precision(backbone.device):
+        for i in range(0, len(frames), chunk):
+            f = frames[i : i + chunk].to(backbone.device)
+            x = f.permute(0, 3, 1, 2).to(backbone.vae_dtype) / 127.5 - 1.0
+            dist = backbone.vae.encode(x).latent_dist
+            means.append(dist.mean.float())
+            logvars.append(dist.logvar.float())
+            backbone.counters.vae_encodes += len(f)
+    mean, logvar = torch.cat(means), torch.cat(logvars)
+    std = torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
+    eps = torch.randn(mean.shape, generator=generator, dtype=torch.float32).to(mean.device)
+    return backbone.scaling_factor * (mean + std * eps)  # = authors_posterior_sample for 0.18215
+
+
+def authors_last_blend_step(config: Any, joint_frames: bool = False) -> int:
+    """Row 2: the last step index i after which latents are blended: ``config.last_blend_step`` (t_f),
+    or with ``blend_two_steps`` their ``latent_mask_end`` (:func:`authors_blend_steps`): t_m + 1 for SD,
+    every step for a backbone that denoises a batch jointly (``joint_frames``: their SVD pipeline)."""
+    if not config.blend_two_steps:
+        return config.last_blend_step
+    return max(authors_blend_steps(config.t_m, config.n_steps, "svd" if joint_frames else "sd"))
+
+
+def authors_unit_to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Row 3: decoded images (N, 3, H, W) in [0, 1] (``Backbone.decode``: ``clamp((x + 1) / 2, 0, 1)``)
+    -> (N, H, W, 3) uint8 by truncation, ``(img * 255).astype(uint8)`` as ``sample_video`` (=
+    :func:`authors_to_uint8` of the VAE output x in [-1, 1])."""
+    return (images.detach().float().permute(0, 2, 3, 1) * 255).cpu().numpy().astype(np.uint8)
+
+
+def authors_diff_maps(
+    plus: torch.Tensor, minus: torch.Tensor, ksize: int = 5, sigma: float = 3.0
+) -> torch.Tensor:
+    """Row 3 at the D_l call site: decoded I+ and I- (N, 3, H, W) in [0, 1] -> their D_l (N, H, W)
+    float64: :func:`authors_unit_to_uint8` then :func:`authors_difference_map` (uint8 wrap, square root,
+    cv2 blur, 8-bit JPEG and back, ``d / (max + 1e-5)``)."""
+    p, m = authors_unit_to_uint8(plus), authors_unit_to_uint8(minus)
+    return torch.from_numpy(
+        np.stack([authors_difference_map(a, b, ksize=ksize, sigma=sigma) for a, b in zip(p, m)])
+    )
+
+
+def authors_filter_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Row 4: binary masks (L, h, w) -> (L, H, W) float64 by Pillow LANCZOS (:func:`authors_upsample_mask`)."""
+    return np.stack([authors_upsample_mask(np.asarray(m), size) for m in np.asarray(masks)])
+
+
+def batch_plan(n_frames: int, config: Any) -> list[tuple[int, int]]:
+    """Row 7: the (start, stop) frame ranges of the pipeline's batches, in run order.
+
+    Default: consecutive batches of B frames, a short last one. With ``shifted_last_batch``
+    :func:`authors_batch_starts`: the last batch covers the clip's last B frames, overlapping the
+    previous one (run twice when N % B == 0); a later batch overwrites the frames it shares.
+    """
+    b = int(config.batch_size)
+    if config.shifted_last_batch:
+        return authors_batch_starts(n_frames, b)
+    return [(a, min(n_frames, a + b)) for a in range(0, n_frames, b)]
+
+
+def plan_overlaps(plan: Sequence[tuple[int, int]]) -> bool:
+    """Whether some frame is in two batches of ``plan`` (then the per-frame stage cache is not used)."""
+    return any(a < prev_stop for (_, prev_stop), (a, _) in zip(plan, plan[1:]))
+
+
+def merge_first_batch(coarse: np.ndarray, gt_first: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
+    """Row 6 with the paper's stage 1: the first batch's coarse maps (B, h, w) relabelled by the clusters'
+    first-frame GT majority (:func:`merge_clusters_by_first_frame` on ``coarse[0]``); a cluster absent
+    from frame 1 (predicted for a later frame only) has no majority and becomes :data:`UNMERGED` (void).
+    Returns the merged maps (int64) and the mapping."""
+    coarse = np.asarray(coarse).astype(np.int64)
+    mapping = merge_clusters_by_first_frame(coarse[0], gt_first)
+    lut = {int(k): int(v) for k, v in mapping.items()}
+    ids = np.unique(coarse)
+    merged = np.array([lut.get(int(k), UNMERGED) for k in ids], dtype=np.int64)
+    return merged[np.searchsorted(ids, coarse)], lut

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .authors import start_latents
 from .backbone import Backbone
 from .config import SegConfig
 from .probe import CORR_BLOCK, FEATURE_BLOCKS, Probe, QKStore, RecordQK, RecordQuery, StopForward
@@ -128,10 +129,15 @@ def reference_run(
     chunk = chunk or backbone.default_chunk(n, modulated=False)
     last = config.n_steps - 1
     layout = backbone.layout
-    z0 = backbone.encode(frames)
+    eps = None
+    if config.vae_sample or config.batch_noise:  # issue 15 rows 1, 9: the authors' draws, seeded per batch
+        z0, eps = start_latents(backbone, frames, config)
+    else:
+        z0 = backbone.encode(frames)
     # the conditioning of the first group serves the batch: SD has none, an SVD batch is one group
     cond = backbone.condition(frames[:g], seed=config.seed, index=frame_offset)
-    eps = torch.stack([frame_noise(tuple(z0.shape[1:]), config.seed, frame_offset + i) for i in range(n)])
+    if eps is None:
+        eps = torch.stack([frame_noise(tuple(z0.shape[1:]), config.seed, frame_offset + i) for i in range(n)])
     x_start = backbone.noise(z0, config.t_m, eps=eps)
     groups = x_start.unflatten(0, (n // g, g))  # (groups, G, 4, h8, w8)
     latents: dict[int, list[torch.Tensor]] = {}

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .authors import authors_diff_maps, authors_filter_masks, authors_last_blend_step
 from .backbone import Backbone
 from .config import SegConfig
 from .features import Reference
@@ -30,7 +31,7 @@ from .probe import AddToOutput, InjectQK, Probe
 @dataclass
 class FrameDiff:
     """Difference maps of one frame: ``labels`` (L,) ids and D_l ``raw`` (L, H, W) in [0, 1] (float32;
-    float16 only with ``SegConfig.diff_fp16``)."""
+    float16 only with ``SegConfig.diff_fp16``; float64 with ``SegConfig.uint8_diff``)."""
 
     labels: np.ndarray
     raw: np.ndarray
@@ -103,9 +104,18 @@ def upsample_masks(
     return F.interpolate(m, size=size, mode=mode, **kw)[:, 0]
 
 
-def filter_maps(raw: np.ndarray, labels: np.ndarray, coarse: np.ndarray, s: float) -> np.ndarray:
-    """D~_l = D_l * M + s * D_l * (1 - M), M = bilinear-upsampled mask of label l of ``coarse`` (h, w)."""
+def filter_maps(
+    raw: np.ndarray, labels: np.ndarray, coarse: np.ndarray, s: float, *, lanczos: bool = False
+) -> np.ndarray:
+    """D~_l = D_l * M + s * D_l * (1 - M), M = bilinear-upsampled mask of label l of ``coarse`` (h, w).
+
+    ``lanczos`` (``SegConfig.lanczos_filter``, issue 15 row 4): M upsampled by Pillow LANCZOS from the
+    0/255 mask, in float64, as the authors' ``filter_difference_map``."""
     masks = (np.asarray(coarse)[None] == np.asarray(labels)[:, None, None]).astype(np.float32)
+    if lanczos:
+        raw = np.asarray(raw, dtype=np.float64)
+        m = authors_filter_masks(masks > 0, raw.shape[-2:])
+        return raw * m + s * raw * (1 - m)
     m = upsample_masks(masks, raw.shape[-2:]).numpy()
     raw = raw.astype(np.float32, copy=False)
     return raw * m + s * raw * (1 - m)
@@ -116,12 +126,15 @@ def argmax_labels(filtered: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.asarray(labels, dtype=np.int64)[np.asarray(filtered).argmax(0)]
 
 
-def final_labels(diff: FrameDiff, coarse: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray]:
-    """Filtered maps D~ (L, H, W) and the label map Y (H, W) of one frame; single-label frames are constant."""
+def final_labels(
+    diff: FrameDiff, coarse: np.ndarray, s: float, *, lanczos: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Filtered maps D~ (L, H, W) and the label map Y (H, W) of one frame; single-label frames are constant.
+    ``lanczos``: the authors' LANCZOS filter masks (see :func:`filter_maps`)."""
     if len(diff.labels) == 1:
         shape = diff.raw.shape[-2:]
         return np.ones((1, *shape), np.float32), np.full(shape, diff.labels[0], np.int64)
-    filt = filter_maps(diff.raw, diff.labels, coarse, s)
+    filt = filter_maps(diff.raw, diff.labels, coarse, s, lanczos=lanczos)
     return filt, argmax_labels(filt, diff.labels)
 
 
@@ -160,7 +173,7 @@ def modulate(
     chunk = max(2, chunk - chunk % 2)  # keep the +/- pair of a label in one chunk
     keep_images = keep_images or set()
     lat_h, lat_w = ref.x_start.shape[-2:]
-    last_blend = config.last_blend_step
+    last_blend = authors_last_blend_step(config, backbone.frames_per_group(2) > 1)  # t_f (row 2: t_m + 1)
     dev = backbone.device
     multi = [len(np.unique(m)) > 1 for m in coarse]
     x_start = ref.x_start.unflatten(0, (n // g, g))  # (groups, G, 4, h8, w8)
@@ -206,7 +219,10 @@ def modulate(
             fr = [f for f in range(g) if multi[k * g + f] and bool((coarse[k * g + f] == lab).any())]
             if not fr:
                 continue
-            d = difference_map(img[j, fr], img[j + 1, fr], config.blur_kernel, config.blur_sigma).cpu()
+            if config.uint8_diff:  # issue 15 row 3: the authors' D_l (uint8 wrap, sqrt, 8-bit JPEG), float64
+                d = authors_diff_maps(img[j, fr], img[j + 1, fr], config.blur_kernel, config.blur_sigma)
+            else:
+                d = difference_map(img[j, fr], img[j + 1, fr], config.blur_kernel, config.blur_sigma).cpu()
             for i, f in enumerate(fr):
                 diffs[(k * g + f, lab)] = d[i]
                 if k * g + f in keep_images:
@@ -222,7 +238,8 @@ def modulate(
             out.append(FrameDiff(labels=labs.astype(np.int64), raw=np.ones((1, H, W), np.float32)))
             continue
         raw = torch.stack([diffs[(f, int(lab))] for lab in labs])
-        raw = (raw.half() if config.diff_fp16 else raw.float()).numpy()  # SPEC 7: float (fp16 opt-in)
+        # SPEC 7: float32 (fp16 opt-in); the authors' D_l (row 3) stays float64 as theirs
+        raw = (raw.half() if config.diff_fp16 else raw.double() if config.uint8_diff else raw.float()).numpy()
         fd = FrameDiff(labels=labs.astype(np.int64), raw=raw)
         if f in keep_images:
             fd.plus = np.stack([images[(f, int(lab), 1)] for lab in labs])

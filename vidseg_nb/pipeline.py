@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .authors import authors_coarse_batch, authors_refine, batch_plan, merge_first_batch, plan_overlaps
 from .backbone import Backbone
 from .cache import ClipCache, StageCache, clip_key, feature_key, stage_key
 from .config import SegConfig
@@ -152,7 +153,8 @@ class VideoSegmenter:
         """Cache key of the features: the fields the reference run reads, plus B for a backbone that
         denoises the frames of a batch jointly (SVD: a frame's features depend on its batch)."""
         joint = self.backbone is not None and self.backbone.frames_per_group(config.batch_size) > 1
-        return feature_key(config, joint_frames=joint)
+        # issue 15 row 9: with one noise draw per batch a frame's features depend on its place in the batch
+        return feature_key(config, joint_frames=joint or config.batch_noise)
 
     # ------------------------------------------------------------------ inputs
     def prepare(
@@ -179,10 +181,13 @@ class VideoSegmenter:
         mode: Mode | None = None,
         keep: Sequence[int] | Literal["all", "auto"] | None = "auto",
         progress: bool = True,
+        first_frame_gt: np.ndarray | None = None,
     ) -> SegmentationResult:
         """Segment ``clip``; ``mode`` defaults to ``"full"`` (``"preview"`` when ``config.modulation`` is off).
 
         ``keep``: frames whose intermediates are kept (``"auto"``: all frames of clips up to 32 frames).
+        ``first_frame_gt``: frame 1's ground truth (H0, W0), read only with ``config.gt_merge`` (issue 15
+        row 6, the authors' protocol): the labels are then ground-truth classes (see :meth:`iter_batches`).
         """
         config = config or self.config
         orig, frames, fps = self.prepare(clip, config)
@@ -195,7 +200,14 @@ class VideoSegmenter:
         timings: dict[str, float] = {}
         computed: list[str] = []
         counters0 = self.backbone.counters.snapshot()
-        for batch in self.iter_batches(frames, config, mode=mode, keep=_keep_set(keep, n), progress=progress):
+        for batch in self.iter_batches(
+            frames,
+            config,
+            mode=mode,
+            keep=_keep_set(keep, n),
+            progress=progress,
+            first_frame_gt=first_frame_gt,
+        ):
             a, b = batch.start, batch.stop
             t0 = time.perf_counter()
             labels[a:b] = resize_labels(batch.final, orig.shape[1:3]).astype(np.uint8)  # Y at input size
@@ -231,17 +243,30 @@ class VideoSegmenter:
         mode: Mode = "full",
         keep: set[int] | None = None,
         progress: bool = True,
+        first_frame_gt: np.ndarray | None = None,
     ) -> Iterator[BatchResult]:
         """Figure 3 over batches of B frames of ``frames`` (already at the processing size).
 
         Yields one :class:`BatchResult` per batch, in order. Memory is bounded by one batch plus the cache
         (clips up to ``cache_frames`` frames). Omega's state carries from batch to batch (the
         autoregressive update), so the batches must be consumed in order.
+
+        Issue 15 (the authors' code; each switch off by default): the batches come from
+        :func:`~vidseg_nb.authors.batch_plan` (row 7: with ``shifted_last_batch`` the last batch overlaps
+        the previous one; a consumer writing by frame index lets the later batch win); stage 1 is their
+        KNN (row 5, ``knn_first_frame``); with ``gt_merge`` and ``first_frame_gt`` the clusters are merged
+        by frame 1's ground truth right after stage 1 of the first batch and the merged labels go through
+        CBR, modulation and the later batches (row 6); stage 2 is their CBR with ``authors_cbr`` (row 8).
+        A plan with overlapping batches, or a ground truth given, bypasses the stage cache.
         """
         keep = keep or set()
         n = len(frames)
         full = mode == "full"
-        cache: ClipCache | None = self.cache.for_clip(frames)
+        plan = batch_plan(n, config)
+        gt_first = first_frame_gt if config.gt_merge else None
+        cacheable = not plan_overlaps(plan) and gt_first is None
+        cache: ClipCache | None = self.cache.for_clip(frames)  # (also makes this clip the current one)
+        cache = cache if cacheable else None
         fkey, ckey, dkey = self.feature_key(config), stage_key(config, "coarse"), stage_key(config, "diff")
         cached_feats = cache.features.get(fkey) if cache else None
         cached_coarse = cache.coarse.get(ckey) if cache else None
@@ -262,10 +287,9 @@ class VideoSegmenter:
         # on a GPU the KNN and the refinement run there (torch backend of Omega)
         dev = self.backbone.device if self.backbone.device.type == "cuda" else torch.device("cpu")
         omega = SceneContextModel.from_config(config)
-        starts = range(0, n, config.batch_size)
+        knn_ref: tuple[np.ndarray, np.ndarray] | None = None  # row 5: the authors' KNN reference
 
-        for a in tqdm(starts, desc="batches", disable=not progress or len(starts) == 1):
-            b = min(n, a + config.batch_size)
+        for k, (a, b) in enumerate(tqdm(plan, desc="batches", disable=not progress or len(plan) == 1)):
             timings: dict[str, float] = {}
 
             def tick(name: str, t0: float) -> None:
@@ -288,13 +312,27 @@ class VideoSegmenter:
                 m_before, m_after = cached_coarse[0][a:b], cached_coarse[1][a:b]
             else:
                 f_tilde = feats.stage1(config.aggregate).to(dev)
-                # step 1: scene context model: K-Means + KNN on the first batch -> M^1..M^B, then Omega
-                m_before = omega.fit_predict(f_tilde) if a == 0 else omega.predict(f_tilde)
+                if config.knn_first_frame:  # issue 15 row 5 (and 6): the authors' K-Means + KNN
+                    f1 = feats.stage1(config.aggregate)
+                    m_before, _, knn_ref = authors_coarse_batch(
+                        f1.reshape(b - a, -1, f1.shape[-1]), feats.grid, n_clusters=config.n_clusters,
+                        seed=config.seed, gt_first=gt_first, ref=knn_ref,
+                    )  # fmt: skip
+                else:
+                    # step 1: scene context model: K-Means + KNN on the first batch -> M^1..M^B, then Omega
+                    m_before = omega.fit_predict(f_tilde) if k == 0 else omega.predict(f_tilde)
+                    if k == 0 and gt_first is not None:  # issue 15 row 6: merge clusters by frame 1's GT
+                        m_before, _ = merge_first_batch(m_before, gt_first)
                 # step 2: correspondence-based refinement M^j -> M~^j
                 if config.refine and b - a > 1:
-                    m_after = refine(m_before, feats.corr.to(dev), radius2=config.radius2)
+                    if config.authors_cbr:  # issue 15 row 8
+                        m_after = authors_refine(m_before, feats.corr)
+                    else:
+                        m_after = refine(m_before, feats.corr.to(dev), radius2=config.radius2)
                 else:
                     m_after = m_before.copy()
+                if knn_ref is not None:  # row 5: the next batch's KNN is fitted on this batch's M~
+                    knn_ref = (knn_ref[0], m_after.reshape(-1))
                 tick("coarse maps (stages 1-2)", t0)
             new_coarse.append((m_before, m_after))
 
@@ -315,7 +353,10 @@ class VideoSegmenter:
                 new_diffs.extend(batch_diffs)
                 # step 4: filtering (s) and argmax -> Y
                 t0 = time.perf_counter()
-                fin = [final_labels(d, m, config.s_effective) for d, m in zip(batch_diffs, m_after)]
+                fin = [
+                    final_labels(d, m, config.s_effective, lanczos=config.lanczos_filter)  # row 4
+                    for d, m in zip(batch_diffs, m_after)
+                ]
                 filtered = [f for f, _ in fin]
                 final = np.stack([y for _, y in fin])
                 tick("filter + argmax", t0)
@@ -325,7 +366,7 @@ class VideoSegmenter:
 
             # the autoregressive update: Omega <- (F~^j, M~^j) of this batch only, for the next batch
             # (none after the last batch: nothing is left to predict)
-            if cached_coarse is None and b < n:
+            if cached_coarse is None and k < len(plan) - 1 and not config.knn_first_frame:
                 t0 = time.perf_counter()
                 omega.fit(f_tilde, m_after)
                 tick("coarse maps (stages 1-2)", t0)

@@ -20,7 +20,16 @@ from .ablation import (
     run_ablation,
     synthetic_clips,
 )
-from .protocol import VC_WINDOWS, davis_objects, evaluate_clip, resolve_mode, score_result, summarize
+from .protocol import (
+    PROTOCOLS,
+    VC_WINDOWS,
+    davis_objects,
+    evaluate_clip,
+    resolve_mode,
+    resolve_protocol,
+    score_result,
+    summarize,
+)
 from .runner import (
     RAY_HINT,
     VideoWorker,
@@ -38,6 +47,7 @@ __all__ = [
     "PAPER_TABLE2_NOTE",
     "PAPER_TABLE2_SD",
     "PER_VIDEO",
+    "PROTOCOLS",
     "RANDOM_NOTE",
     "RAY_HINT",
     "RUN_INFO",
@@ -60,6 +70,7 @@ __all__ = [
     "ray_plan",
     "read_per_video",
     "resolve_mode",
+    "resolve_protocol",
     "run_ablation",
     "score_result",
     "summarize",

@@ -13,7 +13,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..config import SegConfig
-from .protocol import evaluate_clip, summarize
+from .protocol import evaluate_clip, resolve_protocol, summarize
 
 __all__ = [
     "TABLE2_ROWS",
@@ -65,6 +65,7 @@ def run_ablation(
     ignore_index: int = 255,
     rows: Sequence[tuple[str, Mapping[str, Any]]] = TABLE2_ROWS,
     progress: bool = True,
+    protocol: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run every row of ``rows`` (default: the paper's Table 2) on ``clips`` = [(name, frames, gt), ...]
     (optionally (name, frames, gt, num_classes, ignore_index) per clip) in full mode, and pool each row
@@ -72,8 +73,11 @@ def run_ablation(
 
     Returns one dict per row: ``row`` (name), ``overrides``, ``config``, ``batch_size``,
     ``masked_modulation``, ``aggregate``, ``refine``, ``mIoU``, ``mVC8``, ``mVC16``, ``seconds``,
-    ``summary`` and ``per_clip`` (name -> :func:`~.protocol.evaluate_clip` result).
+    ``summary``, ``per_clip`` (name -> :func:`~.protocol.evaluate_clip` result) and ``protocol``.
+    ``protocol``: ``"late"`` or ``"authors"`` (issue 15; default from ``base_config.gt_merge``), see
+    :func:`~.protocol.evaluate_clip`.
     """
+    protocol = resolve_protocol(base_config, protocol)
     from ..pipeline import VideoSegmenter
 
     configs = [(name, dict(over), base_config.replace(**over)) for name, over in rows]
@@ -87,7 +91,9 @@ def run_ablation(
             seg = VideoSegmenter(backbone, base_config, cache_frames=0)
             for i, (rname, _, cfg) in enumerate(configs):
                 bar.set_postfix_str(f"{cname} {rname}")
-                per_row[i][cname] = evaluate_clip(seg, frames, gt, cfg, nc, ig, mode="full")
+                per_row[i][cname] = evaluate_clip(
+                    seg, frames, gt, cfg, nc, ig, mode="full", protocol=protocol
+                )
                 bar.update(1)
     finally:
         bar.close()
@@ -109,6 +115,7 @@ def run_ablation(
                 "seconds": s.get("seconds", 0.0),
                 "summary": s,
                 "per_clip": clips_res,
+                "protocol": protocol,
             }
         )
     return results

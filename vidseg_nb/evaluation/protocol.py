@@ -17,6 +17,13 @@ matrices have one extra last row/column, "unassigned" (index ``num_classes``), s
 negative of its true class and a false positive of no class; the extra row is always empty, so the mean
 over ground-truth classes never includes it. For mVC the unassigned pixels form one more predicted label.
 
+Two protocols (issue 15, :data:`PROTOCOLS`): ``"late"`` (the paper's SPEC 8, the default) uses the ground
+truth only at scoring, as above; ``"authors"`` is the official protocol of the authors' code: the first
+frame's ground truth merges the clusters right after stage 1 of the first batch (``SegConfig.gt_merge``,
+:func:`vidseg_nb.authors.merge_clusters_by_first_frame`: majority on the feature grid, void and 0 counting
+as labels), the merged labels go through KNN, CBR and modulation, and the labels come out as ground-truth
+classes, scored as they are (a label outside ``[0, C)``, e.g. a cluster merged into void, is unassigned).
+
 Pure numpy on top of :mod:`vidseg_nb.metrics`; the segmenter is passed in (no model import here).
 """
 
@@ -42,7 +49,9 @@ from ..metrics import (
 )
 
 __all__ = [
+    "PROTOCOLS",
     "VC_WINDOWS",
+    "resolve_protocol",
     "resolve_mode",
     "evaluate_clip",
     "score_result",
@@ -52,6 +61,20 @@ __all__ = [
 
 VC_WINDOWS = (8, 16)
 """The window lengths n of mVC_n reported by the paper."""
+
+
+PROTOCOLS = ("late", "authors")
+"""Evaluation protocols: ``late`` (labels assigned from the first annotated frame at scoring, SPEC 8) and
+``authors`` (the first frame's ground truth merges clusters before KNN, CBR and modulation; issue 15 row 6)."""
+
+
+def resolve_protocol(config: SegConfig, protocol: str | None = None) -> str:
+    """``protocol`` or, when None, ``"authors"`` if ``config.gt_merge`` is on (the ``authors`` preset) else
+    ``"late"``; raises ``ValueError`` for another name."""
+    protocol = protocol or ("authors" if config.gt_merge else "late")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown evaluation protocol {protocol!r}; choose one of {PROTOCOLS}")
+    return protocol
 
 
 def resolve_mode(config: SegConfig, mode: str | None) -> str:
@@ -69,6 +92,7 @@ def evaluate_clip(
     mode: str | None = None,
     davis: bool = False,
     annotated: Sequence[bool] | None = None,
+    protocol: str | None = None,
 ) -> dict[str, Any]:
     """Segment ``frames`` (N, H, W, 3) with ``segmenter`` (a :class:`~vidseg_nb.pipeline.VideoSegmenter`)
     and score the result against ``gt`` (N, H, W) integer labels (``ignore_index`` = void).
@@ -85,15 +109,36 @@ def evaluate_clip(
     Returns a dict: ``conf`` ((C+1, C+1) int64, last row/column = unassigned), ``mIoU``, ``vc8``/``vc16``
     (window scores), ``mVC8``/``mVC16`` (this clip alone), the DAVIS fields (with ``davis``),
     ``mapping`` (cluster -> class, -1 = unassigned), ``assign_frame``, ``unassigned_pixels``,
-    ``seconds`` (segmentation wall time), ``frames``, ``work`` (the backbone's work counters), ``mode``.
+    ``seconds`` (segmentation wall time), ``frames``, ``work`` (the backbone's work counters), ``mode``,
+    ``protocol``.
+
+    ``protocol`` (:func:`resolve_protocol`; default from ``config.gt_merge``): ``"late"`` as above;
+    ``"authors"`` segments with ``gt_merge`` on and frame 1's ground truth passed in (frame 1 must be
+    annotated), then scores the labels as the classes they are (see the module docstring).
     """
     config = config or segmenter.config
     mode = resolve_mode(config, mode)
+    protocol = resolve_protocol(config, protocol)
+    config = config.replace(gt_merge=protocol == "authors")
+    kw: dict[str, Any] = {}
+    if protocol == "authors":
+        if annotated is not None and not list(annotated)[:1] == [True]:
+            raise ValueError(
+                "the authors' protocol needs the first frame's ground truth (frame 1 unannotated)"
+            )
+        kw["first_frame_gt"] = np.asarray(gt[0])
     t0 = time.perf_counter()
-    result = segmenter.segment(frames, config, mode=mode, keep=None, progress=False)
+    result = segmenter.segment(frames, config, mode=mode, keep=None, progress=False, **kw)
     seconds = time.perf_counter() - t0
     out = score_result(
-        result.labels, result.coarse_before, gt, num_classes, ignore_index, davis=davis, annotated=annotated
+        result.labels,
+        result.coarse_before,
+        gt,
+        num_classes,
+        ignore_index,
+        davis=davis,
+        annotated=annotated,
+        protocol=protocol,
     )
     out.update(
         seconds=seconds,
@@ -113,9 +158,14 @@ def score_result(
     *,
     davis: bool = False,
     annotated: Sequence[bool] | None = None,
+    protocol: str = "late",
 ) -> dict[str, Any]:
     """The scoring half of :func:`evaluate_clip`, on cluster maps ``labels`` (N, H, W) and coarse maps
-    ``coarse`` (N, h, w) already computed (the clusters are assigned on ``coarse[first annotated]``)."""
+    ``coarse`` (N, h, w) already computed (the clusters are assigned on ``coarse[first annotated]``).
+    ``protocol="authors"``: the labels already are classes (merged by the first frame's ground truth):
+    the mapping is the identity, a label outside ``[0, C)`` is unassigned."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown evaluation protocol {protocol!r}; choose one of {PROTOCOLS}")
     labels = np.asarray(labels)
     gt = np.asarray(gt)
     n = len(labels)
@@ -129,7 +179,11 @@ def score_result(
     if not ann.any():
         raise ValueError("no annotated frame to assign labels from")
     first = int(np.flatnonzero(ann)[0])
-    mapping = assign_labels(np.asarray(coarse)[first], gt[first], ignore_index=ignore_index)
+    if protocol == "authors":
+        first = 0
+        mapping = {int(k): int(k) for k in np.union1d(np.unique(labels), np.unique(coarse))}
+    else:
+        mapping = assign_labels(np.asarray(coarse)[first], gt[first], ignore_index=ignore_index)
     # clusters that were assigned a class outside [0, C) (never for a void-free ignore index) are unassigned
     mapping = {k: (v if 0 <= v < c else -1) for k, v in mapping.items()}
     pred = apply_label_map(labels, mapping, default=-1)
@@ -145,6 +199,7 @@ def score_result(
         "unassigned_pixels": int(conf[:, c].sum()),
         "num_classes": c,
         "ignore_index": int(ignore_index),
+        "protocol": protocol,
     }
     for w in VC_WINDOWS:
         vc = video_consistency(gt, pred, w)
@@ -213,7 +268,8 @@ def summarize(per_clip: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     sequence of 1) and ``J&F = (J + F) / 2``. Records with an ``error`` field (a video that failed) are
     counted in ``failed`` / ``failed_videos`` and left out of every score. Also ``per_class_iou`` (nan
     for classes absent from the ground truth), ``unassigned_fraction`` (scored pixels predicted by
-    unassigned clusters), ``videos`` (scored), ``frames``, ``seconds`` and summed ``work``. Clips with
+    unassigned clusters), ``videos`` (scored), ``frames``, ``seconds``, summed ``work`` and the
+    ``protocol`` of the clips (``"late"`` or ``"authors"``; records without one are ``"late"``). Clips with
     different class counts (DAVIS 2017) are padded.
     """
     per_clip = list(per_clip)
@@ -253,4 +309,6 @@ def summarize(per_clip: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for k, v in (r.get("work") or {}).items():
             work[k] = work.get(k, 0) + int(v)
     out["work"] = work
+    protocols = sorted({str(r.get("protocol", "late")) for r in per_clip})
+    out["protocol"] = protocols[0] if len(protocols) == 1 else "+".join(protocols)
     return out

@@ -27,7 +27,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..config import SegConfig, default_model
-from .protocol import evaluate_clip, resolve_mode, summarize
+from .protocol import evaluate_clip, resolve_mode, resolve_protocol, summarize
 from .store import (
     PER_VIDEO,
     RUN_INFO,
@@ -149,6 +149,7 @@ def evaluate_dataset(
     model_config: str | None = None,
     device: str | None = None,
     runtime_env: Mapping[str, Any] | None = None,
+    protocol: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate every video of ``dataset`` (a reader of :mod:`vidseg_nb.datasets`); resumable.
 
@@ -170,8 +171,15 @@ def evaluate_dataset(
     number, ``runtime_env`` is merged into the shipped one); ``ray_address`` joins a running cluster
     (default: the instance this process already started, else a new local one). Ray is optional:
     ``pip install 'vidseg_nb[cluster]'``.
+
+    ``protocol`` (issue 15; :func:`~.protocol.resolve_protocol`, default from ``config.gt_merge``):
+    ``"late"`` (SPEC 8) or ``"authors"`` (the first frame's ground truth merges clusters before KNN, CBR
+    and modulation). It is carried by ``config.gt_merge`` (so ``run.json`` records it and a resume with
+    the other protocol is refused) and named in the summary (``protocol``).
     """
     mode = resolve_mode(config, mode)
+    protocol = resolve_protocol(config, protocol)
+    config = config.replace(gt_merge=protocol == "authors")
     ds = dataset.select(videos) if videos is not None else dataset
     names = list(ds.names)
     davis = is_davis(dataset)
@@ -184,6 +192,7 @@ def evaluate_dataset(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     info = run_info(dataset, source, random_weights, config, mode)
+    info["protocol"] = protocol
     if model_config:
         info["model_config"] = str(model_config)
     check_run_info(out / RUN_INFO, info)
@@ -237,6 +246,7 @@ def evaluate_dataset(
     finally:
         bar.close()
     summary = summarize([from_json(done[n]) for n in names])
+    summary["protocol"] = protocol
     summary["run"] = {**info, "videos": names}
     write_json(out / SUMMARY, summary)
     return summary

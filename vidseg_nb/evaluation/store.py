@@ -173,7 +173,12 @@ def check_run_info(path: str | os.PathLike, info: Mapping[str, Any]) -> None:
         f"{k}: {old.get(k)!r} -> {info[k]!r}" for k in ("dataset", "model", "mode") if old.get(k) != info[k]
     ]
     oc, nc = old.get("config", {}), info["config"]
-    diffs += [f"config.{k}: {oc.get(k)!r} -> {nc.get(k)!r}" for k in nc if oc.get(k) != nc.get(k)]
+    dflt = config_dict(SegConfig())  # a field added since the old run (issue 15's) had its default there
+    diffs += [
+        f"config.{k}: {oc.get(k, dflt.get(k))!r} -> {nc.get(k)!r}"
+        for k in nc
+        if oc.get(k, dflt.get(k)) != nc.get(k)
+    ]
     if diffs:
         raise ConfigError(
             f"{path.parent} holds results of another setting ({'; '.join(diffs[:4])}); "

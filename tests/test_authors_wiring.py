@@ -1,0 +1,363 @@
+"""Issue 15 wiring: each row's SegConfig switch changes exactly what it should, on the tiny model.
+
+One test per row of the issue's table (the pure functions themselves are tested in test_authors.py):
+with the switch off the pipeline computes the paper's equations (SPEC), with it on the authors' arithmetic
+of :mod:`vidseg_nb.authors`; plus the ``authors`` preset end to end and ``vidseg evaluate --protocol``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_evaluate import write_camvid
+
+from vidseg_nb import authors as A
+from vidseg_nb import cli
+from vidseg_nb.config import PRESETS, ConfigError, SegConfig, preset
+from vidseg_nb.context import SceneContextModel
+from vidseg_nb.evaluation import evaluate_clip, score_result
+from vidseg_nb.features import frame_noise, reference_run
+from vidseg_nb.modulation import FrameDiff, filter_maps, final_labels, modulate, upsample_masks
+from vidseg_nb.pipeline import VideoSegmenter
+from vidseg_nb.refine import refine
+from vidseg_nb.synthetic import make_clip
+
+# 64 x 64 frames: latents 8 x 8, feature grid 4 x 4; 3 sampler steps (t_m = 22 of 25)
+FAST = dict(n_clusters=3, kmeans_n_init=2, max_side=64, batch_size=3)
+ROW_FIELDS = {
+    1: "vae_sample",
+    2: "blend_two_steps",
+    3: "uint8_diff",
+    4: "lanczos_filter",
+    5: "knn_first_frame",
+    6: "gt_merge",
+    7: "shifted_last_batch",
+    8: "authors_cbr",
+    9: "batch_noise",
+}
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return make_clip(n_frames=5, height=64, width=64, n_objects=2, seed=3, speed=3.0)
+
+
+def cfg(**over) -> SegConfig:
+    return SegConfig(**{**FAST, **over})
+
+
+def _posterior(tiny, frames):
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    with torch.no_grad():
+        dist = tiny.vae.encode(x).latent_dist
+    return dist.mean.float(), dist.logvar.float()
+
+
+# ---------------------------------------------------------------------------------------------- presets
+def test_authors_preset_sets_every_row_and_vidseg_none():
+    a, v = preset("authors"), preset("vidseg")
+    for row, name in ROW_FIELDS.items():
+        assert getattr(a, name) is True, (row, name)
+        assert getattr(v, name) is False and getattr(SegConfig(), name) is False, (row, name)
+    assert a.seed == 1 and not a.aggregate and a.preset == "authors" and "authors" in PRESETS
+    assert A.authors_last_blend_step(a) == a.t_m + 1 and A.authors_last_blend_step(v) == v.n_steps - 1
+    assert A.authors_last_blend_step(a, joint_frames=True) == a.n_steps - 1  # their SVD: every step
+    with pytest.raises(ConfigError, match="t_f"):
+        preset("authors", t_f=24)
+
+
+# ---------------------------------------------------------------------------------------------- rows 1, 9
+def test_row1_posterior_sample(tiny, clip):
+    frames = clip.frames[:2]
+    mean, logvar = _posterior(tiny, frames)
+    ref = reference_run(tiny, frames, cfg(seed=4), progress=False)
+    torch.testing.assert_close(ref.z0, mean * tiny.scaling_factor, rtol=0, atol=1e-6)  # paper: the mean
+    on = reference_run(tiny, frames, cfg(seed=4, vae_sample=True), progress=False)
+    eps = torch.randn(mean.shape, generator=torch.Generator().manual_seed(4))
+    by_hand = tiny.scaling_factor * (mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * eps)
+    torch.testing.assert_close(on.z0, by_hand, rtol=0, atol=1e-6)
+    assert (on.z0 - ref.z0).abs().max() > 1e-3
+    # only z0 changed: the noise is still each frame's own
+    sigma = tiny.sigmas[22].item()
+    torch.testing.assert_close(on.x_start - on.z0, ref.x_start - ref.z0, rtol=0, atol=1e-5)
+    torch.testing.assert_close((ref.x_start - ref.z0)[1] / sigma, frame_noise(tuple(mean.shape[1:]), 4, 1),
+                               rtol=0, atol=1e-4)  # fmt: skip
+
+
+def test_row9_same_noise_for_every_batch(tiny, clip):
+    sigma = tiny.sigmas[22].item()
+
+    def eps(config, a, b):
+        r = reference_run(tiny, clip.frames[a:b], config, frame_offset=a, progress=False)
+        return (r.x_start - r.z0) / sigma, r
+
+    e0, r0 = eps(cfg(batch_noise=True), 0, 2)
+    e1, _ = eps(cfg(batch_noise=True), 2, 4)
+    torch.testing.assert_close(e0, e1, rtol=0, atol=1e-4)  # the same noise in both batches
+    draw = torch.randn(tuple(r0.z0.shape), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(e0, draw, rtol=0, atol=1e-4)
+    d0, _ = eps(cfg(), 0, 2)
+    d1, _ = eps(cfg(), 2, 4)
+    assert (d0 - d1).abs().max() > 0.1  # paper: per-frame noise, different for every frame
+    torch.testing.assert_close(d1[0], frame_noise(tuple(r0.z0.shape[1:]), 0, 2), rtol=0, atol=1e-4)
+    # rows 1 + 9: one generator per batch, the posterior draw first, then the noise
+    both, rb = eps(cfg(batch_noise=True, vae_sample=True), 0, 2)
+    g = torch.Generator().manual_seed(0)
+    torch.randn(tuple(rb.z0.shape), generator=g)
+    torch.testing.assert_close(both, torch.randn(tuple(rb.z0.shape), generator=g), rtol=0, atol=1e-4)
+    # features now depend on the place in the batch: B enters the feature cache key
+    seg = VideoSegmenter(tiny, cfg())
+    assert seg.feature_key(cfg(batch_noise=True)) != seg.feature_key(cfg(batch_noise=True, batch_size=2))
+    assert seg.feature_key(cfg()) == seg.feature_key(cfg(batch_size=2))
+
+
+# ---------------------------------------------------------------------------------------------- rows 2, 3
+@pytest.fixture(scope="module")
+def mod_setup(tiny, clip):
+    """A 1-frame reference run with q/k and a hand-made 2-label coarse map (left / right halves)."""
+    coarse = np.zeros((1, 4, 4), np.int64)
+    coarse[0, :, 2:] = 1
+    ref = reference_run(tiny, clip.frames[:1], cfg(), record_qk=True, progress=False)
+    return ref, coarse
+
+
+def _run(tiny, mod_setup, **over):
+    ref, coarse = mod_setup
+    return modulate(tiny, ref, coarse, cfg(**over), return_latents=True, progress=False)
+
+
+def test_row2_blending_ends_at_tm_plus_1(tiny, mod_setup):
+    ref, coarse = mod_setup
+    last = ref.latents[24]  # the reference latent after the last step
+    for over, equal in (({}, True), ({"blend_two_steps": True}, False)):
+        out = _run(tiny, mod_setup, **over)
+        for (_, lab, _), x in zip(out.runs, out.final_latents):
+            m = upsample_masks((coarse == lab).astype(np.float32), (8, 8), mode="nearest")[0] > 0
+            outside = ~m.expand_as(x[0])
+            diff = (x[0] - last[0])[outside].abs().max().item()
+            assert (diff == 0.0) == equal, (over, lab, diff)
+
+
+def test_row3_hand_made_pair_wraps_and_truncates():
+    # I+ = 200.6 / 255, I- = 184.2 / 255 in every channel: truncation gives 200 - 184 = 16 and 16^2 wraps to
+    # 0 in uint8 (rounding would give 201 - 184 = 17); I+ = 230.9, I- = 213.1: 230 - 213 = 17, 17^2 = 289
+    # -> 33 per channel, sqrt(3 * 33) = 9.95, 8-bit 9, a constant grey JPEG is exact, 9 / (9 + 1e-5)
+    plus = torch.full((2, 3, 16, 16), 0.0)
+    minus = torch.full((2, 3, 16, 16), 0.0)
+    plus[0], minus[0] = 200.6 / 255, 184.2 / 255
+    plus[1], minus[1] = 230.9 / 255, 213.1 / 255
+    d = A.authors_diff_maps(plus, minus).numpy()
+    assert d.dtype == np.float64 and d.shape == (2, 16, 16)
+    assert np.all(d[0] == 0.0)
+    np.testing.assert_array_equal(d[1], np.full((16, 16), 9 / (9 + 1e-5)))
+    u8 = A.authors_unit_to_uint8(plus)
+    assert u8.shape == (2, 16, 16, 3) and u8[0, 0, 0, 0] == 200 and u8[1, 0, 0, 0] == 230
+    np.testing.assert_array_equal(u8, A.authors_to_uint8(plus * 2 - 1))
+
+
+def test_row3_modulation_d_l_is_the_authors_map(tiny, mod_setup):
+    out = _run(tiny, mod_setup, uint8_diff=True)
+    base = _run(tiny, mod_setup)
+    img = tiny.decode(out.final_latents)  # the same runs, decoded again
+    fd = out.frames[0]
+    assert fd.raw.dtype == np.float64 and base.frames[0].raw.dtype == np.float32
+    for li, lab in enumerate(fd.labels):
+        j = [i for i, (_, lb, sg) in enumerate(out.runs) if lb == lab and sg == 1][0]
+        expect = A.authors_difference_map(A.authors_unit_to_uint8(img[j : j + 1])[0],
+                                          A.authors_unit_to_uint8(img[j + 1 : j + 2])[0])  # fmt: skip
+        np.testing.assert_array_equal(fd.raw[li], expect)
+    # the runs themselves are unchanged (row 3 only changes D_l)
+    torch.testing.assert_close(out.final_latents, base.final_latents, rtol=0, atol=0)
+    assert not np.allclose(fd.raw, base.frames[0].raw)
+
+
+# ---------------------------------------------------------------------------------------------- row 4
+def test_row4_lanczos_filter_masks():
+    rng = np.random.default_rng(0)
+    raw = rng.random((2, 32, 32))
+    coarse = np.zeros((4, 4), np.int64)
+    coarse[1:3, 1:3] = 5
+    labels = np.array([0, 5])
+    filt, y = final_labels(FrameDiff(labels, raw), coarse, 0.7, lanczos=True)
+    by_hand = np.stack([A.authors_filter_map(raw[i], coarse == lab, 0.7) for i, lab in enumerate(labels)])
+    np.testing.assert_array_equal(filt, by_hand)
+    np.testing.assert_array_equal(y, A.authors_argmax_labels(by_hand, labels))
+    bil = filter_maps(raw.astype(np.float32), labels, coarse, 0.7)
+    filt0, _ = final_labels(FrameDiff(labels, raw.astype(np.float32)), coarse, 0.7)
+    np.testing.assert_array_equal(filt0, bil)  # default: bilinear
+    assert np.abs(filt - bil).max() > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------- rows 5-8
+@pytest.fixture(scope="module")
+def preview(tiny, clip):
+    """Preview-mode runs (stages 1-2 only) of the clip under several switches, and the features."""
+    seg = VideoSegmenter(tiny, cfg(), cache_frames=0)
+    out = {}
+    for name, over in {
+        "paper": {},
+        "knn": {"knn_first_frame": True},
+        "cbr": {"authors_cbr": True},
+        "noref": {"refine": False},
+    }.items():
+        c = cfg(modulation=False, **over)
+        out[name] = list(seg.iter_batches(seg.prepare(clip.frames, c)[1], c, mode="preview", progress=False))
+    return out
+
+
+def test_row5_knn_repredicts_frame_1(preview):
+    paper, knn = preview["paper"][0], preview["knn"][0]
+    f = paper.features.stage1(True)  # the default config aggregates
+    km = SceneContextModel.from_config(cfg()).fit_predict(f)
+    np.testing.assert_array_equal(paper.before, km)  # paper: M^1 is the K-Means map
+    f_ = knn.features.stage1(True)
+    maps, _, _ = A.authors_coarse_batch(f_.reshape(3, -1, f_.shape[-1]), (4, 4), n_clusters=3, seed=0)
+    np.testing.assert_array_equal(knn.before, maps)  # authors: every frame (frame 1 too) from their KNN
+    # the second batch: their KNN fitted on the first batch's refined maps
+    nxt = preview["knn"][1]
+    f2 = nxt.features.stage1(True)
+    ref = (f_.reshape(-1, f_.shape[-1]).numpy(), knn.after.reshape(-1))
+    np.testing.assert_array_equal(
+        nxt.before.reshape(-1), A.authors_knn_predict(ref[0], ref[1], f2.reshape(-1, f2.shape[-1]).numpy())
+    )
+
+
+def test_row8_authors_cbr(preview):
+    for p, a in zip(preview["paper"], preview["cbr"]):
+        if len(p) > 1:  # default: the paper's eqs. 3-5; switch on: theirs, on the same kind of input
+            np.testing.assert_array_equal(p.after, refine(p.before, p.features.corr, radius2=1.0))
+            np.testing.assert_array_equal(a.after, A.authors_refine(a.before, a.features.corr))
+    first = preview["cbr"][0]
+    np.testing.assert_array_equal(first.after, A.authors_refine(first.before, first.features.corr))
+    # the same coarse maps M^j go in (stage 1 unchanged)
+    np.testing.assert_array_equal(first.before, preview["paper"][0].before)
+
+
+def test_row6_gt_merges_clusters_after_stage1(tiny, clip):
+    c = cfg(modulation=False, gt_merge=True)
+    seg = VideoSegmenter(tiny, c, cache_frames=0)
+    frames = seg.prepare(clip.frames, c)[1]
+    gt0 = clip.labels[0]
+    plain = list(seg.iter_batches(frames, c, mode="preview", progress=False))  # no GT given: no merge
+    ref = list(seg.iter_batches(frames, cfg(modulation=False), mode="preview", progress=False))
+    for p, r in zip(plain, ref):
+        np.testing.assert_array_equal(p.before, r.before)
+    merged = list(seg.iter_batches(frames, c, mode="preview", progress=False, first_frame_gt=gt0))
+    expect, mapping = A.merge_first_batch(ref[0].before, gt0)
+    np.testing.assert_array_equal(merged[0].before, expect)
+    np.testing.assert_array_equal(merged[0].after, refine(expect, merged[0].features.corr, radius2=1.0))
+    classes = set(mapping.values()) | {A.UNMERGED}
+    for b in merged:  # the merged labels carry through CBR and the later batches
+        assert set(np.unique(b.before)) <= classes and set(np.unique(b.after)) <= classes
+    # gt_merge off: a GT given is ignored
+    off = list(
+        seg.iter_batches(frames, cfg(modulation=False), mode="preview", progress=False, first_frame_gt=gt0)
+    )
+    np.testing.assert_array_equal(off[0].before, ref[0].before)
+
+
+def test_row7_shifted_last_batch(tiny, clip):
+    assert A.batch_plan(5, cfg()) == [(0, 3), (3, 5)]
+    assert A.batch_plan(5, cfg(shifted_last_batch=True)) == [(0, 3), (2, 5)]
+    assert A.batch_plan(6, cfg(shifted_last_batch=True)) == [(0, 3), (3, 6), (3, 6)]  # N % B == 0: twice
+    for n in range(1, 12):
+        plan = A.batch_plan(n, cfg(shifted_last_batch=True))
+        assert plan[-1] == (max(0, n - 3), n)  # the last batch: the clip's last B frames
+        assert A.plan_overlaps(plan) == (n >= 3) and not A.plan_overlaps(A.batch_plan(n, cfg()))
+    c = cfg(modulation=False, shifted_last_batch=True)
+    seg = VideoSegmenter(tiny, c)
+    batches = list(seg.iter_batches(seg.prepare(clip.frames, c)[1], c, mode="preview", progress=False))
+    assert [(b.start, b.stop) for b in batches] == [(0, 3), (2, 5)]
+    res = seg.segment(clip.frames, c, progress=False)
+    np.testing.assert_array_equal(res.coarse_before[2:5], batches[1].before)  # the later batch wins
+    np.testing.assert_array_equal(res.coarse_before[:2], batches[0].before[:2])
+    assert res.features is None  # overlapping batches bypass the stage cache
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+def test_authors_preset_end_to_end(tiny):
+    c = make_clip(n_frames=4, height=64, width=64, n_objects=2, seed=5, speed=3.0)
+    config = preset("authors", n_clusters=3, kmeans_n_init=2, max_side=64, batch_size=3)
+    seg = VideoSegmenter(tiny, config, cache_frames=0)
+    frames = seg.prepare(c.frames, config)[1]
+    batches = list(seg.iter_batches(frames, config, progress=False, first_frame_gt=c.labels[0]))
+    assert [(b.start, b.stop) for b in batches] == A.authors_batch_starts(4, 3) == [(0, 3), (1, 4)]
+    f = batches[0].features.stage1(False)
+    maps, _, _ = A.authors_coarse_batch(f.reshape(3, -1, f.shape[-1]), (4, 4), n_clusters=3, seed=1,
+                                        gt_first=c.labels[0])  # fmt: skip
+    np.testing.assert_array_equal(batches[0].before, maps)
+    np.testing.assert_array_equal(batches[0].after, A.authors_refine(maps, batches[0].features.corr))
+    for b in batches:
+        for r, d in enumerate(b.diffs):
+            assert d.raw.dtype == np.float64 or len(d.labels) == 1
+            _, y = final_labels(d, b.after[r], 0.7, lanczos=True)
+            np.testing.assert_array_equal(b.final[r], y)
+    res = seg.segment(c.frames, config, progress=False, first_frame_gt=c.labels[0])
+    assert set(np.unique(res.labels)) <= set(np.unique(c.labels[0])) | {255}  # GT classes (or void)
+
+
+def test_evaluate_clip_authors_protocol_scores_labels_as_classes(tiny):
+    c = make_clip(n_frames=4, height=64, width=64, n_objects=2, seed=5, speed=3.0)
+    config = cfg(modulation=False)
+    seg = VideoSegmenter(tiny, config, cache_frames=0)
+    late = evaluate_clip(seg, c.frames, c.labels, config, c.n_labels, 255)
+    auth = evaluate_clip(seg, c.frames, c.labels, config, c.n_labels, 255, protocol="authors")
+    assert late["protocol"] == "late" and auth["protocol"] == "authors"
+    res = seg.segment(c.frames, config.replace(gt_merge=True), progress=False, first_frame_gt=c.labels[0])
+    expect = score_result(res.labels, res.coarse_before, c.labels, c.n_labels, 255, protocol="authors")
+    np.testing.assert_array_equal(auth["conf"], expect["conf"])
+    assert all(k == v for k, v in auth["mapping"].items() if v >= 0)  # identity: labels are classes
+    with pytest.raises(ValueError, match="first frame"):
+        evaluate_clip(seg, c.frames, c.labels, config, c.n_labels, 255, protocol="authors",
+                      annotated=[False, True, True, True])  # fmt: skip
+
+
+CLI_FAST = ["--model", "tiny", "--max-side", "64", "--clusters", "3", "--t-m", "24", "--batch-size", "4"]
+
+
+def test_cli_evaluate_protocol_named_in_summary(tmp_path: Path, capsys) -> None:
+    root = write_camvid(tmp_path / "camvid", n_videos=1, n_frames=5)
+    for protocol in ("authors", "late"):
+        out = tmp_path / protocol
+        rc = cli.main(["evaluate", "--dataset", "camvid", "--root", str(root), "--out", str(out), "--preview",
+                       "--quiet", "--protocol", protocol, *CLI_FAST])  # fmt: skip
+        assert rc == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["protocol"] == protocol and summary["run"]["protocol"] == protocol
+        assert summary["run"]["config"]["gt_merge"] == (protocol == "authors")
+        assert f"protocol {protocol}" in capsys.readouterr().out
+        line = json.loads((out / "per_video.jsonl").read_text().splitlines()[0])
+        assert line["protocol"] == protocol
+    # resuming a folder with the other protocol is refused (it is in run.json's config)
+    assert cli.main(["evaluate", "--dataset", "camvid", "--root", str(root), "--out", str(tmp_path / "late"),
+                     "--preview", "--quiet", "--protocol", "authors", *CLI_FAST]) == 2  # fmt: skip
+
+
+def test_ablate_runs_either_protocol(tiny, monkeypatch, capsys) -> None:
+    from vidseg_nb.evaluation import ablation, run_ablation
+
+    c = make_clip(n_frames=3, height=64, width=64, n_objects=2, seed=5, speed=3.0)
+    rows = [("B=14 +MM", dict(batch_size=14, masked_modulation=True, lam=50.0, s=0.7))]
+    base = cfg(t_m=24)
+    for protocol in ("late", "authors"):
+        (r,) = run_ablation(tiny, [("c", c.frames, c.labels)], base, c.n_labels, rows=rows, progress=False,
+                            protocol=protocol)  # fmt: skip
+        assert r["protocol"] == protocol and r["per_clip"]["c"]["protocol"] == protocol
+    (r,) = run_ablation(tiny, [("c", c.frames, c.labels)], preset("authors", **FAST, t_m=24), c.n_labels,
+                        rows=rows, progress=False)  # fmt: skip
+    assert r["protocol"] == "authors"  # the authors preset defaults to its protocol
+    seen = {}
+
+    def fake(bb, clips, config, num_classes, ignore_index=255, **kw):
+        seen.update(kw)
+        return []
+
+    monkeypatch.setattr(ablation, "run_ablation", fake)
+    assert (
+        cli.main(["ablate", "--synthetic", "1", "--max-frames", "2", "--protocol", "authors", *CLI_FAST]) == 0
+    )
+    assert seen["protocol"] == "authors" and "protocol authors" in capsys.readouterr().out
