@@ -80,7 +80,15 @@ DEVICE_FN = spaces.GPU(duration=H.gpu_duration)(H.segment_on_device) if HAS_SPAC
 """The device step on ZeroGPU: a forked worker gets a GPU for ``gpu_duration(...)`` seconds. Elsewhere
 ``None``: the handlers run it in-process under their one device lock (``spaces.GPU`` is a no-op there,
 and would bypass that lock)."""
-DEVICE_CONCURRENCY = int(os.environ.get("VIDSEG_DEMO_CONCURRENCY") or (4 if ZERO_GPU else 2))
+
+
+def device_concurrency(zero_gpu: bool = ZERO_GPU) -> int:
+    """``$VIDSEG_DEMO_CONCURRENCY``, else 4 on ZeroGPU and 2 elsewhere (see :data:`DEVICE_CONCURRENCY`)."""
+    v = os.environ.get("VIDSEG_DEMO_CONCURRENCY", "").strip()
+    return int(v) if v.isdigit() and int(v) > 0 else (4 if zero_gpu else 2)
+
+
+DEVICE_CONCURRENCY = device_concurrency()
 """Segment/Preview events processed at once (``concurrency_limit``; ``$VIDSEG_DEMO_CONCURRENCY``). On
 ZeroGPU each runs its device step on its own GPU, so 4 run side by side (ZeroGPU's per-user quota bounds
 what one visitor takes; more would only hold more clips in memory). Elsewhere 2: the lock admits one
@@ -398,7 +406,7 @@ def build_app(
             stats,
             status,
         ]
-        heavy = dict(concurrency_limit=DEVICE_CONCURRENCY, concurrency_id="device", show_progress="full")
+        heavy = dict(concurrency_limit=device_concurrency(), concurrency_id="device", show_progress="full")
         seg_btn.click(segment_event, inputs, outputs, api_name="segment", **heavy).then(
             banner_event, [model_id], [banner], api_visibility="private", queue=False
         )

@@ -455,10 +455,56 @@ def test_build_app_wiring(rt):
     for name in ("segment", "preview", "refilter", "frame", "xt", "inspect"):
         assert name in fns, sorted(fns)
     for name in ("segment", "preview"):
-        assert fns[name].concurrency_limit == 1 and fns[name].concurrency_id == "device"
+        assert (
+            fns[name].concurrency_limit == app.device_concurrency() and fns[name].concurrency_id == "device"
+        )
     assert demo._queue.max_size == app.QUEUE_SIZE
     text = " ".join(str(getattr(b, "value", "")) for b in demo.blocks.values())
     assert f"2–{LIMIT} frames" in text and "4096 px" in text and "not meaningful" in text
+
+
+def test_device_concurrency_allows_zerogpu_parallelism(monkeypatch):
+    monkeypatch.delenv("VIDSEG_DEMO_CONCURRENCY", raising=False)
+    assert app.device_concurrency(zero_gpu=True) == 4  # a GPU per call: several side by side
+    assert app.device_concurrency(zero_gpu=False) == 2  # one device step (the lock), one CPU part
+    monkeypatch.setenv("VIDSEG_DEMO_CONCURRENCY", "3")
+    assert app.device_concurrency(zero_gpu=False) == 3
+    if not app.ZERO_GPU:
+        assert app.DEVICE_FN is None  # off ZeroGPU the handlers' lock guards the device step
+
+
+def test_one_device_step_at_a_time_off_zerogpu(rt, clips, monkeypatch):
+    """Without ZeroGPU two sessions' device steps never overlap (the one lock), their results both come."""
+    import threading
+    import time
+
+    active, most = [0], [0]
+    guard = threading.Lock()
+    real = H.segment_on_device
+
+    def counted(*args):
+        with guard:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        try:
+            time.sleep(0.3)  # widen the window a second run could enter
+            return real(*args)
+        finally:
+            with guard:
+                active[0] -= 1
+
+    monkeypatch.setattr(rt, "device_fn", None)
+    monkeypatch.setattr(H, "segment_on_device", counted)
+    outs: dict[str, dict] = {}
+    threads = [
+        threading.Thread(target=lambda k=k: outs.__setitem__(k, segment(None, clips[k], lam=33.0)))
+        for k in ("a", "b")
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert sorted(outs) == ["a", "b"] and most[0] == 1
 
 
 def test_session_state_is_small_and_picklable(seg_a, rt):
