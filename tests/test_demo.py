@@ -711,6 +711,9 @@ def test_device_step_through_a_forking_fake_spaces_gpu(rt, clips, backbone, monk
         assert c["args_bytes"] < weights  # no model inside: it stays loaded in the parent
     # first run: frames + config + no entries; the lambda rerun: plus F~ and the coarse maps, no more
     frames_bytes = work.clip.frames.nbytes
+    # back: the new entries, Y, M^j, M~^j and the kept frames' uint8 Y, nothing twice
+    arrays = r.labels.nbytes + 2 * r.coarse_before.nbytes + sum(d.final.size for d in r.details.values())
+    assert fake.calls[0]["result_bytes"] < len(pickle.dumps(have)) + arrays + 20_000
     assert fake.calls[0]["args_bytes"] < frames_bytes + 20_000
     assert fake.calls[1]["args_bytes"] < frames_bytes + entries_in + 20_000
     assert not sent  # the in-process (locked) path was not taken
