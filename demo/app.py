@@ -14,7 +14,10 @@ Cost model (what each control reruns):
 * anything in "Advanced" that the features read (``t_m``, resolution cap, frames): everything, on Segment.
 
 Each browser session holds a small :class:`demo.handlers.SessionState` in a ``gr.State``; the process
-holds its stage cache (a few sessions' at most) and the shared backbones; one device job runs at a time.
+holds its stage cache (a few sessions' at most) and the shared backbones. Device jobs: on a ZeroGPU Space
+each Segment/Preview gets its own worker and GPU (``spaces.GPU``), and up to ``DEVICE_CONCURRENCY`` (4)
+run side by side; elsewhere one device job runs at a time (``demo.handlers._DEVICE_LOCK``), while a
+second event may do its CPU work (decoding, cached re-runs, writing videos) meanwhile.
 """
 
 from __future__ import annotations
@@ -73,8 +76,24 @@ QUEUE_SIZE = 16
 ZERO_GPU = os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
 """On a ZeroGPU Space: the GPU appears only inside ``@spaces.GPU`` calls."""
 
-DEVICE_FN = spaces.GPU(duration=H.gpu_duration)(H.segment_on_device) if HAS_SPACES else None
-"""The device step: on ZeroGPU a forked worker gets a GPU for ``gpu_duration(...)`` seconds."""
+DEVICE_FN = spaces.GPU(duration=H.gpu_duration)(H.segment_on_device) if HAS_SPACES and ZERO_GPU else None
+"""The device step on ZeroGPU: a forked worker gets a GPU for ``gpu_duration(...)`` seconds. Elsewhere
+``None``: the handlers run it in-process under their one device lock (``spaces.GPU`` is a no-op there,
+and would bypass that lock)."""
+
+
+def device_concurrency(zero_gpu: bool = ZERO_GPU) -> int:
+    """``$VIDSEG_DEMO_CONCURRENCY``, else 4 on ZeroGPU and 2 elsewhere (see :data:`DEVICE_CONCURRENCY`)."""
+    v = os.environ.get("VIDSEG_DEMO_CONCURRENCY", "").strip()
+    return int(v) if v.isdigit() and int(v) > 0 else (4 if zero_gpu else 2)
+
+
+DEVICE_CONCURRENCY = device_concurrency()
+"""Segment/Preview events processed at once (``concurrency_limit``; ``$VIDSEG_DEMO_CONCURRENCY``). On
+ZeroGPU each runs its device step on its own GPU, so 4 run side by side (ZeroGPU's per-user quota bounds
+what one visitor takes; more would only hold more clips in memory). Elsewhere 2: the lock admits one
+device step at a time, and the second event does its CPU parts (or a cached run) meanwhile, instead of
+waiting in the queue behind a long run."""
 
 TITLE = "VidSeg: zero-shot video semantic segmentation with Stable Diffusion"
 SPACE_HEADER = """\
@@ -387,7 +406,7 @@ def build_app(
             stats,
             status,
         ]
-        heavy = dict(concurrency_limit=1, concurrency_id="device", show_progress="full")
+        heavy = dict(concurrency_limit=device_concurrency(), concurrency_id="device", show_progress="full")
         seg_btn.click(segment_event, inputs, outputs, api_name="segment", **heavy).then(
             banner_event, [model_id], [banner], api_visibility="private", queue=False
         )

@@ -9,12 +9,17 @@ a few hundred bytes). The heavy part (decoded clip, :class:`VideoSegmenter` with
 last :class:`SegmentationResult`) is a :class:`Work` held by the process in :class:`Runtime`, keyed by
 the session id; only the most recently used few keep their stage caches.
 
-The device step is one function, :func:`segment_on_device` (model id, segmenter, clip, config, mode,
-kept frames -> result, segmenter); ``app.py`` wraps it with ``spaces.GPU(duration=gpu_duration)`` on
-Hugging Face Spaces, which runs it in a forked worker and pickles its arguments and results. Models are
-loaded in the parent before the call; runs whose stages are all cached (a new s, settings seen before)
-never enter it. The segmenter (with its stage cache) still crosses that boundary, because
-``VideoSegmenter`` offers no public way to hand over only the stage entries one run reads.
+The device step is one function, :func:`segment_on_device` (model id, frames, config, mode, kept frames,
+stage entries -> :class:`DeviceOutput`); ``app.py`` wraps it with ``spaces.GPU(duration=gpu_duration)``
+on a ZeroGPU Space, which runs it in a forked worker and pickles its arguments and results. Only what
+the GPU step needs crosses: the uint8 frames, the config, and the cached stage entries the run reads
+(:class:`~vidseg_nb.cache.StageEntries`, from ``VideoSegmenter.export_stages``); back come the result's
+arrays and the entries the run added, which the parent merges into the session's own stage cache
+(``import_stages``). The segmenter and its cache never leave the parent; models are loaded in the parent
+before the call; runs whose stages are all cached (a new s, settings seen before) never enter it.
+Elsewhere (no ZeroGPU) the same function runs in-process under one lock, :data:`_DEVICE_LOCK`, so a
+single GPU (or the CPU) never runs two device steps at once; on ZeroGPU each call has its own worker and
+GPU, no lock is taken, and ``app.py`` lets several run side by side.
 """
 
 from __future__ import annotations
@@ -56,9 +61,12 @@ from vidseg_nb.app_support import (
     xt_images,
 )
 from vidseg_nb.backbone import Backbone
+from vidseg_nb.cache import StageEntries
 from vidseg_nb.config import COARSE_FIELDS, DIFF_FIELDS, MODEL_ENV, PRESETS, SegConfig, default_model
 from vidseg_nb.errors import BackboneLoadError, VideoError
-from vidseg_nb.pipeline import SegmentationResult, VideoSegmenter, device_info
+from vidseg_nb.features import Features
+from vidseg_nb.modulation import final_labels
+from vidseg_nb.pipeline import FrameDetail, SegmentationResult, VideoSegmenter, device_info
 from vidseg_nb.synthetic import example_clips
 from vidseg_nb.video import Clip, read_video, write_video
 
@@ -235,7 +243,7 @@ class Runtime:
     max_cached_sessions: int = MAX_CACHED_SESSIONS
     workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "vidseg_demo")
     cache_examples: bool = True
-    device_fn: Callable[..., tuple[SegmentationResult, VideoSegmenter]] | None = None
+    device_fn: Callable[..., DeviceOutput] | None = None  # spaces.GPU(segment_on_device) on ZeroGPU
     _work: OrderedDict[str, Work] = field(default_factory=OrderedDict)
     _cached: OrderedDict[str, Work] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -338,27 +346,146 @@ def runtime() -> Runtime:
 
 # ------------------------------------------------------------------------------------------ device
 _DEVICE_LOCK = threading.Lock()
+"""One device step at a time in this process (not taken on ZeroGPU, where each call has its own GPU)."""
+
+
+@dataclass
+class DeviceOutput:
+    """What :func:`segment_on_device` hands back: the result's arrays and the stage entries it added.
+
+    ``labels`` Y (N, H0, W0) uint8; ``coarse_before``/``coarse_after`` M^j, M~^j (N, h, w); ``finals``
+    Y (H, W) at the processing size of each kept frame, as uint8 (label ids < 256); ``entries`` the
+    features / coarse maps / D_l this run computed (not those it was handed). The rest of the kept
+    frames' :class:`FrameDetail` (frame, features, D_l with I+/I-, D~_l) is what the parent has once the
+    entries are merged: :func:`result_from_device` rebuilds it there rather than pickling it twice.
+    """
+
+    labels: np.ndarray
+    coarse_before: np.ndarray
+    coarse_after: np.ndarray
+    finals: dict[int, np.ndarray]
+    timings: dict[str, float]
+    work: dict[str, int]
+    computed: tuple[str, ...]
+    is_random_model: bool
+    entries: StageEntries
 
 
 def gpu_duration(
-    model_id: str, segmenter: VideoSegmenter, clip: Clip, config: SegConfig, mode: str, keep: list[int]
+    model_id: str, frames: np.ndarray, config: SegConfig, mode: str, keep: list[int], entries: Any = None
 ) -> int:
     """Seconds of GPU to request for :func:`segment_on_device` (``spaces.GPU(duration=...)`` takes a
     callable of the same arguments): frames x labels x steps, with a margin, within [60, 900]."""
-    return int(min(900, max(60, 1.5 * estimate_seconds(len(clip), config, mode))))
+    return int(min(900, max(60, 1.5 * estimate_seconds(len(frames), config, mode))))
 
 
 def segment_on_device(
-    model_id: str, segmenter: VideoSegmenter, clip: Clip, config: SegConfig, mode: str, keep: list[int]
-) -> tuple[SegmentationResult, VideoSegmenter]:
-    """The only code that runs the backbone: one job at a time (a lock; ``spaces.GPU`` on Spaces)."""
-    segmenter.backbone = runtime().models.get(model_id)
-    try:
+    model_id: str,
+    frames: np.ndarray,
+    config: SegConfig,
+    mode: str,
+    keep: list[int],
+    entries: StageEntries | None = None,
+) -> DeviceOutput:
+    """The only code that runs the backbone (in a ZeroGPU worker, or in-process under the lock).
+
+    ``frames``: the clip's uint8 frames (N, H0, W0, 3); ``entries``: the cached stages this run reads
+    (``VideoSegmenter.export_stages``). A throw-away segmenter takes them, runs, and gives back the
+    result's arrays and the entries it added; the model is the parent's (loaded before the call).
+    """
+    seg = VideoSegmenter(runtime().models.get(model_id), cache_frames=max(1, len(frames)))
+    clip = Clip(frames=frames, fps=1.0, source="<device>")
+    if entries is not None:
+        seg.import_stages(clip, entries)
+    r = seg.segment(clip, config, mode=mode, keep=keep, progress=True)  # type: ignore[arg-type]
+    added = seg.export_stages(clip, config, mode).without(entries)  # type: ignore[arg-type]
+    return DeviceOutput(
+        labels=r.labels,
+        coarse_before=r.coarse_before,
+        coarse_after=r.coarse_after,
+        finals={i: d.final.astype(np.uint8) for i, d in r.details.items()},
+        timings=r.timings,
+        work=r.work,
+        computed=r.computed,
+        is_random_model=r.is_random_model,
+        entries=added,
+    )
+
+
+def _detail_features(feats: Features, i: int, aggregate: bool) -> dict[int, np.ndarray]:
+    """``FrameDetail.features`` of frame ``i``: every block's query, key 0 the stage-1 feature F~."""
+    one = feats[i : i + 1]
+    fd = {blk: t[0].numpy() for blk, t in one.blocks.items()}
+    fd[0] = one.stage1(aggregate)[0].numpy()
+    return fd
+
+
+def result_from_device(
+    seg: VideoSegmenter, clip: Clip, config: SegConfig, mode: str, out: DeviceOutput
+) -> SegmentationResult:
+    """The :class:`SegmentationResult` of a device step, once ``out.entries`` are in ``seg``'s cache.
+
+    Each kept frame's :class:`FrameDetail` is rebuilt as the pipeline builds it: the processed frame, the
+    features (from the cached F~), M^j and M~^j (from ``out``), Y (``out.finals``), and in full mode the
+    raw D_l (cached) and D~_l (step 4's filtering of D_l with s, recomputed here; it is deterministic).
+    """
+    orig, proc, _ = seg.prepare(clip, config)
+    have = seg.export_stages(clip, config, mode)  # type: ignore[arg-type]
+    feats = next(iter(have.features.values()), None)
+    diffs = next(iter(have.diffs.values()), None) if mode == "full" else None
+    if feats is None or (mode == "full" and diffs is None):  # pragma: no cover - a clip too long to cache
+        raise VideoError("This clip is too long for the session cache; shorten it.")
+    details = {}
+    for i, y in sorted(out.finals.items()):
+        diff = diffs[i] if diffs is not None else None
+        filtered = (
+            final_labels(diff, out.coarse_after[i], config.s_effective)[0] if diff is not None else None
+        )
+        details[i] = FrameDetail(
+            index=i,
+            frame=proc[i],
+            features=_detail_features(feats, i, config.aggregate),
+            coarse_before=out.coarse_before[i],
+            coarse_after=out.coarse_after[i],
+            final=y.astype(np.int64),
+            diff=diff,
+            filtered=filtered,
+        )
+    return SegmentationResult(
+        labels=out.labels,
+        coarse_before=out.coarse_before,
+        coarse_after=out.coarse_after,
+        mode=mode,  # type: ignore[arg-type]
+        config=config,
+        fps=float(clip.fps),
+        size=(int(proc.shape[1]), int(proc.shape[2])),
+        original_size=(int(orig.shape[1]), int(orig.shape[2])),
+        details=details,
+        features=feats,
+        timings=out.timings,
+        work=out.work,
+        is_random_model=out.is_random_model,
+        computed=out.computed,
+    )
+
+
+def run_device_step(
+    rt: Runtime, seg: VideoSegmenter, mid: str, clip: Clip, config: SegConfig, mode: str, keep: list[int]
+) -> SegmentationResult:
+    """One device step for a session: hand over the entries the run reads, merge back what it added.
+
+    ``seg`` is the session's segmenter with its backbone attached (for the stage keys). ZeroGPU calls
+    ``rt.device_fn`` (``spaces.GPU``, a worker per call, no lock); otherwise :func:`segment_on_device`
+    runs here under :data:`_DEVICE_LOCK`.
+    """
+    entries = seg.export_stages(clip, config, mode)  # type: ignore[arg-type]
+    if rt.device_fn is not None:
+        out = rt.device_fn(mid, clip.frames, config, mode, keep, entries)
+    else:
         with _DEVICE_LOCK:
-            result = segmenter.segment(clip, config, mode=mode, keep=keep, progress=True)
-    finally:
-        segmenter.backbone = None  # shared; re-attached by model id at the next use
-    return result, segmenter
+            out = segment_on_device(mid, clip.frames, config, mode, keep, entries)
+    seg.import_stages(clip, out.entries)
+    return result_from_device(seg, clip, config, mode, out)
 
 
 # ------------------------------------------------------------------------------------------ texts
@@ -467,21 +594,21 @@ def _run(state: SessionState | None, s: Settings, mode: str, progress: Progress,
         seg = work.segmenter_for(mid, state)
         if state.result_sig != (sig, mid) or (state.config and state.config.max_side != config.max_side):
             work.forget_keys()  # the segmenter's cache follows the last clip at its processing size
-        fkey = seg.feature_key(config)
-        features_cached = work.cache_valid and fkey in work.feature_keys
         keep = kept_frames(len(work.clip))
-        if work.served_by_cache(config, mode):  # only filtering (s) or seen settings: no device job
-            seg.backbone = rt.models.get(mid)
-            try:
+        seg.backbone = rt.models.get(mid)  # shared; only while this run uses it (stage keys, filtering)
+        try:
+            fkey = seg.feature_key(config)
+            features_cached = work.cache_valid and fkey in work.feature_keys
+            if work.served_by_cache(config, mode):  # only filtering (s) or seen settings: no device job
                 result = seg.segment(work.clip, config, mode=mode, keep=keep, progress=False)
-            finally:
-                seg.backbone = None
-            if set(result.computed) - {"filter"}:  # pragma: no cover - bookkeeping out of step
-                log.warning("a cached run recomputed %s outside the device job", result.computed)
-        else:
-            est = gpu_duration(mid, seg, work.clip, config, mode, keep) if rt.device_fn else None
-            progress(0.05, f"segmenting {len(work.clip)} frames" + (f" (up to about {est} s)" if est else ""))
-            result, seg = (rt.device_fn or segment_on_device)(mid, seg, work.clip, config, mode, keep)
+                if set(result.computed) - {"filter"}:  # pragma: no cover - bookkeeping out of step
+                    log.warning("a cached run recomputed %s outside the device job", result.computed)
+            else:
+                est = gpu_duration(mid, work.clip.frames, config, mode, keep) if rt.device_fn else None
+                msg = f"segmenting {len(work.clip)} frames" + (f" (up to about {est} s)" if est else "")
+                progress(0.05, msg)
+                result = run_device_step(rt, seg, mid, work.clip, config, mode, keep)
+        finally:
             seg.backbone = None
         work.segmenter, work.result, work.kept = seg, result, keep
         work.cache_valid, work.features_cached = True, features_cached

@@ -382,3 +382,115 @@ def test_coarse_batch_torch_features_and_corr_batches():
         out = list(coarse_maps(feats, model, corr, radius2=2.0))
     assert [o.after.shape for o in out] == [(3, 10, 12)] * 2
     assert isinstance(model.fit_features_, torch.Tensor) and model.fit_features_.shape == (360, 12)
+
+
+# ---------------------------------------------------------------- the torch path (issue 12 item 4)
+
+
+def _no_numpy(monkeypatch) -> None:
+    """Make any numpy conversion of features in vidseg_nb.context fail."""
+
+    def fail(x):
+        raise AssertionError(f"features converted to numpy: {type(x).__name__} {tuple(x.shape)}")
+
+    monkeypatch.setattr("vidseg_nb.context._to_numpy32", fail)
+
+
+def _spy(monkeypatch, module, name: str, seen: list) -> None:
+    """Record the device of the first tensor argument of ``module.name`` on each call."""
+    real = getattr(module, name)
+
+    def wrapper(*args, **kw):
+        seen.append(next(a.device.type for a in args if isinstance(a, torch.Tensor)))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(module, name, wrapper)
+
+
+def test_torch_backend_runs_stages_1_2_on_tensors_end_to_end(monkeypatch):
+    """backend="torch": TorchKMeans start, torch KNN, CBR in torch, refits; the features stay tensors."""
+    import vidseg_nb.context as ctx
+    import vidseg_nb.refine as rf
+    from vidseg_nb.kmeans import TorchKMeans
+
+    rng = np.random.default_rng(21)
+    (f1, t1), (f2, t2) = planted(rng, b=4, noise=0.3), planted(rng, b=3, noise=0.3)
+    sk = SceneContextModel(n_clusters=N_CLASSES, n_init=3, seed=0, backend="sklearn")
+    want = [coarse_batch(sk, f, update=True) for f in (f1, f2)]
+    _no_numpy(monkeypatch)
+    knn, traj = [], []
+    _spy(monkeypatch, ctx, "torch_knn_predict", knn)
+    _spy(monkeypatch, rf, "_trajectories", traj)
+    model = SceneContextModel(n_clusters=N_CLASSES, n_init=3, seed=0, backend="torch")
+    got = [coarse_batch(model, torch.from_numpy(f), update=True) for f in (f1, f2)]
+    assert isinstance(model.kmeans_, TorchKMeans) and model.backend_ == "torch"
+    assert isinstance(model.fit_features_, torch.Tensor) and model.n_fits_ == 3  # start + 2 refits
+    assert len(knn) == 2 and len(traj) == 2  # M^2..M^4, then batch 2; one CBR per batch
+    truth = np.concatenate([t1, t2])
+    for name in ("before", "after"):
+        pred = np.concatenate([getattr(g, name) for g in got])
+        assert pred.dtype == np.int64 and accuracy_after_permutation(pred, truth) > 0.95
+        # the same partition as scikit-learn's path on separable data (ids may be numbered differently)
+        ref = np.concatenate([getattr(w, name) for w in want])
+        assert accuracy_after_permutation(pred, ref) == 1.0
+
+
+def test_auto_kmeans_on_cpu_stays_scikit_learn():
+    """backend="auto" on CPU (numpy or a CPU tensor) keeps scikit-learn's K-Means: the pinned labels."""
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(22)
+    feats, _ = planted(rng, b=2)
+    for x in (feats, torch.from_numpy(feats)):
+        model = SceneContextModel(n_clusters=N_CLASSES, n_init=2, seed=3).fit(x)
+        assert type(model.kmeans_) is KMeans
+        want = KMeans(n_clusters=N_CLASSES, n_init=2, random_state=3).fit(feats.reshape(-1, 12))
+        np.testing.assert_array_equal(
+            model.start_labels_, want.predict(feats[0].reshape(-1, 12)).reshape(10, 12)
+        )
+
+
+def test_torch_kmeans_clamps_k_like_scikit_learn():
+    x = torch.randn(1, 2, 2, 3)
+    with pytest.warns(UserWarning, match="using 4 clusters"):
+        model = SceneContextModel(n_clusters=9, n_init=1, backend="torch").fit(x)
+    assert sorted(np.unique(model.start_labels_)) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
+    ],
+)
+def test_videosegmenter_stages_1_2_on_device_tensors(monkeypatch, request, device):
+    """issue 12: with a GPU, stages 1-2 of VideoSegmenter run on CUDA tensors (K-Means, KNN, CBR) with
+    the default "auto" backend; on the CPU the same path, forced with backend="torch"."""
+    import vidseg_nb.context as ctx
+    import vidseg_nb.kmeans as km
+    import vidseg_nb.refine as rf
+    from vidseg_nb.config import SegConfig
+    from vidseg_nb.loading import load_backbone
+    from vidseg_nb.pipeline import VideoSegmenter
+    from vidseg_nb.synthetic import make_clip
+
+    bb = request.getfixturevalue("tiny") if device == "cpu" else load_backbone("tiny", device=device)
+    if device == "cpu":  # "auto" is scikit-learn on the CPU: ask for torch
+        real = SceneContextModel.from_config.__func__
+        monkeypatch.setattr(
+            SceneContextModel,
+            "from_config",
+            classmethod(lambda c, cfg, backend="auto": real(c, cfg, "torch")),
+        )
+    clip = make_clip(6, 128, 128, n_objects=2, seed=0)
+    cfg = SegConfig(n_clusters=3, t_m=24, batch_size=3, max_side=128, kmeans_n_init=2)
+    _no_numpy(monkeypatch)
+    fits, knn, traj = [], [], []
+    _spy(monkeypatch, km.TorchKMeans, "fit", fits)  # set on the class: the first tensor argument is X
+    _spy(monkeypatch, ctx, "torch_knn_predict", knn)
+    _spy(monkeypatch, rf, "_trajectories", traj)
+    r = VideoSegmenter(bb, cfg, cache_frames=0).segment(clip, mode="preview", keep=None, progress=False)
+    # one K-Means start; KNN for M^2, M^3 and for batch 2; one CBR per batch: all on the device
+    assert fits == [device] and knn == [device] * 2 and traj == [device] * 2
+    assert r.coarse_after.shape == (6, 8, 8) and set(np.unique(r.coarse_after)) <= {0, 1, 2}

@@ -455,10 +455,56 @@ def test_build_app_wiring(rt):
     for name in ("segment", "preview", "refilter", "frame", "xt", "inspect"):
         assert name in fns, sorted(fns)
     for name in ("segment", "preview"):
-        assert fns[name].concurrency_limit == 1 and fns[name].concurrency_id == "device"
+        assert (
+            fns[name].concurrency_limit == app.device_concurrency() and fns[name].concurrency_id == "device"
+        )
     assert demo._queue.max_size == app.QUEUE_SIZE
     text = " ".join(str(getattr(b, "value", "")) for b in demo.blocks.values())
     assert f"2–{LIMIT} frames" in text and "4096 px" in text and "not meaningful" in text
+
+
+def test_device_concurrency_allows_zerogpu_parallelism(monkeypatch):
+    monkeypatch.delenv("VIDSEG_DEMO_CONCURRENCY", raising=False)
+    assert app.device_concurrency(zero_gpu=True) == 4  # a GPU per call: several side by side
+    assert app.device_concurrency(zero_gpu=False) == 2  # one device step (the lock), one CPU part
+    monkeypatch.setenv("VIDSEG_DEMO_CONCURRENCY", "3")
+    assert app.device_concurrency(zero_gpu=False) == 3
+    if not app.ZERO_GPU:
+        assert app.DEVICE_FN is None  # off ZeroGPU the handlers' lock guards the device step
+
+
+def test_one_device_step_at_a_time_off_zerogpu(rt, clips, monkeypatch):
+    """Without ZeroGPU two sessions' device steps never overlap (the one lock), their results both come."""
+    import threading
+    import time
+
+    active, most = [0], [0]
+    guard = threading.Lock()
+    real = H.segment_on_device
+
+    def counted(*args):
+        with guard:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        try:
+            time.sleep(0.3)  # widen the window a second run could enter
+            return real(*args)
+        finally:
+            with guard:
+                active[0] -= 1
+
+    monkeypatch.setattr(rt, "device_fn", None)
+    monkeypatch.setattr(H, "segment_on_device", counted)
+    outs: dict[str, dict] = {}
+    threads = [
+        threading.Thread(target=lambda k=k: outs.__setitem__(k, segment(None, clips[k], lam=33.0)))
+        for k in ("a", "b")
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert sorted(outs) == ["a", "b"] and most[0] == 1
 
 
 def test_session_state_is_small_and_picklable(seg_a, rt):
@@ -598,34 +644,132 @@ class FakeGPU:
         return wrapper
 
 
+def _same_result(got, want) -> None:
+    """Two SegmentationResults carry the same arrays: Y, M^j, M~^j, every kept detail, the features F~."""
+    np.testing.assert_array_equal(got.labels, want.labels)
+    np.testing.assert_array_equal(got.coarse_before, want.coarse_before)
+    np.testing.assert_array_equal(got.coarse_after, want.coarse_after)
+    assert (got.size, got.original_size, got.mode) == (want.size, want.original_size, want.mode)
+    assert sorted(got.details) == sorted(want.details)
+    for i, d in got.details.items():
+        w = want.details[i]
+        np.testing.assert_array_equal(d.frame, w.frame)
+        np.testing.assert_array_equal(d.final, w.final)
+        np.testing.assert_array_equal(d.coarse_after, w.coarse_after)
+        assert sorted(d.features) == sorted(w.features)
+        for blk in d.features:
+            np.testing.assert_array_equal(d.features[blk], w.features[blk])
+        assert (d.diff is None) == (w.diff is None) and (d.filtered is None) == (w.filtered is None)
+        if d.diff is not None:
+            np.testing.assert_array_equal(d.diff.raw, w.diff.raw)
+            np.testing.assert_array_equal(d.diff.plus, w.diff.plus)
+            np.testing.assert_array_equal(d.filtered, w.filtered)
+    assert (got.features is None) == (want.features is None)
+    if got.features is not None:
+        np.testing.assert_array_equal(got.features.aggregated.numpy(), want.features.aggregated.numpy())
+
+
 def test_device_step_through_a_forking_fake_spaces_gpu(rt, clips, backbone, monkeypatch):
+    """issue 14: only frames, config and the stage entries a run reads go in; arrays and new entries come
+    back; the session's segmenter never crosses; an s change never calls the device function."""
+    import pickle
+
     from vidseg_nb.pipeline import VideoSegmenter
 
     fake = FakeGPU(H.gpu_duration)
     monkeypatch.setattr(rt, "device_fn", fake(H.segment_on_device))
+    sent: list[tuple] = []
+    real = H.segment_on_device
+    monkeypatch.setattr(H, "segment_on_device", lambda *a: sent.append(a) or real(*a))  # must not be used
     out = segment(None, clips["a"], s=0.6, lam=40.0)
     state = out["state"]
+    work = rt.work(state)
     assert len(fake.calls) == 1
     r = result(state)
-    # the worker's result is the in-process result (same clip, config, seed)
-    want = VideoSegmenter(backbone, r.config).segment(rt.work(state).clip, keep=None, progress=False)
-    np.testing.assert_array_equal(r.labels, want.labels)
+    # the parent's reconstruction is the in-process result (same clip, config, seed), detail for detail
+    want = VideoSegmenter(backbone, r.config).segment(work.clip, keep=work.kept, progress=False)
+    _same_result(r, want)
     assert r.work["unet_samples"] > 0  # counted in the worker, brought back with the result
+    # the worker's entries are now the parent's cache: F~, (M^j, M~^j) and D_l of this run
+    have = work.segmenter.export_stages(work.clip, r.config, "full")
+    assert (len(have.features), len(have.coarse), len(have.diffs)) == (1, 1, 1)
     # s and settings seen before never enter the device function
     assert "Re-filtered" in refilter(state, clips["a"], s=0.2, lam=40.0)["status"]
     assert "re-filter only" in segment(state, clips["a"], s=0.6, lam=40.0)["stats"]
     assert len(fake.calls) == 1
-    # a new lambda does (stage 3), starting from the parent's cached features and coarse maps
+    # a new lambda does (stage 3), handed the parent's cached features and coarse maps, not its D_l
     out = segment(state, clips["a"], s=0.6, lam=20.0)
     assert len(fake.calls) == 2 and "stage 3 rerun" in out["stats"]
+    r2 = result(state)
+    _same_result(r2, VideoSegmenter(backbone, r2.config).segment(work.clip, keep=work.kept, progress=False))
+    have2 = work.segmenter.export_stages(work.clip, r2.config, "full")
+    assert have2.features == have.features and len(work.segmenter.cache.entry.diffs) == 2
     weights = sum(p.numel() * p.element_size() for p in backbone.unet.parameters())
+    entries_in = len(pickle.dumps((have.features, have.coarse)))
     for c in fake.calls:
         assert 60 <= c["duration"] <= 900
         assert c["args_bytes"] < weights  # no model inside: it stays loaded in the parent
+    # first run: frames + config + no entries; the lambda rerun: plus F~ and the coarse maps, no more
+    frames_bytes = work.clip.frames.nbytes
+    # back: the new entries, Y, M^j, M~^j and the kept frames' uint8 Y, nothing twice
+    arrays = r.labels.nbytes + 2 * r.coarse_before.nbytes + sum(d.final.size for d in r.details.values())
+    assert fake.calls[0]["result_bytes"] < len(pickle.dumps(have)) + arrays + 20_000
+    assert fake.calls[0]["args_bytes"] < frames_bytes + 20_000
+    assert fake.calls[1]["args_bytes"] < frames_bytes + entries_in + 20_000
+    assert not sent  # the in-process (locked) path was not taken
     print(
         "bytes pickled per device call (args, result):",
         [(c["args_bytes"], c["result_bytes"]) for c in fake.calls],
     )
+
+
+def test_preview_then_full_through_the_fake_gpu(rt, clips, backbone, monkeypatch):
+    """A preview's features cross back; the full run after it is handed them and computes stage 3."""
+    from vidseg_nb.pipeline import VideoSegmenter
+
+    fake = FakeGPU(H.gpu_duration)
+    monkeypatch.setattr(rt, "device_fn", fake(H.segment_on_device))
+    out = H.preview(None, settings(clips["b"], lam=30.0))
+    state = out["state"]
+    work = rt.work(state)
+    r = result(state)
+    want = VideoSegmenter(backbone, r.config).segment(
+        work.clip, mode="preview", keep=work.kept, progress=False
+    )
+    _same_result(r, want)
+    segment(state, clips["b"], lam=30.0)
+    r2 = result(state)
+    assert len(fake.calls) == 2 and r2.mode == "full"
+    _same_result(r2, VideoSegmenter(backbone, r2.config).segment(work.clip, keep=work.kept, progress=False))
+
+
+def test_stage_entries_move_a_cache_between_segmenters(rt, clips, backbone):
+    """export_stages -> pickle -> import_stages: a fresh segmenter serves the run from the cache alone."""
+    import pickle
+
+    from vidseg_nb.pipeline import VideoSegmenter
+
+    clip = read_video(clips["a"])
+    cfg = rt.base_config.replace(n_clusters=3, t_m=24, batch_size=4, max_side=64)
+    a = VideoSegmenter(backbone, cfg)
+    assert len(a.export_stages(clip, cfg, "full")) == 0  # nothing cached yet
+    want = a.segment(clip, keep="all", progress=False)
+    entries = pickle.loads(pickle.dumps(a.export_stages(clip, cfg, "full")))
+    assert (len(entries.features), len(entries.coarse), len(entries.diffs)) == (1, 1, 1)
+    assert len(a.export_stages(clip, cfg, "preview").diffs) == 0  # a preview reads no D_l
+    b = VideoSegmenter(backbone, cfg)
+    assert b.import_stages(clip, entries) == 3
+    assert b.import_stages(clip, entries) == 0  # nothing replaced
+    got = b.segment(clip, keep="all", progress=False)
+    assert got.computed == ("filter",) and got.work["unet_samples"] == 0
+    _same_result(got, want)
+    # a new lambda reads the features and coarse maps only
+    lam = a.export_stages(clip, cfg.replace(lam=10.0), "full")
+    assert (len(lam.features), len(lam.coarse), len(lam.diffs)) == (1, 1, 0)
+    assert len(entries.without(lam)) == 1 and entries.without(entries).keys() == set()
+    other = read_video(clips["b"])
+    with pytest.raises(ValueError, match="another clip"):
+        b.import_stages(other, entries)
 
 
 def test_gpu_request_grows_with_frames_labels_and_steps(rt):
@@ -639,6 +783,7 @@ def test_gpu_request_grows_with_frames_labels_and_steps(rt):
     assert app_support.estimate_seconds(8, cfg.replace(t_m=20)) > small
     clip = app_support.Clip(frames=np.zeros((48, 64, 64, 3), np.uint8), fps=10.0, source="x")
     big = cfg.replace(n_clusters=20)
-    assert H.gpu_duration("m", None, clip, big, "full", []) == int(1.5 * (20 + 48 * 6 * 41 * 0.02))
-    assert H.gpu_duration("m", None, clip, big.replace(max_side=1024), "full", []) == 900  # capped
-    assert H.gpu_duration("m", None, clip, cfg, "preview", []) == 60  # at least a minute
+    f = clip.frames
+    assert H.gpu_duration("m", f, big, "full", [], None) == int(1.5 * (20 + 48 * 6 * 41 * 0.02))
+    assert H.gpu_duration("m", f, big.replace(max_side=1024), "full", [], None) == 900  # capped
+    assert H.gpu_duration("m", f, cfg, "preview", [], None) == 60  # at least a minute

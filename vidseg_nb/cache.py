@@ -9,6 +9,10 @@ One clip at a time (keyed on a content hash of its frames at the processing size
 The keys are the values of exactly the :class:`~vidseg_nb.config.SegConfig` fields each stage reads,
 cumulatively (:func:`vidseg_nb.config.stage_fields`, from the fields' ``stage`` metadata): a new s only
 re-filters, a new lambda reruns stage 3, a new K reruns stages 1-3 but not the features.
+
+:class:`StageEntries` is a detached, picklable subset of one :class:`ClipCache` (what one run reads, or
+what it added): :meth:`VideoSegmenter.export_stages` / :meth:`VideoSegmenter.import_stages` move it
+between segmenters, e.g. between the demo's process and a ZeroGPU worker, without the segmenter.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from .config import SegConfig, stage_fields
 from .features import Features
 from .modulation import FrameDiff
 
-__all__ = ["ClipCache", "StageCache", "clip_key", "feature_key", "stage_key"]
+__all__ = ["ClipCache", "StageCache", "StageEntries", "clip_key", "feature_key", "stage_key"]
 
 Key = tuple
 
@@ -85,3 +89,49 @@ class StageCache:
     def current(self, n_frames: int) -> ClipCache | None:
         """The entry of the last clip if a clip of ``n_frames`` frames would be cached, else None."""
         return self.entry if self.accepts(n_frames) else None
+
+
+@dataclass
+class StageEntries:
+    """Some stage-cache entries of one clip: features F~, coarse maps (M^j, M~^j) and raw D_l by stage key.
+
+    ``clip``: the :func:`clip_key` of the processed frames; ``n_frames`` and ``size`` (H, W): those frames'
+    count and processing size (so a receiver can rebuild them from the input frames). Plain CPU tensors,
+    numpy arrays and tuples: small to pickle (no segmenter, no backbone, no q/k).
+    """
+
+    clip: str
+    n_frames: int
+    size: tuple[int, int]
+    features: dict[Key, Features] = field(default_factory=dict)
+    coarse: dict[Key, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    diffs: dict[Key, list[FrameDiff]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.features) + len(self.coarse) + len(self.diffs)
+
+    def keys(self) -> set[tuple[str, Key]]:
+        """``(stage, key)`` of every entry, stage one of ``"features"``, ``"coarse"``, ``"diffs"``."""
+        return {(stage, k) for stage in ("features", "coarse", "diffs") for k in getattr(self, stage)}
+
+    def without(self, other: StageEntries | None) -> StageEntries:
+        """These entries minus the keys ``other`` holds (what a run added to what it was handed)."""
+        have = other.keys() if other is not None and other.clip == self.clip else set()
+        out = StageEntries(self.clip, self.n_frames, self.size)
+        for stage in ("features", "coarse", "diffs"):
+            mine, theirs = getattr(self, stage), getattr(out, stage)
+            theirs.update({k: v for k, v in mine.items() if (stage, k) not in have})
+        return out
+
+    def merge_into(self, entry: ClipCache) -> int:
+        """Add these entries to ``entry`` (same clip) without replacing any; returns how many were new."""
+        if entry.key != self.clip:
+            raise ValueError("stage entries of another clip")
+        added = 0
+        for stage in ("features", "coarse", "diffs"):
+            target = getattr(entry, stage)
+            for k, v in getattr(self, stage).items():
+                if k not in target:
+                    target[k] = v
+                    added += 1
+        return added

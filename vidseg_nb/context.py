@@ -29,6 +29,7 @@ from sklearn.cluster import KMeans
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.utils.validation import check_is_fitted
 
+from .kmeans import TorchKMeans
 from .refine import refine as _refine
 
 __all__ = ["CoarseBatch", "SceneContextModel", "coarse_batch", "coarse_maps"]
@@ -115,17 +116,22 @@ class SceneContextModel(BaseEstimator):
     seed, n_init:
         K-Means ``random_state`` and ``n_init``.
     backend:
-        ``"sklearn"`` (``KNeighborsClassifier``, brute force, the search whose ties the torch backend
-        follows), ``"torch"`` (:func:`torch_knn_predict`, on the features' device) or ``"auto"``: torch
-        when the fit features are a CUDA/MPS tensor or the work is large (``AUTO_TORCH_WORK``), else
-        scikit-learn. Both give the same labels (see :func:`torch_knn_predict` on distance ties).
+        ``"sklearn"`` (``KMeans`` and ``KNeighborsClassifier``, brute force, the search whose ties the
+        torch backend follows), ``"torch"`` (:class:`~vidseg_nb.kmeans.TorchKMeans` and
+        :func:`torch_knn_predict`, on the features' device: a CUDA batch never leaves the GPU) or
+        ``"auto"``: torch for both when the features are a CUDA/MPS tensor; on the CPU scikit-learn's
+        K-Means, and a torch KNN only when its work is large (``AUTO_TORCH_WORK``). The two KNNs give
+        the same labels (see :func:`torch_knn_predict` on distance ties); the two K-Means the same
+        partition on well separated data but not bit-identical labels in general (float order, and
+        the cluster numbering of the seeds), so CPU "auto" runs stay scikit-learn's.
 
     Fitting (Figure 3, stage 1): ``fit(F~)`` with ``y=None`` on the first batch (B, h, w, C) runs K-Means
     on every vector and fits the KNN on ``(F~^1, M^1)``; ``fit(F~, M~)`` is the autoregressive update (the
     KNN alone, on that data only). ``predict(F~^j)`` -> ``M^j``; ``fit_predict(F~)`` -> M^1..M^B of the
     first batch.
 
-    Learned attributes (set only by ``fit``): ``kmeans_`` (the fitted ``KMeans``, kept by later KNN fits),
+    Learned attributes (set only by ``fit``): ``kmeans_`` (the fitted ``KMeans``, or ``TorchKMeans`` on the
+    torch path, kept by later KNN fits),
     ``start_labels_`` (M^1 of the K-Means start), ``fit_features_`` (N, C) and ``fit_labels_`` (N,) (what
     the KNN was last fitted on: numpy, or a torch tensor on the torch backend), ``classes_`` (sorted label
     ids known to Omega), ``n_features_in_``, ``backend_`` (the resolved backend of the last fit), ``knn_``
@@ -254,23 +260,40 @@ class SceneContextModel(BaseEstimator):
                 f"fit without labels needs a batch of features (B, h, w, C), got shape {tuple(features.shape)}"
             )
         self.reset()
-        x = _to_numpy32(features)
-        b, h, w, c = x.shape
-        flat = x.reshape(-1, c)
+        b, h, w, c = (int(d) for d in features.shape)
+        n = b * h * w
         k = int(self.n_clusters)
         if k < 1:
             raise ValueError(f"n_clusters must be >= 1, got {k}")
-        if k > flat.shape[0]:
-            warnings.warn(
-                f"n_clusters={k} > {flat.shape[0]} feature vectors; using {flat.shape[0]} clusters",
-                stacklevel=3,
-            )
-            k = flat.shape[0]
-        self.kmeans_ = KMeans(n_clusters=k, n_init=self.n_init, random_state=self.seed).fit(flat)
-        m1 = self.kmeans_.predict(x[0].reshape(-1, c)).astype(np.int64).reshape(h, w)
-        self._fit_knn(features[0], m1)
+        if k > n:
+            warnings.warn(f"n_clusters={k} > {n} feature vectors; using {n} clusters", stacklevel=3)
+            k = n
+        if self._kmeans_backend(features) == "torch":
+            # on the features' device (numpy input: CPU tensors); only M^1 (h, w) comes to the CPU
+            x = features if isinstance(features, torch.Tensor) else torch.from_numpy(_to_numpy32(features))
+            if x.dtype not in (torch.float32, torch.float64):
+                x = x.float()
+            self.kmeans_ = TorchKMeans(n_clusters=k, n_init=self.n_init, random_state=self.seed)
+            self.kmeans_.fit(x.reshape(-1, c))
+            m1 = self.kmeans_.predict(x[0].reshape(-1, c)).reshape(h, w).cpu().numpy().astype(np.int64)
+            self._fit_knn(x[0], m1)
+        else:
+            xn = _to_numpy32(features)
+            self.kmeans_ = KMeans(n_clusters=k, n_init=self.n_init, random_state=self.seed)
+            self.kmeans_.fit(xn.reshape(-1, c))
+            m1 = self.kmeans_.predict(xn[0].reshape(-1, c)).astype(np.int64).reshape(h, w)
+            self._fit_knn(features[0], m1)
         self.start_labels_ = m1
         return self
+
+    def _kmeans_backend(self, x: Any) -> str:
+        """Backend of the K-Means start: torch when asked, or "auto" on a CUDA/MPS tensor; else sklearn."""
+        self._check_backend()
+        if self.backend == "torch":
+            return "torch"
+        if self.backend == "auto" and isinstance(x, torch.Tensor) and x.device.type != "cpu":
+            return "torch"
+        return "sklearn"
 
     def _resolve_backend(self, x: Any, n_fit: int) -> str:
         self._check_backend()

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from .authors import authors_coarse_batch, authors_refine, batch_plan, merge_first_batch, plan_overlaps
 from .backbone import Backbone
-from .cache import ClipCache, StageCache, clip_key, feature_key, stage_key
+from .cache import ClipCache, StageCache, StageEntries, clip_key, feature_key, stage_key
 from .config import SegConfig
 from .context import SceneContextModel
 from .features import Features, reference_run
@@ -396,6 +396,53 @@ class VideoSegmenter:
             )
             if full:
                 cache.diffs.setdefault(dkey, new_diffs)
+
+    # ------------------------------------------------------------------ stage entries
+    def export_stages(
+        self, frames: Clip | np.ndarray | str | Any, config: SegConfig | None = None, mode: Mode | None = None
+    ) -> StageEntries:
+        """The cached entries a run of ``segment(frames, config, mode=mode)`` reads, detached from this
+        segmenter: the features F~ (feature key), the coarse maps (M^j, M~^j) (coarse key) and, in full
+        mode, the raw D_l (diff key), each only when cached. ``frames``: what :meth:`segment` accepts.
+        The feature key needs ``self.backbone`` (SVD adds B); the arrays are shared, not copied.
+        """
+        config = config or self.config
+        mode = mode or ("full" if config.modulation else "preview")
+        _, proc, _ = self.prepare(frames, config)
+        out = StageEntries(clip_key(proc), len(proc), (int(proc.shape[1]), int(proc.shape[2])))
+        cache = self.cache.current(len(proc))
+        if cache is None or cache.key != out.clip:
+            return out
+        fkey, ckey, dkey = self.feature_key(config), stage_key(config, "coarse"), stage_key(config, "diff")
+        if fkey in cache.features:
+            out.features[fkey] = cache.features[fkey]
+        if ckey in cache.coarse:
+            out.coarse[ckey] = cache.coarse[ckey]
+        if mode == "full" and dkey in cache.diffs:
+            out.diffs[dkey] = cache.diffs[dkey]
+        return out
+
+    def import_stages(self, frames: Clip | np.ndarray | str | Any, entries: StageEntries) -> int:
+        """Add ``entries`` (from :meth:`export_stages`, maybe of another segmenter) to this segmenter's
+        cache; existing entries are kept. ``frames``: the clip they belong to (what :meth:`segment`
+        accepts; taken as ``entries`` processed them: first ``n_frames``, resized to ``size``). Another
+        clip's cache is replaced, as a run would. Returns the number of entries added (0 for a clip too
+        long to cache); raises ``ValueError`` when ``frames`` are not the entries' clip."""
+        if len(entries) == 0:
+            return 0
+        if isinstance(frames, np.ndarray):
+            arr = frames
+        elif hasattr(frames, "frames"):
+            arr = np.asarray(frames.frames)
+        else:
+            arr = read_video(frames, max_frames=entries.n_frames).frames
+        arr = arr[: entries.n_frames]
+        if tuple(arr.shape[1:3]) != tuple(entries.size):
+            arr = resize_frames(arr, tuple(entries.size))
+        if clip_key(arr) != entries.clip:
+            raise ValueError("these stage entries belong to another clip")
+        cache = self.cache.for_clip(arr)
+        return 0 if cache is None else entries.merge_into(cache)
 
 
 def _detail(

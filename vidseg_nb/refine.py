@@ -14,7 +14,9 @@ frame j+1, ``M~^j`` the refined map, ``T`` (``radius2``) the squared search radi
 
 The votes are computed backwards by dynamic programming, exact because ``TRACK`` composes:
 ``V^{B-1} = onehot(M^{B-1})`` and ``V^j = onehot(M^j) + V^{j+1}[T^j]`` (a gather over cells).
-Everything runs in torch on the features' device; there is no Python loop over cells.
+Everything runs in torch on the features' device; there is no Python loop over cells. Only the label
+maps M^j (small integer arrays) pass through the CPU (relabelling with ``np.unique``) and ``M~^j`` comes
+back as numpy; the features F_c, the similarities, the trajectories T^j and the votes stay on the device.
 """
 
 from __future__ import annotations
