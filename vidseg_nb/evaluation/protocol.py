@@ -17,6 +17,14 @@ matrices have one extra last row/column, "unassigned" (index ``num_classes``), s
 negative of its true class and a false positive of no class; the extra row is always empty, so the mean
 over ground-truth classes never includes it. For mVC the unassigned pixels form one more predicted label.
 
+Assignment by names (issue 13, ``assign="names"``): each cluster gets the dataset class whose name
+scores highest in the cross-attention of the first batch (:mod:`vidseg_nb.names`; the dataset's class
+list is the vocabulary, :func:`dataset_vocabulary`). The *assignment* reads no ground-truth frame: the
+mapping is decided from the segmentation alone, before the ground truth is even loaded
+(:func:`evaluate_clip` takes it as a loader and calls it after). *Scoring* (mIoU, mVC) of course compares
+with the ground truth of every frame. ``assign="both"`` scores both assignments: the first-frame one
+(today's protocol, the default) at the top level of the record, the names one under ``"by_names"``.
+
 Pure numpy on top of :mod:`vidseg_nb.metrics`; the segmenter is passed in (no model import here).
 """
 
@@ -30,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..config import SegConfig
+from ..errors import ConfigError
 from ..metrics import (
     apply_label_map,
     assign_labels,
@@ -42,7 +51,11 @@ from ..metrics import (
 )
 
 __all__ = [
+    "ASSIGN_MODES",
     "VC_WINDOWS",
+    "check_assign",
+    "dataset_vocabulary",
+    "name_mapping",
     "resolve_mode",
     "evaluate_clip",
     "score_result",
@@ -52,6 +65,46 @@ __all__ = [
 
 VC_WINDOWS = (8, 16)
 """The window lengths n of mVC_n reported by the paper."""
+
+
+ASSIGN_MODES = ("first-frame", "names", "both")
+"""How clusters get classes: from the first annotated frame's ground truth (SPEC 8, the default), from
+their names (issue 13: no ground truth), or both (both scored)."""
+
+_DATASET_VOCABULARIES = {"camvid": "camvid", "vspw": "vspw", "cityscapes": "cityscapes"}
+
+
+def check_assign(assign: str) -> str:
+    """``assign`` if it is one of :data:`ASSIGN_MODES`, else a :class:`ConfigError`."""
+    if assign not in ASSIGN_MODES:
+        raise ConfigError(f"--assign must be one of {', '.join(ASSIGN_MODES)}, not {assign!r}")
+    return assign
+
+
+def dataset_vocabulary(dataset: Any) -> list[str]:
+    """The class names of a dataset reader in class-id order, as prompt words: its ``class_names`` when it
+    has them, else the list shipped in :mod:`vidseg_nb.names` for CamVid (11), VSPW (124) and Cityscapes
+    (19). DAVIS objects have no class names: a :class:`ConfigError` says so."""
+    from ..names import vocabulary_for_dataset
+
+    names = getattr(dataset, "class_names", None)
+    if names:
+        return [str(n) for n in names]
+    kind = type(dataset).__name__.lower()
+    for key, vocab in _DATASET_VOCABULARIES.items():
+        if kind.startswith(key):
+            return vocabulary_for_dataset(vocab)
+    raise ConfigError(
+        f"{type(dataset).__name__} has no class names to assign clusters by name (DAVIS objects are ids, "
+        "not classes): use --assign first-frame, or a dataset with a class list (camvid, vspw, cityscapes)"
+    )
+
+
+def name_mapping(names: Mapping[int, Any], vocabulary: Sequence[str]) -> dict[int, int]:
+    """cluster -> class id from the clusters' names alone (no ground truth): the class whose name scored
+    highest (``ClusterName.best``, whatever its margin); a cluster with no scored word gets -1."""
+    index = {w: k for k, w in enumerate(vocabulary)}
+    return {int(c): index.get(n.best, -1) for c, n in names.items()}
 
 
 def resolve_mode(config: SegConfig, mode: str | None) -> str:
@@ -69,9 +122,18 @@ def evaluate_clip(
     mode: str | None = None,
     davis: bool = False,
     annotated: Sequence[bool] | None = None,
+    *,
+    assign: str = "first-frame",
+    vocabulary: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Segment ``frames`` (N, H, W, 3) with ``segmenter`` (a :class:`~vidseg_nb.pipeline.VideoSegmenter`)
-    and score the result against ``gt`` (N, H, W) integer labels (``ignore_index`` = void).
+    and score the result against ``gt`` (N, H, W) integer labels (``ignore_index`` = void), or a
+    zero-argument loader of them, called only after the segmentation and its assignment.
+
+    ``assign`` (:data:`ASSIGN_MODES`): ``"first-frame"`` (below); ``"names"``: the segmenter names the
+    clusters with ``vocabulary`` (the dataset's class names, in class-id order) and :func:`name_mapping`
+    assigns them, with no ground truth (``names`` in the record: cluster -> word); ``"both"``: the
+    first-frame record plus the names one under ``"by_names"``.
 
     Label assignment (SPEC 8): ``assign_labels(result.coarse_before[f], gt[f])`` on the feature grid (M^f,
     the context model's map: refinement can drop a cluster from M~^1 that later frames still carry), with
@@ -89,12 +151,35 @@ def evaluate_clip(
     """
     config = config or segmenter.config
     mode = resolve_mode(config, mode)
+    check_assign(assign)
+    kw: dict[str, Any] = {}
+    if assign != "first-frame":
+        if not vocabulary:
+            raise ConfigError("assigning clusters by names needs the dataset's class names (vocabulary)")
+        if len(vocabulary) != num_classes:
+            raise ConfigError(f"{len(vocabulary)} class names for {num_classes} classes")
+        kw["names"] = list(vocabulary)
     t0 = time.perf_counter()
-    result = segmenter.segment(frames, config, mode=mode, keep=None, progress=False)
+    result = segmenter.segment(frames, config, mode=mode, keep=None, progress=False, **kw)
     seconds = time.perf_counter() - t0
-    out = score_result(
-        result.labels, result.coarse_before, gt, num_classes, ignore_index, davis=davis, annotated=annotated
-    )
+    # the assignment by names is decided here, from the segmentation alone: no ground truth read yet
+    by_names = name_mapping(result.names, vocabulary) if assign != "first-frame" else None
+    gt = gt() if callable(gt) else gt
+    score = dict(davis=davis, annotated=annotated)
+    if assign == "names":
+        out = score_result(result.labels, None, gt, num_classes, ignore_index, mapping=by_names, **score)
+    else:
+        out = score_result(result.labels, result.coarse_before, gt, num_classes, ignore_index, **score)
+    if by_names is not None:
+        named = {int(c): n.best for c, n in result.names.items()}
+        if assign == "both":
+            out["by_names"] = score_result(
+                result.labels, None, gt, num_classes, ignore_index, mapping=by_names, **score
+            )
+            out["by_names"]["names"] = named
+        else:
+            out["names"] = named
+    out["assign"] = assign
     out.update(
         seconds=seconds,
         frames=int(len(result.labels)),
@@ -106,16 +191,19 @@ def evaluate_clip(
 
 def score_result(
     labels: np.ndarray,
-    coarse: np.ndarray,
+    coarse: np.ndarray | None,
     gt: np.ndarray,
     num_classes: int,
     ignore_index: int = 255,
     *,
     davis: bool = False,
     annotated: Sequence[bool] | None = None,
+    mapping: Mapping[int, int] | None = None,
 ) -> dict[str, Any]:
     """The scoring half of :func:`evaluate_clip`, on cluster maps ``labels`` (N, H, W) and coarse maps
-    ``coarse`` (N, h, w) already computed (the clusters are assigned on ``coarse[first annotated]``)."""
+    ``coarse`` (N, h, w) already computed (the clusters are assigned on ``coarse[first annotated]``), or
+    with a given cluster -> class ``mapping`` (e.g. :func:`name_mapping`; ``assign_frame`` is then None and
+    ``coarse`` unused)."""
     labels = np.asarray(labels)
     gt = np.asarray(gt)
     n = len(labels)
@@ -128,8 +216,11 @@ def score_result(
     ann = np.ones(n, bool) if annotated is None else np.asarray(list(annotated)[:n], bool)
     if not ann.any():
         raise ValueError("no annotated frame to assign labels from")
-    first = int(np.flatnonzero(ann)[0])
-    mapping = assign_labels(np.asarray(coarse)[first], gt[first], ignore_index=ignore_index)
+    first: int | None = int(np.flatnonzero(ann)[0])
+    if mapping is None:
+        mapping = assign_labels(np.asarray(coarse)[first], gt[first], ignore_index=ignore_index)
+    else:
+        first = None
     # clusters that were assigned a class outside [0, C) (never for a void-free ignore index) are unassigned
     mapping = {k: (v if 0 <= v < c else -1) for k, v in mapping.items()}
     pred = apply_label_map(labels, mapping, default=-1)
@@ -214,7 +305,8 @@ def summarize(per_clip: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     counted in ``failed`` / ``failed_videos`` and left out of every score. Also ``per_class_iou`` (nan
     for classes absent from the ground truth), ``unassigned_fraction`` (scored pixels predicted by
     unassigned clusters), ``videos`` (scored), ``frames``, ``seconds`` and summed ``work``. Clips with
-    different class counts (DAVIS 2017) are padded.
+    different class counts (DAVIS 2017) are padded. ``assign``: the records' assignment; records with a
+    ``by_names`` part (``assign="both"``) also get it pooled under ``by_names``.
     """
     per_clip = list(per_clip)
     failed = [r for r in per_clip if r.get("error")]
@@ -253,4 +345,12 @@ def summarize(per_clip: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for k, v in (r.get("work") or {}).items():
             work[k] = work.get(k, 0) + int(v)
     out["work"] = work
+    assigns = {r.get("assign", "first-frame") for r in per_clip}
+    if len(assigns) == 1:
+        out["assign"] = assigns.pop()
+    named = [r["by_names"] for r in per_clip if r.get("by_names")]
+    if named:  # assign="both": the names assignment, pooled the same way
+        out["by_names"] = {
+            k: v for k, v in summarize(named).items() if k not in ("frames", "seconds", "work")
+        }
     return out
