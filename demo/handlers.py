@@ -19,6 +19,7 @@ never enter it. The segmenter (with its stage cache) still crosses that boundary
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -58,9 +59,10 @@ from vidseg_nb.app_support import (
 from vidseg_nb.backbone import Backbone
 from vidseg_nb.config import COARSE_FIELDS, DIFF_FIELDS, MODEL_ENV, PRESETS, SegConfig, default_model
 from vidseg_nb.errors import BackboneLoadError, VideoError
-from vidseg_nb.pipeline import SegmentationResult, VideoSegmenter, device_info
+from vidseg_nb.pipeline import SegmentationResult, VideoSegmenter, device_info, parse_vocabulary
 from vidseg_nb.synthetic import example_clips
 from vidseg_nb.video import Clip, read_video, write_video
+from vidseg_nb.viz import legend_entries, legend_html, word_attention_panels
 
 log = logging.getLogger("vidseg_nb.demo")
 
@@ -77,6 +79,7 @@ OUTPUT_NAMES = (
     "zip",
     "stats",
     "status",
+    "legend",  # names (issue 13): HTML swatches + names under the video
 )
 """The outputs of :func:`segment` / :func:`preview` / :func:`refilter`, in the order of the widgets."""
 
@@ -121,6 +124,7 @@ class Settings:
     model_id: str | None = None
     frame: float | None = 0
     row: float | None = None
+    names: str = ""  # vocabulary for segment names (issue 13), comma-separated; "" = no names
 
     @classmethod
     def from_defaults(cls, d: UIDefaults, video: str | None = None, **kw: Any) -> Settings:
@@ -429,7 +433,8 @@ def _render(state: SessionState, work: Work, rt: Runtime, s: Settings, wall: flo
         overlay=overlay,
         labels=labels,
         frame=dict(minimum=0, maximum=max(1, kept[-1]), step=stride, value=f),
-        gallery=gallery_items(r, f, pca),
+        gallery=gallery_items(r, f, pca) + name_panels(r, f),
+        legend=names_legend(r),
         xt_features=feat_xt,
         xt_labels=lab_xt,
         zip=zpath,
@@ -467,6 +472,9 @@ def _run(state: SessionState | None, s: Settings, mode: str, progress: Progress,
         seg = work.segmenter_for(mid, state)
         if state.result_sig != (sig, mid) or (state.config and state.config.max_side != config.max_side):
             work.forget_keys()  # the segmenter's cache follows the last clip at its processing size
+        # names (issue 13): record the first batch's cross-attention queries whenever the model has a text
+        # encoder, so any vocabulary typed later names the result with zero UNet samples (rename)
+        seg.record_names = getattr(rt.models.get(mid), "text_encoder", None) is not None
         fkey = seg.feature_key(config)
         features_cached = work.cache_valid and fkey in work.feature_keys
         keep = kept_frames(len(work.clip))
@@ -483,6 +491,7 @@ def _run(state: SessionState | None, s: Settings, mode: str, progress: Progress,
             progress(0.05, f"segmenting {len(work.clip)} frames" + (f" (up to about {est} s)" if est else ""))
             result, seg = (rt.device_fn or segment_on_device)(mid, seg, work.clip, config, mode, keep)
             seg.backbone = None
+        result = _named(seg, rt.models.get(mid), result, s.names)
         work.segmenter, work.result, work.kept = seg, result, keep
         work.cache_valid, work.features_cached = True, features_cached
         work.remember(config, mode, fkey)
@@ -553,7 +562,7 @@ def refilter(state: SessionState | None, s: Settings) -> dict:
             result = seg.segment(work.clip, config, mode="full", keep=work.kept, progress=False)
         finally:
             seg.backbone = None
-        work.result, work.features_cached = result, True
+        work.result, work.features_cached = _named(seg, bb, result, s.names), True
         state.config = config
         rt.touch(state)
         status = f"Re-filtered with s = {config.s:g} (cached difference maps, no UNet)."
@@ -567,7 +576,82 @@ def frame_gallery(state: SessionState | None, frame: float | None) -> list[tuple
     work = runtime().work(state)
     if work is None or work.result is None:
         return None
-    return gallery_items(work.result, frame, work.pca())
+    return gallery_items(work.result, frame, work.pca()) + name_panels(work.result, frame)
+
+
+# ------------------------------------------------------------------------------------------ names (issue 13)
+def _named(seg: VideoSegmenter, backbone: Any, result: SegmentationResult, words: str) -> SegmentationResult:
+    """``result`` named with ``words`` (comma-separated) from its recorded queries: text encoder and
+    ``to_k`` only, no UNet (``VideoSegmenter.rename``); unchanged when ``words`` is empty."""
+    if not parse_vocabulary(words or ""):
+        return dataclasses.replace(result, names={}, vocabulary=(), word_attention=None)
+    seg.backbone = backbone
+    try:
+        return seg.rename(result, words)
+    finally:
+        seg.backbone = None
+
+
+def names_legend(result: SegmentationResult | None) -> str:
+    """The legend under the video: a colour swatch and a name per label id present in the labels."""
+    if result is None or not result.names:
+        return ""
+    entries = legend_entries(result.names, ids=np.unique(result.labels).tolist())
+    note = (
+        '<div style="opacity:.7;font-size:85%">random tiny model: these names are random</div>'
+        if result.is_random_model
+        else ""
+    )
+    return legend_html(entries) + note
+
+
+def name_panels(result: SegmentationResult, frame: float | None) -> list[tuple[np.ndarray, str]]:
+    """Per-word attention maps for the gallery: of the chosen frame when it is in the first batch (whose
+    queries are cached), else of the first batch's nearest frame; empty without names."""
+    att = result.word_attention
+    if att is None or not result.vocabulary:
+        return []
+    i = min(len(att) - 1, max(0, int(round(float(frame or 0)))))
+    d = result.details.get(i)
+    base = d.frame if d is not None else None
+    panels = word_attention_panels(att, result.vocabulary, base, index=i)
+    return [(img, f"frame {i}: {cap}") for img, cap in panels]
+
+
+def rename(state: SessionState | None, s: Settings) -> dict:
+    """A new vocabulary (Names box): re-name the last result from its cached queries, no UNet, no device
+    job; the legend and the gallery's attention maps follow."""
+    rt = runtime()
+    work = rt.work(state)
+    if state is None or work is None or work.result is None:
+        return dict(status="Names are given to the segments when you press Segment (no result yet).")
+    if not work.result.name_queries:
+        return dict(status="This model has no text encoder (or the run kept no queries): no names.")
+    mid = rt.model_id(s.model_id)
+    bb = rt.models.peek(mid)
+    if bb is None or work.segmenter is None:
+        return dict(status="The model was unloaded; press **Segment**.")
+    if not work.lock.acquire(blocking=False):
+        return dict(status="Busy with a run; the names are applied with it.")
+    try:
+        t0 = time.perf_counter()
+        c0 = bb.counters.snapshot()
+        work.result = _named(work.segmenter, bb, work.result, s.names)
+        unet = bb.counters.since(c0)["unet_samples"]
+        r = work.result
+        f = nearest_kept(r, s.frame) or 0
+        words = ", ".join(r.vocabulary) or "none"
+        status = (
+            f"Named with {{{words}}} in {time.perf_counter() - t0:.2f} s, {unet} UNet samples "
+            "(cached cross-attention queries)."
+        )
+        if r.is_random_model:
+            status += " Random tiny model: the names are random."
+        return dict(
+            gallery=gallery_items(r, f, work.pca()) + name_panels(r, f), legend=names_legend(r), status=status
+        )
+    finally:
+        work.lock.release()
 
 
 def xt(state: SessionState | None, row: float | None) -> tuple[np.ndarray | None, np.ndarray] | None:

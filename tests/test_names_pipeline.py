@@ -310,3 +310,47 @@ def test_assign_names_on_davis_and_bad_assign_are_clear_errors(tmp_path):
         protocol.check_assign("gt")
     assert len(protocol.dataset_vocabulary(type("VSPWDataset", (), {})())) == 124
     assert len(protocol.dataset_vocabulary(type("CityscapesDataset", (), {})())) == 19
+
+
+# ------------------------------------------------------------------------------------------ demo
+def test_demo_names_box_renames_without_a_rerun(tiny, tmp_path):
+    """Segment with a vocabulary (legend + attention maps), then a new vocabulary in the Names box: the
+    rename handler re-names from the cached queries with zero UNet samples and no device job."""
+    pytest.importorskip("gradio")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from demo import handlers as H
+    from vidseg_nb.config import SegConfig
+    from vidseg_nb.synthetic import save_clip
+
+    rt = H.configure(
+        tiny, base_config=SegConfig(kmeans_n_init=1), max_frames=6, cache_examples=False,
+        defaults=H.UIDefaults(n_clusters=3, t_m=24, batch_size=4, max_side=64), workdir=tmp_path / "w",
+    )  # fmt: skip
+    calls = []
+    rt.device_fn = lambda *a: calls.append(1) or H.segment_on_device(*a)
+    path = save_clip(make_clip(4, 128, 128, n_objects=2, seed=0), tmp_path / "a.mp4")
+    kw = dict(lam=50.0, s=0.7, n_clusters=3, preset="vidseg", t_m=24, batch_size=4, max_side=64, frame=0)
+    out = H.segment(None, H.Settings(video=str(path), names="person, dog", **kw))
+    assert len(calls) == 1 and set(out) == set(H.OUTPUT_NAMES)
+    state = out["state"]
+    r = rt.work(state).result
+    assert r.vocabulary == ("person", "dog") and r.name_queries
+    for i in np.unique(r.labels):
+        assert f"#{i}<" in out["legend"] and legend_entries(r.names)[0][2] in out["legend"]
+    assert "random" in out["legend"]
+    captions = [c for _, c in out["gallery"]]
+    assert "frame 0: attention to 'person'" in captions and "frame 0: attention to 'dog'" in captions
+    c0 = tiny.counters.snapshot()
+    new = H.rename(state, H.Settings(names="grass, sky, road", frame=0))
+    assert unet_work(tiny.counters.since(c0)) == 0 and len(calls) == 1  # no UNet, no device job
+    assert "0 UNet samples" in new["status"]
+    r2 = rt.work(state).result
+    assert r2.vocabulary == ("grass", "sky", "road") and np.array_equal(r2.labels, r.labels)
+    assert any(n.best in ("grass", "sky", "road") for n in r2.names.values())
+    assert "attention to 'road'" in " ".join(c for _, c in new["gallery"])
+    cleared = H.rename(state, H.Settings(names="", frame=0))
+    assert cleared["legend"] == "" and rt.work(state).result.names == {}
+    # a new vocabulary before any result: a status line, nothing else
+    assert set(H.rename(None, H.Settings(names="dog"))) == {"status"}

@@ -174,6 +174,7 @@ class VideoSegmenter:
         # feature step), the margin below which a cluster stays unnamed; one cached set of queries
         self.name_blocks, self.name_step, self.name_margin = tuple(name_blocks), name_step, name_margin
         self._name_queries: tuple[tuple, dict[str, torch.Tensor]] | None = None
+        self.record_names = False  # default of segment(record_names=None) (the demo sets it: rename later)
 
     @property
     def cache_frames(self) -> int:
@@ -185,6 +186,7 @@ class VideoSegmenter:
 
     def clear_cache(self) -> None:
         self.cache.clear()
+        self._name_queries = None
 
     def feature_key(self, config: SegConfig) -> tuple:
         """Cache key of the features: the fields the reference run reads, plus B for a backbone that
@@ -224,13 +226,13 @@ class VideoSegmenter:
 
         ``keep``: frames whose intermediates are kept (``"auto"``: all frames of clips up to 32 frames).
         ``names``: a vocabulary (words, or one comma-separated string) to name the segments with (issue 13:
-        ``result.names``); ``record_names`` (default: whether ``names`` is given) records the first batch's
-        cross-attention queries so :meth:`rename` can name the result with any vocabulary later, with no
-        UNet work. Without either, nothing changes (the default path's labels and work are the same).
+        ``result.names``); ``record_names`` (default: ``names`` given, or ``self.record_names``) records the
+        first batch's cross-attention queries so :meth:`rename` can name the result with any vocabulary
+        later, with no UNet work. Without either, nothing changes (the default path's labels and work are the same).
         """
         config = config or self.config
         vocab = self.vocabulary(names) if names is not None else None  # bad input fails before any UNet run
-        record = vocab is not None if record_names is None else bool(record_names) or vocab is not None
+        record = vocab is not None or bool(self.record_names if record_names is None else record_names)
         tracker = NameTracker(list(vocab.words), self.name_margin) if vocab is not None else None
         attention, queries = None, None
         orig, frames, fps = self.prepare(clip, config)
