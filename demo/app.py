@@ -158,7 +158,7 @@ def _state(state: Any) -> SessionState | None:
 # The widget parameters keep their names: they are the API's (gradio_client) parameter names.
 @user_errors
 def segment_event(state, video, lam=50.0, s=0.7, n_clusters=20, preset_name="vidseg", t_m=22, batch_size=14,
-                  max_frames=None, max_side=512, model_id=None, frame=0, row=None, names="",
+                  max_frames=None, max_side=512, model_id=None, frame=0, row=None, names=None,
                   progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # fmt: skip
     """Segment the clip (Segment button): reruns only the stages whose settings changed."""
     st = Settings(
@@ -170,7 +170,7 @@ def segment_event(state, video, lam=50.0, s=0.7, n_clusters=20, preset_name="vid
 
 @user_errors
 def preview_event(state, video, lam=50.0, s=0.7, n_clusters=20, preset_name="vidseg", t_m=22, batch_size=14,
-                  max_frames=None, max_side=512, model_id=None, frame=0, row=None, names="",
+                  max_frames=None, max_side=512, model_id=None, frame=0, row=None, names=None,
                   progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # fmt: skip
     """Coarse maps only (Preview button): features + stages 1-2, no modulation."""
     st = Settings(
@@ -182,7 +182,7 @@ def preview_event(state, video, lam=50.0, s=0.7, n_clusters=20, preset_name="vid
 
 @user_errors
 def refilter_event(state, video, lam=50.0, s=0.7, n_clusters=20, preset_name="vidseg", t_m=22, batch_size=14,
-                   max_frames=None, max_side=512, model_id=None, frame=0, row=None, names="") -> tuple:  # fmt: skip
+                   max_frames=None, max_side=512, model_id=None, frame=0, row=None, names=None) -> tuple:  # fmt: skip
     """A new s (slider release): re-filter the cached difference maps, no UNet; otherwise a status line."""
     st = Settings(
         video, lam, s, n_clusters, preset_name, t_m, batch_size, max_frames, max_side, model_id, frame, row,
@@ -299,6 +299,7 @@ def build_app(
                 )  # fmt: skip
                 names_in = gr.Textbox(
                     label="Names: a vocabulary for the segments (comma-separated)",
+                    value="",
                     placeholder="person, dog, grass, sky",
                     info="SD 2.x: each segment gets a word from its cross-attention; a new vocabulary re-names "
                     "at once (Enter), with no UNet run",
