@@ -226,6 +226,19 @@ def test_cli_bad_names_are_one_line_exit_2(tmp_path, capsys):
         assert len([x for x in err if x.startswith("vidseg")]) == 1, err
 
 
+def test_cli_names_without_text_encoder_is_one_line_exit_2(tiny, tmp_path, monkeypatch, capsys):
+    clip = tmp_path / "c.mp4"
+    assert cli.main(["example", str(clip), "--frames", "2", "--height", "64", "--width", "64"]) == 0
+    bare = dataclasses.replace(tiny, text_encoder=None, tokenizer=None)
+    monkeypatch.setattr(cli, "_open", lambda args: bare)
+    capsys.readouterr()
+    c0 = tiny.counters.snapshot()
+    assert cli.main(["segment", str(clip), "-o", str(tmp_path / "o.mp4"), "--names", "dog", *FAST]) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(err) == 1 and "text encoder" in err[0], err
+    assert unet_work(tiny.counters.since(c0)) == 0 and not (tmp_path / "o.mp4").exists()
+
+
 # ------------------------------------------------------------------------------------------ evaluation
 def write_camvid(root: Path, n_frames: int = 4) -> Path:
     c = make_clip(n_frames=n_frames, height=128, width=128, n_objects=2, seed=10, speed=4.0)
