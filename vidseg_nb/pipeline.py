@@ -18,6 +18,12 @@ reruns stages 1-3 but not the feature extraction. Stage 3 needs the reference ru
 large to cache (about 180 MB per 512x512 frame), so a stage-3 rerun repeats the reference run of each
 frame as part of stage 3 (its samples are counted in ``work``). Clips longer than ``cache_frames`` are not
 cached, and intermediates are kept only for the frames asked for, so memory stays bounded for long clips.
+
+Names (issue 13, :mod:`vidseg_nb.names`): ``segment(clip, names=[...])`` also records the cross-attention
+queries of the first batch's reference run (decoder blocks 3-8 at the feature step; ``name_blocks`` /
+``name_step`` of the segmenter), names the clusters of M~ of the first batch and carries the names with
+the cluster ids (``result.names``). The queries are kept on the result and cached per clip, so
+:meth:`VideoSegmenter.rename` (another vocabulary) costs zero UNet samples.
 """
 
 from __future__ import annotations
