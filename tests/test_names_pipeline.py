@@ -367,3 +367,16 @@ def test_demo_names_box_renames_without_a_rerun(tiny, tmp_path):
     assert cleared["legend"] == "" and rt.work(state).result.names == {}
     # a new vocabulary before any result: a status line, nothing else
     assert set(H.rename(None, H.Settings(names="dog"))) == {"status"}
+
+
+def test_cli_evaluate_assign_both_prints_both_tables(tmp_path, capsys):
+    root = write_camvid(tmp_path / "camvid")
+    out = tmp_path / "out"
+    argv = ["evaluate", "--dataset", "camvid", "--root", str(root), "--out", str(out), "--assign", "both",
+            "--quiet", *FAST, "--batch-size", "4"]  # fmt: skip
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert text.count("| videos | frames | mIoU | mVC8 | mVC16 |") == 2
+    assert "assigned by names, no ground truth read to assign" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["assign"] == "both" and "mIoU" in summary["by_names"]
