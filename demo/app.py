@@ -177,34 +177,44 @@ def _state(state: Any) -> SessionState | None:
 # The widget parameters keep their names: they are the API's (gradio_client) parameter names.
 @user_errors
 def segment_event(state, video, lam=50.0, s=0.7, n_clusters=20, preset_name="vidseg", t_m=22, batch_size=14,
-                  max_frames=None, max_side=512, model_id=None, frame=0, row=None,
+                  max_frames=None, max_side=512, model_id=None, frame=0, row=None, names=None,
                   progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # fmt: skip
     """Segment the clip (Segment button): reruns only the stages whose settings changed."""
     st = Settings(
-        video, lam, s, n_clusters, preset_name, t_m, batch_size, max_frames, max_side, model_id, frame, row
-    )
+        video, lam, s, n_clusters, preset_name, t_m, batch_size, max_frames, max_side, model_id, frame, row,
+        names or "",
+    )  # fmt: skip
     return _updates(H.segment(_state(state), st, _progress(progress)))
 
 
 @user_errors
 def preview_event(state, video, lam=50.0, s=0.7, n_clusters=20, preset_name="vidseg", t_m=22, batch_size=14,
-                  max_frames=None, max_side=512, model_id=None, frame=0, row=None,
+                  max_frames=None, max_side=512, model_id=None, frame=0, row=None, names=None,
                   progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # fmt: skip
     """Coarse maps only (Preview button): features + stages 1-2, no modulation."""
     st = Settings(
-        video, lam, s, n_clusters, preset_name, t_m, batch_size, max_frames, max_side, model_id, frame, row
-    )
+        video, lam, s, n_clusters, preset_name, t_m, batch_size, max_frames, max_side, model_id, frame, row,
+        names or "",
+    )  # fmt: skip
     return _updates(H.preview(_state(state), st, _progress(progress)))
 
 
 @user_errors
 def refilter_event(state, video, lam=50.0, s=0.7, n_clusters=20, preset_name="vidseg", t_m=22, batch_size=14,
-                   max_frames=None, max_side=512, model_id=None, frame=0, row=None) -> tuple:  # fmt: skip
+                   max_frames=None, max_side=512, model_id=None, frame=0, row=None, names=None) -> tuple:  # fmt: skip
     """A new s (slider release): re-filter the cached difference maps, no UNet; otherwise a status line."""
     st = Settings(
-        video, lam, s, n_clusters, preset_name, t_m, batch_size, max_frames, max_side, model_id, frame, row
-    )
+        video, lam, s, n_clusters, preset_name, t_m, batch_size, max_frames, max_side, model_id, frame, row,
+        names or "",
+    )  # fmt: skip
     return _updates(H.refilter(_state(state), st))
+
+
+@user_errors
+def rename_event(state: Any, names: Any, model_id: Any = None, frame: Any = 0) -> tuple:
+    """A new vocabulary (Names box): re-name the segments from the cached queries, no UNet (issue 13)."""
+    out = H.rename(_state(state), Settings(model_id=model_id, frame=frame, names=names or ""))
+    return tuple(out.get(k, gr.skip()) for k in ("legend", "gallery", "status"))
 
 
 @user_errors
@@ -306,6 +316,14 @@ def build_app(
                     2, 30, value=d.n_clusters, step=1, label="K: number of clusters",
                     info="applied on Segment; reruns stages 1-3, not the features", elem_id="k",
                 )  # fmt: skip
+                names_in = gr.Textbox(
+                    label="Names: a vocabulary for the segments (comma-separated)",
+                    value="",
+                    placeholder="person, dog, grass, sky",
+                    info="SD 2.x: each segment gets a word from its cross-attention; a new vocabulary re-names "
+                    "at once (Enter), with no UNet run",
+                    elem_id="names",
+                )
                 with gr.Row():
                     seg_btn = gr.Button("Segment", variant="primary", elem_id="segment-btn")
                     prev_btn = gr.Button("Preview", elem_id="preview-btn")
@@ -339,6 +357,7 @@ def build_app(
                     labels_out = gr.Video(
                         label="labels", autoplay=True, loop=True, interactive=False, elem_id="labels-video"
                     )
+                legend = gr.HTML(elem_id="legend")  # names (issue 13): swatches + names of the segments
                 frame_sl = gr.Slider(0, 1, value=0, step=1, label="frame to inspect", elem_id="frame-slider")
                 gallery = gr.Gallery(
                     label="intermediates of the frame: PCA of F~, M^j, M~^j, D_l, D~_l, I+/I-, Y",
@@ -393,6 +412,7 @@ def build_app(
             model_id,
             frame_sl,
             row_sl,
+            names_in,
         ]
         outputs = [
             state,
@@ -405,6 +425,7 @@ def build_app(
             zip_out,
             stats,
             status,
+            legend,
         ]
         heavy = dict(concurrency_limit=device_concurrency(), concurrency_id="device", show_progress="full")
         seg_btn.click(segment_event, inputs, outputs, api_name="segment", **heavy).then(
@@ -418,6 +439,10 @@ def build_app(
             concurrency_limit=4, show_progress="minimal", trigger_mode="always_last",
         )  # fmt: skip
         frame_sl.release(frame_event, [state, frame_sl], [gallery], api_name="frame", show_progress="minimal")
+        names_in.submit(
+            rename_event, [state, names_in, model_id, frame_sl], [legend, gallery, status], api_name="rename",
+            concurrency_limit=4, show_progress="minimal",
+        )  # fmt: skip
         row_sl.release(xt_event, [state, row_sl], [xt_feat, xt_lab], api_name="xt", show_progress="minimal")
         video_in.change(inspect_event, [video_in], [clip_info], api_name="inspect", show_progress="minimal")
         preset_dd.change(

@@ -24,6 +24,7 @@ GPU, no lock is taken, and ``app.py`` lets several run side by side.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -66,9 +67,10 @@ from vidseg_nb.config import COARSE_FIELDS, DIFF_FIELDS, MODEL_ENV, PRESETS, Seg
 from vidseg_nb.errors import BackboneLoadError, VideoError
 from vidseg_nb.features import Features
 from vidseg_nb.modulation import final_labels
-from vidseg_nb.pipeline import FrameDetail, SegmentationResult, VideoSegmenter, device_info
+from vidseg_nb.pipeline import FrameDetail, SegmentationResult, VideoSegmenter, device_info, parse_vocabulary
 from vidseg_nb.synthetic import example_clips
 from vidseg_nb.video import Clip, read_video, write_video
+from vidseg_nb.viz import legend_entries, legend_html, word_attention_panels
 
 log = logging.getLogger("vidseg_nb.demo")
 
@@ -85,6 +87,7 @@ OUTPUT_NAMES = (
     "zip",
     "stats",
     "status",
+    "legend",  # names (issue 13): HTML swatches + names under the video
 )
 """The outputs of :func:`segment` / :func:`preview` / :func:`refilter`, in the order of the widgets."""
 
@@ -129,6 +132,7 @@ class Settings:
     model_id: str | None = None
     frame: float | None = 0
     row: float | None = None
+    names: str = ""  # vocabulary for segment names (issue 13), comma-separated; "" = no names
 
     @classmethod
     def from_defaults(cls, d: UIDefaults, video: str | None = None, **kw: Any) -> Settings:
@@ -367,12 +371,19 @@ class DeviceOutput:
     timings: dict[str, float]
     work: dict[str, int]
     computed: tuple[str, ...]
+    name_queries: dict[str, torch.Tensor] | None = None  # first batch's attn2 queries (issue 13: rename)
     is_random_model: bool
     entries: StageEntries
 
 
 def gpu_duration(
-    model_id: str, frames: np.ndarray, config: SegConfig, mode: str, keep: list[int], entries: Any = None
+    model_id: str,
+    frames: np.ndarray,
+    config: SegConfig,
+    mode: str,
+    keep: list[int],
+    entries: Any = None,
+    record_names: bool = False,
 ) -> int:
     """Seconds of GPU to request for :func:`segment_on_device` (``spaces.GPU(duration=...)`` takes a
     callable of the same arguments): frames x labels x steps, with a margin, within [60, 900]."""
@@ -386,6 +397,7 @@ def segment_on_device(
     mode: str,
     keep: list[int],
     entries: StageEntries | None = None,
+    record_names: bool = False,
 ) -> DeviceOutput:
     """The only code that runs the backbone (in a ZeroGPU worker, or in-process under the lock).
 
@@ -397,7 +409,7 @@ def segment_on_device(
     clip = Clip(frames=frames, fps=1.0, source="<device>")
     if entries is not None:
         seg.import_stages(clip, entries)
-    r = seg.segment(clip, config, mode=mode, keep=keep, progress=True)  # type: ignore[arg-type]
+    r = seg.segment(clip, config, mode=mode, keep=keep, progress=True, record_names=record_names)  # type: ignore[arg-type]
     added = seg.export_stages(clip, config, mode).without(entries)  # type: ignore[arg-type]
     return DeviceOutput(
         labels=r.labels,
@@ -409,6 +421,7 @@ def segment_on_device(
         computed=r.computed,
         is_random_model=r.is_random_model,
         entries=added,
+        name_queries=r.name_queries,
     )
 
 
@@ -470,7 +483,14 @@ def result_from_device(
 
 
 def run_device_step(
-    rt: Runtime, seg: VideoSegmenter, mid: str, clip: Clip, config: SegConfig, mode: str, keep: list[int]
+    rt: Runtime,
+    seg: VideoSegmenter,
+    mid: str,
+    clip: Clip,
+    config: SegConfig,
+    mode: str,
+    keep: list[int],
+    record_names: bool = False,
 ) -> SegmentationResult:
     """One device step for a session: hand over the entries the run reads, merge back what it added.
 
@@ -480,12 +500,13 @@ def run_device_step(
     """
     entries = seg.export_stages(clip, config, mode)  # type: ignore[arg-type]
     if rt.device_fn is not None:
-        out = rt.device_fn(mid, clip.frames, config, mode, keep, entries)
+        out = rt.device_fn(mid, clip.frames, config, mode, keep, entries, record_names)
     else:
         with _DEVICE_LOCK:
-            out = segment_on_device(mid, clip.frames, config, mode, keep, entries)
+            out = segment_on_device(mid, clip.frames, config, mode, keep, entries, record_names)
     seg.import_stages(clip, out.entries)
-    return result_from_device(seg, clip, config, mode, out)
+    result = result_from_device(seg, clip, config, mode, out)
+    return dataclasses.replace(result, name_queries=out.name_queries)
 
 
 # ------------------------------------------------------------------------------------------ texts
@@ -556,7 +577,8 @@ def _render(state: SessionState, work: Work, rt: Runtime, s: Settings, wall: flo
         overlay=overlay,
         labels=labels,
         frame=dict(minimum=0, maximum=max(1, kept[-1]), step=stride, value=f),
-        gallery=gallery_items(r, f, pca),
+        gallery=gallery_items(r, f, pca) + name_panels(r, f),
+        legend=names_legend(r),
         xt_features=feat_xt,
         xt_labels=lab_xt,
         zip=zpath,
@@ -594,6 +616,9 @@ def _run(state: SessionState | None, s: Settings, mode: str, progress: Progress,
         seg = work.segmenter_for(mid, state)
         if state.result_sig != (sig, mid) or (state.config and state.config.max_side != config.max_side):
             work.forget_keys()  # the segmenter's cache follows the last clip at its processing size
+        # names (issue 13): record the first batch's cross-attention queries whenever the model has a text
+        # encoder, so any vocabulary typed later names the result with zero UNet samples (rename)
+        record = getattr(rt.models.get(mid), "text_encoder", None) is not None
         keep = kept_frames(len(work.clip))
         seg.backbone = rt.models.get(mid)  # shared; only while this run uses it (stage keys, filtering)
         try:
@@ -607,9 +632,14 @@ def _run(state: SessionState | None, s: Settings, mode: str, progress: Progress,
                 est = gpu_duration(mid, work.clip.frames, config, mode, keep) if rt.device_fn else None
                 msg = f"segmenting {len(work.clip)} frames" + (f" (up to about {est} s)" if est else "")
                 progress(0.05, msg)
-                result = run_device_step(rt, seg, mid, work.clip, config, mode, keep)
+                result = run_device_step(rt, seg, mid, work.clip, config, mode, keep, record)
         finally:
             seg.backbone = None
+        prev = work.result  # a cached run keeps the clip's recorded name queries (same clip and features)
+        if result.name_queries is None and prev is not None and prev.name_queries is not None:
+            if state.result_sig == (sig, mid) and prev.features is result.features:
+                result = dataclasses.replace(result, name_queries=prev.name_queries)
+        result = _named(seg, rt.models.get(mid), result, s.names)
         work.segmenter, work.result, work.kept = seg, result, keep
         work.cache_valid, work.features_cached = True, features_cached
         work.remember(config, mode, fkey)
@@ -680,7 +710,7 @@ def refilter(state: SessionState | None, s: Settings) -> dict:
             result = seg.segment(work.clip, config, mode="full", keep=work.kept, progress=False)
         finally:
             seg.backbone = None
-        work.result, work.features_cached = result, True
+        work.result, work.features_cached = _named(seg, bb, result, s.names), True
         state.config = config
         rt.touch(state)
         status = f"Re-filtered with s = {config.s:g} (cached difference maps, no UNet)."
@@ -694,7 +724,82 @@ def frame_gallery(state: SessionState | None, frame: float | None) -> list[tuple
     work = runtime().work(state)
     if work is None or work.result is None:
         return None
-    return gallery_items(work.result, frame, work.pca())
+    return gallery_items(work.result, frame, work.pca()) + name_panels(work.result, frame)
+
+
+# ------------------------------------------------------------------------------------------ names (issue 13)
+def _named(seg: VideoSegmenter, backbone: Any, result: SegmentationResult, words: str) -> SegmentationResult:
+    """``result`` named with ``words`` (comma-separated) from its recorded queries: text encoder and
+    ``to_k`` only, no UNet (``VideoSegmenter.rename``); unchanged when ``words`` is empty."""
+    if not parse_vocabulary(words or ""):
+        return dataclasses.replace(result, names={}, vocabulary=(), word_attention=None)
+    seg.backbone = backbone
+    try:
+        return seg.rename(result, words)
+    finally:
+        seg.backbone = None
+
+
+def names_legend(result: SegmentationResult | None) -> str:
+    """The legend under the video: a colour swatch and a name per label id present in the labels."""
+    if result is None or not result.names:
+        return ""
+    entries = legend_entries(result.names, ids=np.unique(result.labels).tolist())
+    note = (
+        '<div style="opacity:.7;font-size:85%">random tiny model: these names are random</div>'
+        if result.is_random_model
+        else ""
+    )
+    return legend_html(entries) + note
+
+
+def name_panels(result: SegmentationResult, frame: float | None) -> list[tuple[np.ndarray, str]]:
+    """Per-word attention maps for the gallery: of the chosen frame when it is in the first batch (whose
+    queries are cached), else of the first batch's nearest frame; empty without names."""
+    att = result.word_attention
+    if att is None or not result.vocabulary:
+        return []
+    i = min(len(att) - 1, max(0, int(round(float(frame or 0)))))
+    d = result.details.get(i)
+    base = d.frame if d is not None else None
+    panels = word_attention_panels(att, result.vocabulary, base, index=i)
+    return [(img, f"frame {i}: {cap}") for img, cap in panels]
+
+
+def rename(state: SessionState | None, s: Settings) -> dict:
+    """A new vocabulary (Names box): re-name the last result from its cached queries, no UNet, no device
+    job; the legend and the gallery's attention maps follow."""
+    rt = runtime()
+    work = rt.work(state)
+    if state is None or work is None or work.result is None:
+        return dict(status="Names are given to the segments when you press Segment (no result yet).")
+    if not work.result.name_queries:
+        return dict(status="This model has no text encoder (or the run kept no queries): no names.")
+    mid = rt.model_id(s.model_id)
+    bb = rt.models.peek(mid)
+    if bb is None or work.segmenter is None:
+        return dict(status="The model was unloaded; press **Segment**.")
+    if not work.lock.acquire(blocking=False):
+        return dict(status="Busy with a run; the names are applied with it.")
+    try:
+        t0 = time.perf_counter()
+        c0 = bb.counters.snapshot()
+        work.result = _named(work.segmenter, bb, work.result, s.names)
+        unet = bb.counters.since(c0)["unet_samples"]
+        r = work.result
+        f = nearest_kept(r, s.frame) or 0
+        words = ", ".join(r.vocabulary) or "none"
+        status = (
+            f"Named with {{{words}}} in {time.perf_counter() - t0:.2f} s, {unet} UNet samples "
+            "(cached cross-attention queries)."
+        )
+        if r.is_random_model:
+            status += " Random tiny model: the names are random."
+        return dict(
+            gallery=gallery_items(r, f, work.pca()) + name_panels(r, f), legend=names_legend(r), status=status
+        )
+    finally:
+        work.lock.release()
 
 
 def xt(state: SessionState | None, row: float | None) -> tuple[np.ndarray | None, np.ndarray] | None:

@@ -7,6 +7,7 @@ weights are random: no name it gives means anything, so no test reads meaning in
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -191,7 +192,8 @@ def test_bad_vocabularies(comps, tiny):
         require_text_encoder(SimpleNamespace(joint_frames=True, image_encoder=object()))
     assert "\n" not in str(e.value)
     with pytest.raises(TextEncoderError, match="kept no tokenizer/text encoder"):
-        require_text_encoder(tiny)  # today's loader drops them after embedding ""
+        require_text_encoder(dataclasses.replace(tiny, tokenizer=None, text_encoder=None))
+    assert require_text_encoder(tiny) == (tiny.tokenizer, tiny.text_encoder)  # the loader keeps both
     kept = SimpleNamespace(tokenizer=tok, text_encoder=enc)
     assert require_text_encoder(kept) == (tok, enc)
 

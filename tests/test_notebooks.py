@@ -22,6 +22,7 @@ NAMES = [
     "02_coarse_maps",
     "03_modulation_and_difference_maps",
     "04_pipeline_and_evaluation",
+    "05_names",
 ]
 
 

@@ -260,6 +260,9 @@ class Backbone(ABC):
     def to(self, device: str | torch.device) -> Backbone:
         self.unet.to(device)
         self.vae.to(device)
+        text_encoder = getattr(self, "text_encoder", None)  # SD with names kept (issue 13)
+        if text_encoder is not None:
+            text_encoder.to(device)
         return self
 
 
@@ -295,6 +298,9 @@ class SDBackbone(Backbone):
     is_random: bool = False
     counters: WorkCounters = field(default_factory=WorkCounters)
     n_steps: int = 25
+    # kept for open-vocabulary names (issue 13, vidseg_nb.names); None: this backbone cannot name segments
+    tokenizer: Any = field(default=None, repr=False)
+    text_encoder: torch.nn.Module | None = field(default=None, repr=False)
     layout: ClassVar[Layout] = SD_LAYOUT  # the probe's modules (SPEC 3)
     scheduler_overrides: ClassVar[dict[str, Any]] = {"timestep_spacing": "trailing"}  # SPEC 2
 

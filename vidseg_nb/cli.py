@@ -178,9 +178,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     labels_dir = Path(args.labels_dir) if args.labels_dir else out.with_name(out.stem + "_labels")
     bb = _open(args)
     t0 = time.perf_counter()
-    res = VideoSegmenter(bb, config, cache_frames=0).segment(clip, keep=None)
+    res = VideoSegmenter(bb, config, cache_frames=0).segment(clip, keep=None, **_names_kw(args))
     dt = time.perf_counter() - t0
-    write_video(out, overlay_frames(clip.frames[: len(res)], res.labels), fps=res.fps)
+    write_video(out, _legend(overlay_frames(clip.frames[: len(res)], res.labels), res), fps=res.fps)
     label_video = out.with_name(out.stem + "_labels.mp4")
     from .palette import colorize
 
@@ -203,9 +203,68 @@ def cmd_segment(args: argparse.Namespace) -> int:
         f"per frame: {w['unet_samples']:.0f} UNet samples, {w['vae_decodes']:.0f} VAE decodes.\n"
         f"overlay: {out}\nlabels video: {label_video}\nlabel PNGs: {labels_dir}/\nconfig: {cfg_path}"
     )
+    _write_names(out, res, bool(bb.is_random))
     if bb.is_random:
         print(RANDOM_BANNER)
     return 0
+
+
+def _names_kw(args: argparse.Namespace) -> dict[str, Any]:
+    """``segment(names=...)`` from ``--names`` (issue 13); nothing when it is not given."""
+    return {"names": args.names} if getattr(args, "names", None) is not None else {}
+
+
+def _legend(frames: Any, res: Any) -> Any:
+    """Overlay frames with the names legend drawn on each (only when the result has names)."""
+    if not res.names:
+        return frames
+    import numpy as np
+
+    from .viz import draw_legend, legend_entries
+
+    entries = legend_entries(res.names, ids=np.unique(res.labels).tolist())
+    return np.stack([draw_legend(f, entries) for f in frames])
+
+
+def _write_names(out: Path, res: Any, random_weights: bool) -> None:
+    """``OUT_names.json``: {label id: name, score, margin, best} next to the outputs (with ``--names``)."""
+    if not res.vocabulary:
+        return
+    import math
+
+    path = out.with_name(out.stem + "_names.json")
+
+    def num(x: float) -> float | None:
+        return None if not math.isfinite(x) else round(float(x), 6)
+
+    doc = {
+        "vocabulary": list(res.vocabulary),
+        "random_weights": random_weights,
+        "note": "random tiny-model weights: these names carry no meaning" if random_weights else None,
+        "labels": {
+            str(i): {"name": n.name, "score": num(n.score), "margin": num(n.margin), "best": n.best}
+            for i, n in res.names.items()
+        },
+    }
+    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    shown = ", ".join(f"{i}: {n.name}" for i, n in res.names.items())
+    print(f"names: {path} ({shown})")
+
+
+def _assign_kw(args: argparse.Namespace) -> dict[str, Any]:
+    """``evaluate_dataset(assign=...)`` from ``--assign`` (issue 13); nothing for the default."""
+    assign = getattr(args, "assign", "first-frame")
+    return {"assign": assign} if assign != "first-frame" else {}
+
+
+def _print_by_names(summary: dict[str, Any], format_summary: Any) -> None:
+    """With ``--assign names|both``: say which assignment each table is (and print the names one)."""
+    assign = summary.get("assign", "first-frame")
+    if assign == "names":
+        print("(clusters assigned by their names: no ground-truth frame was read to assign them)")
+    if "by_names" in summary:
+        print("(above: first-frame assignment) assigned by names, no ground truth read to assign:")
+        print(format_summary(summary["by_names"], davis=False))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -254,6 +313,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model_config=args.model_config,
         device=args.device,
         protocol=protocol,
+        **_assign_kw(args),
     )
     run = summary["run"]
     print(
@@ -261,6 +321,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"{run['mode']} mode, model {run['model']}, protocol {summary.get('protocol', protocol)}"
     )
     print(format_summary(summary, davis=is_davis(dataset)))
+    _print_by_names(summary, format_summary)
     print(f"per-video results: {out / PER_VIDEO}\nsummary: {out / SUMMARY}\nsetting: {out / 'run.json'}")
     if summary.get("failed"):
         print(
@@ -369,6 +430,13 @@ def _add_evaluate(sub: Any) -> None:
     )
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_protocol(e)
+    e.add_argument(
+        "--assign",
+        default="first-frame",
+        choices=("first-frame", "names", "both"),
+        help="clusters -> classes: from the first annotated frame's ground truth (default), by their names "
+        "(the dataset's class names are the vocabulary; no ground truth is read to assign; issue 13), or both",
+    )
     add_config_args(e)
     e.set_defaults(func=cmd_evaluate)
 
@@ -405,6 +473,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", default="segmentation.mp4", help="overlay video to write (mp4)")
     s.add_argument(
         "--labels-dir", default=None, help="folder for per-frame palette PNGs (default: OUT_labels/)"
+    )
+    s.add_argument(
+        "--names",
+        default=None,
+        metavar="WORDS",
+        help='name the segments with a vocabulary, e.g. "person, dog, grass, sky": writes OUT_names.json '
+        "and draws a legend on the overlay (issue 13; SD 2.x only)",
     )
     add_config_args(s)
     s.set_defaults(func=cmd_segment)

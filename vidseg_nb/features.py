@@ -10,6 +10,7 @@ is noised and denoised unmodulated exactly once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,18 @@ from tqdm.auto import tqdm
 from .authors import start_latents
 from .backbone import Backbone
 from .config import SegConfig
-from .probe import CORR_BLOCK, FEATURE_BLOCKS, Probe, QKStore, RecordQK, RecordQuery, StopForward
+from .errors import ConfigError
+from .names import NAME_BLOCKS
+from .probe import (
+    CORR_BLOCK,
+    FEATURE_BLOCKS,
+    Probe,
+    QKStore,
+    RecordCrossQuery,
+    RecordQK,
+    RecordQuery,
+    StopForward,
+)
 
 
 @dataclass
@@ -78,6 +90,8 @@ class Reference:
     latents: dict[int, torch.Tensor] = field(default_factory=dict)  # step i -> x after step i
     qk: QKStore | None = None
     condition: Any = None  # backbone-specific conditioning of the batch (SVD: see ``svd.SVDCondition``)
+    # with ``record_names``: {attn2 path: (N, h_l*w_l, C_l) float16 CPU} cross-attention queries (issue 13)
+    name_queries: dict[str, torch.Tensor] | None = None
 
 
 def max_abs_normalize(f: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -110,6 +124,9 @@ def reference_run(
     record_qk: bool = False,
     chunk: int | None = None,
     progress: bool = True,
+    record_names: bool = False,
+    name_blocks: Sequence[int] = NAME_BLOCKS,
+    name_step: int | None = None,
 ) -> Reference:
     """Stage 0: noise each frame to sigma[t_m], denoise unmodulated to the last step, record the features.
 
@@ -119,6 +136,11 @@ def reference_run(
     feature blocks (6-8) give F~ and its correspondence block the correspondences. With ``record_qk``
     (stage 3 follows) every latent x_i (N, 4, h8, w8) and the q/k of ``up_blocks[1..3]`` are kept;
     without it the last UNet forward stops after block 8, which is all the features need.
+
+    ``record_names`` (issue 13, default off: the default path is unchanged) also records the
+    cross-attention queries (``attn2.to_q``, cond half, float16 on the CPU) of ``name_blocks`` (default
+    3-8) at step ``name_step`` (default the feature step, the last) into ``Reference.name_queries``; the
+    early stop then moves after the last name block's ``attn2.to_q`` when that block comes later.
     """
     if backbone.n_steps != config.n_steps:
         backbone.set_steps(config.n_steps)
@@ -145,9 +167,19 @@ def reference_run(
     def keep(i: int, xi: torch.Tensor) -> None:
         latents.setdefault(i, []).append(xi.flatten(0, 1))
 
-    query = RecordQuery(last, stop_after=not record_qk)
+    names_hook: list[RecordCrossQuery] = []
+    names_stop = False
+    if record_names:
+        nstep = last if name_step is None else int(name_step)
+        if not config.t_m <= nstep <= last:
+            raise ConfigError(f"name_step {nstep} is outside the reference run's steps {config.t_m}..{last}")
+        # the forward may stop only after both block 8's attn1.to_q and the last name block's attn2.to_q
+        names_stop = not record_qk and nstep == last and max(name_blocks) >= max(layout.feature_blocks)
+        names_hook = [RecordCrossQuery(nstep, name_blocks, stop_after=names_stop)]
+    query = RecordQuery(last, stop_after=not record_qk and not names_stop)
     qk = RecordQK()
-    with Probe(backbone.unet, query, *([qk] if record_qk else []), layout=layout) as probe:
+    hooks = [query, *names_hook, *([qk] if record_qk else [])]
+    with Probe(backbone.unet, *hooks, layout=layout) as probe:
         n_groups = len(groups)
         for a in tqdm(
             range(0, n_groups, chunk),
@@ -183,6 +215,7 @@ def reference_run(
         latents={i: torch.cat(v) for i, v in latents.items()},
         qk=qk.qk if record_qk else None,
         condition=cond,
+        name_queries=names_hook[0].queries() if names_hook else None,
     )
 
 

@@ -199,6 +199,8 @@ def load_backbone(
     for m in (unet, vae):
         m.requires_grad_(False)
     sched_cfg = {k: v for k, v in comps["scheduler_config"].items() if not k.startswith("_")}
+    # the tokenizer and text encoder stay for open-vocabulary names (issue 13): float32, on the UNet's device
+    text_encoder = comps["text_encoder"].to(dev, torch.float32).eval().requires_grad_(False)
     return SDBackbone(
         unet=unet,
         vae=vae,
@@ -207,6 +209,8 @@ def load_backbone(
         source=src,
         is_random=is_random,
         n_steps=n_steps,
+        tokenizer=comps["tokenizer"],
+        text_encoder=text_encoder,
     )
 
 

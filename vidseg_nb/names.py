@@ -123,6 +123,10 @@ class Vocabulary:
         return m
 
 
+def _short(word: str, n: int = 40) -> str:
+    return word if len(word) <= n else word[: n - 3] + "..."
+
+
 def _ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False).input_ids) if text else []
 
@@ -159,7 +163,7 @@ def encode_vocabulary(
             raise VocabularyError(f"the word {w!r} tokenizes to nothing: give a word with letters")
         if len(wid) > budget:
             raise VocabularyError(
-                f"the word {w!r} is {len(wid)} tokens; the text encoder's context holds {n_max} tokens, "
+                f"the word {_short(w)!r} is {len(wid)} tokens; the text encoder's context holds {n_max} tokens, "
                 f"{budget} for a word after BOS/EOS and the template {template!r}: shorten it"
             )
         prompt = template.format(w)

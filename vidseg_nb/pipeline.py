@@ -18,10 +18,17 @@ reruns stages 1-3 but not the feature extraction. Stage 3 needs the reference ru
 large to cache (about 180 MB per 512x512 frame), so a stage-3 rerun repeats the reference run of each
 frame as part of stage 3 (its samples are counted in ``work``). Clips longer than ``cache_frames`` are not
 cached, and intermediates are kept only for the frames asked for, so memory stays bounded for long clips.
+
+Names (issue 13, :mod:`vidseg_nb.names`): ``segment(clip, names=[...])`` also records the cross-attention
+queries of the first batch's reference run (decoder blocks 3-8 at the feature step; ``name_blocks`` /
+``name_step`` of the segmenter), names the clusters of M~ of the first batch and carries the names with
+the cluster ids (``result.names``). The queries are kept on the result and cached per clip, so
+:meth:`VideoSegmenter.rename` (another vocabulary) costs zero UNet samples.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,10 +45,29 @@ from .config import SegConfig
 from .context import SceneContextModel
 from .features import Features, reference_run
 from .modulation import FrameDiff, final_labels, modulate
+from .names import (
+    DEFAULT_MARGIN,
+    NAME_BLOCKS,
+    ClusterName,
+    NameTracker,
+    Vocabulary,
+    VocabularyError,
+    encode_vocabulary,
+    require_text_encoder,
+    unet_word_attention,
+)
 from .refine import refine
 from .video import Clip, read_video, resize_frames, resize_labels, target_size
 
-__all__ = ["BatchResult", "FrameDetail", "SegmentationResult", "VideoSegmenter", "clip_key", "segment_clip"]
+__all__ = [
+    "BatchResult",
+    "FrameDetail",
+    "SegmentationResult",
+    "VideoSegmenter",
+    "clip_key",
+    "parse_vocabulary",
+    "segment_clip",
+]
 
 Mode = Literal["full", "preview"]
 
@@ -84,6 +110,12 @@ class SegmentationResult:
     is_random_model: bool = False
     computed: tuple[str, ...] = ()  # stages computed by this call, not served by the cache:
     # "features", "coarse maps", "stage 3" (reference run + modulated runs), "filter"
+    # open-vocabulary names (issue 13; empty unless ``segment(..., names=[...])``): label id -> ClusterName
+    # (``.name``, ``.score``, ``.margin``, ``.best``), decided on the first batch, carried with the ids
+    names: dict[int, ClusterName] = field(default_factory=dict)
+    vocabulary: tuple[str, ...] = ()
+    word_attention: torch.Tensor | None = None  # A (B_1, h, w, V) of the first batch's frames
+    name_queries: dict[str, torch.Tensor] | None = None  # first batch's attn2 queries (float16): rename()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -118,6 +150,7 @@ class BatchResult:
     diffs: list[FrameDiff] | None
     timings: dict[str, float]
     computed: tuple[str, ...]
+    name_queries: dict[str, torch.Tensor] | None = None  # first batch with ``record_names`` (issue 13)
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -132,11 +165,23 @@ class VideoSegmenter:
     """
 
     def __init__(
-        self, backbone: Backbone, config: SegConfig | None = None, *, cache_frames: int = 120
+        self,
+        backbone: Backbone,
+        config: SegConfig | None = None,
+        *,
+        cache_frames: int = 120,
+        name_blocks: Sequence[int] = NAME_BLOCKS,
+        name_step: int | None = None,
+        name_margin: float = DEFAULT_MARGIN,
     ) -> None:
         self.backbone = backbone
         self.config = config or SegConfig()
         self.cache = StageCache(cache_frames)
+        # names (issue 13): decoder blocks and step whose attn2 queries are recorded (default 3-8 at the
+        # feature step), the margin below which a cluster stays unnamed; one cached set of queries
+        self.name_blocks, self.name_step, self.name_margin = tuple(name_blocks), name_step, name_margin
+        self._name_queries: tuple[tuple, dict[str, torch.Tensor]] | None = None
+        self.record_names = False  # default of segment(record_names=None) (the demo sets it: rename later)
 
     @property
     def cache_frames(self) -> int:
@@ -148,6 +193,7 @@ class VideoSegmenter:
 
     def clear_cache(self) -> None:
         self.cache.clear()
+        self._name_queries = None
 
     def feature_key(self, config: SegConfig) -> tuple:
         """Cache key of the features: the fields the reference run reads, plus B for a backbone that
@@ -182,14 +228,24 @@ class VideoSegmenter:
         keep: Sequence[int] | Literal["all", "auto"] | None = "auto",
         progress: bool = True,
         first_frame_gt: np.ndarray | None = None,
+        names: Sequence[str] | str | None = None,
+        record_names: bool | None = None,
     ) -> SegmentationResult:
         """Segment ``clip``; ``mode`` defaults to ``"full"`` (``"preview"`` when ``config.modulation`` is off).
 
         ``keep``: frames whose intermediates are kept (``"auto"``: all frames of clips up to 32 frames).
         ``first_frame_gt``: frame 1's ground truth (H0, W0), read only with ``config.gt_merge`` (issue 15
         row 6, the authors' protocol): the labels are then ground-truth classes (see :meth:`iter_batches`).
+        ``names``: a vocabulary (words, or one comma-separated string) to name the segments with (issue 13:
+        ``result.names``); ``record_names`` (default: ``names`` given, or ``self.record_names``) records the
+        first batch's cross-attention queries so :meth:`rename` can name the result with any vocabulary
+        later, with no UNet work. Without either, nothing changes (the default path's labels and work are the same).
         """
         config = config or self.config
+        vocab = self.vocabulary(names) if names is not None else None  # bad input fails before any UNet run
+        record = vocab is not None or bool(self.record_names if record_names is None else record_names)
+        tracker = NameTracker(list(vocab.words), self.name_margin) if vocab is not None else None
+        attention, queries = None, None
         orig, frames, fps = self.prepare(clip, config)
         n = len(frames)
         mode = mode or ("full" if config.modulation else "preview")
@@ -207,8 +263,17 @@ class VideoSegmenter:
             keep=_keep_set(keep, n),
             progress=progress,
             first_frame_gt=first_frame_gt,
+            record_names=record,
         ):
             a, b = batch.start, batch.stop
+            if batch.name_queries is not None:
+                queries = batch.name_queries
+            if tracker is not None:  # names decided on the first batch, carried with the cluster ids
+                t0 = time.perf_counter()
+                if a == 0:
+                    attention = self._word_attention(queries, vocab, tuple(batch.after.shape[1:]))
+                tracker.update(batch.after, attention if a == 0 else None)
+                batch.timings["names"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             labels[a:b] = resize_labels(batch.final, orig.shape[1:3]).astype(np.uint8)  # Y at input size
             batch.timings["resize"] = time.perf_counter() - t0
@@ -233,6 +298,10 @@ class VideoSegmenter:
             work=self.backbone.counters.since(counters0),
             is_random_model=self.backbone.is_random,
             computed=tuple(computed),
+            names=dict(sorted(tracker.names.items())) if tracker is not None else {},
+            vocabulary=tuple(vocab.words) if vocab is not None else (),
+            word_attention=attention,
+            name_queries=queries,
         )
 
     def iter_batches(
@@ -244,6 +313,7 @@ class VideoSegmenter:
         keep: set[int] | None = None,
         progress: bool = True,
         first_frame_gt: np.ndarray | None = None,
+        record_names: bool = False,
     ) -> Iterator[BatchResult]:
         """Figure 3 over batches of B frames of ``frames`` (already at the processing size).
 
@@ -258,6 +328,9 @@ class VideoSegmenter:
         by frame 1's ground truth right after stage 1 of the first batch and the merged labels go through
         CBR, modulation and the later batches (row 6); stage 2 is their CBR with ``authors_cbr`` (row 8).
         A plan with overlapping batches, or a ground truth given, bypasses the stage cache.
+
+        ``record_names``: the first batch also carries its cross-attention queries (``name_queries``,
+        issue 13; cached per clip).
         """
         keep = keep or set()
         n = len(frames)
@@ -299,11 +372,20 @@ class VideoSegmenter:
             need_diff = full and cached_diffs is None
             ref = None
             t0 = time.perf_counter()
-            if need_diff or cached_feats is None:
+            # names (issue 13): the first batch's cross-attention queries, recorded once per clip
+            nkey = (cache.key if cache else None, fkey, self.name_blocks, self.name_step)
+            names_now = record_names and a == 0
+            queries = self._cached_queries(nkey) if names_now else None
+            rec = names_now and queries is None
+            if need_diff or cached_feats is None or rec:
                 ref = reference_run(
-                    self.backbone, frames[a:b], config, frame_offset=a, record_qk=need_diff, progress=progress
-                )
+                    self.backbone, frames[a:b], config, frame_offset=a, record_qk=need_diff, progress=progress,
+                    record_names=rec, name_blocks=self.name_blocks, name_step=self.name_step,
+                )  # fmt: skip
                 tick("reference run" if need_diff else "features", t0)
+                if rec:
+                    queries = ref.name_queries
+                    self._name_queries = (nkey, queries) if cache is not None else None
             feats = cached_feats[a:b] if cached_feats is not None else ref.features
             new_feats.append(feats)
 
@@ -387,6 +469,7 @@ class VideoSegmenter:
                 diffs=batch_diffs,
                 timings=timings,
                 computed=computed,
+                name_queries=queries if names_now else None,
             )
         if cache is not None:
             if cached_feats is None:
@@ -443,6 +526,59 @@ class VideoSegmenter:
             raise ValueError("these stage entries belong to another clip")
         cache = self.cache.for_clip(arr)
         return 0 if cache is None else entries.merge_into(cache)
+
+    # ------------------------------------------------------------------ names (issue 13)
+    def vocabulary(self, words: Sequence[str] | str) -> Vocabulary:
+        """Embed ``words`` (a list, or one comma-separated string) with the backbone's own tokenizer and
+        text encoder (one prompt per word, :func:`~vidseg_nb.names.encode_vocabulary`); a backbone with
+        none raises :class:`~vidseg_nb.names.TextEncoderError`, bad words :class:`VocabularyError`."""
+        tokenizer, text_encoder = require_text_encoder(self.backbone)
+        return encode_vocabulary(tokenizer, text_encoder, parse_vocabulary(words))
+
+    def _cached_queries(self, key: tuple) -> dict[str, torch.Tensor] | None:
+        """The cached first-batch queries of the clip/feature setting ``key`` (one entry), else None."""
+        return self._name_queries[1] if self._name_queries and self._name_queries[0] == key else None
+
+    def _word_attention(
+        self, queries: dict[str, torch.Tensor] | None, vocab: Vocabulary, grid: tuple[int, int]
+    ) -> torch.Tensor:
+        """A (N, h, w, V) from recorded queries: text encoder + each site's ``to_k`` only, no UNet call."""
+        if not queries:
+            raise VocabularyError("no cross-attention queries were recorded: segment with names=[...] first")
+        dev = self.backbone.device if self.backbone.device.type == "cuda" else None
+        return unet_word_attention(queries, self.backbone.unet, vocab, grid, device=dev)
+
+    def rename(
+        self, result: SegmentationResult, words: Sequence[str] | str, margin: float | None = None
+    ) -> SegmentationResult:
+        """``result`` named with another vocabulary, from its cached first-batch queries: zero UNet samples
+        (the text encoder embeds the words; each site's ``to_k`` projects them). Labels are unchanged."""
+        vocab = self.vocabulary(words)
+        if not result.name_queries:
+            raise VocabularyError(
+                "this result kept no cross-attention queries: segment with names=[...] (or record_names=True)"
+            )
+        after = result.coarse_after
+        bsz = result.config.batch_size
+        attention = self._word_attention(result.name_queries, vocab, tuple(after.shape[1:]))
+        tracker = NameTracker(list(vocab.words), self.name_margin if margin is None else margin)
+        for a in range(0, len(after), bsz):
+            tracker.update(after[a : a + bsz], attention if a == 0 else None)
+        return dataclasses.replace(
+            result,
+            names=dict(sorted(tracker.names.items())),
+            vocabulary=tuple(vocab.words),
+            word_attention=attention,
+        )
+
+
+def parse_vocabulary(words: Sequence[str] | str) -> list[str]:
+    """``"person, dog, grass"`` (commas or new lines) or a list -> the words, stripped (empties kept,
+    so :func:`~vidseg_nb.names.encode_vocabulary` can say an empty word is there)."""
+    if isinstance(words, str):
+        parts = [w.strip() for w in words.replace("\n", ",").split(",")]
+        return [] if not any(parts) else parts
+    return [str(w).strip() for w in words]
 
 
 def _detail(

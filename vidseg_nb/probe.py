@@ -5,6 +5,8 @@ Each hook has one job, at the step indices the sampler announces (:meth:`Probe.s
 - :class:`RecordQuery`: record the self-attention query (``attn1.to_q`` output, conditional half) of
   decoder blocks 6, 7, 8 (``up_blocks[2].attentions[0..2].transformer_blocks[0]``) at one step, and
   optionally end the forward there (:class:`StopForward`);
+- :class:`RecordCrossQuery`: record the cross-attention query (``attn2.to_q``, conditional half) of the
+  name blocks (3-8) at one step, for open-vocabulary names (issue 13);
 - :class:`AddToOutput`: add a tensor to the modulation sites' output (SD: block 7's cross-attention
   ``attn2``, after ``to_out``, before the residual add) at one step, on both CFG halves: +/- lambda * M_l;
 - :class:`RecordQK`: record the ``to_q``/``to_k`` outputs of ``attn1``/``attn2`` of every transformer block
@@ -218,6 +220,48 @@ class RecordQuery(Hook):
         if not self.features.get(block):
             raise RuntimeError(f"no features of block {block} were recorded (step={self.step})")
         return torch.cat(self.features[block])
+
+
+class RecordCrossQuery(Hook):
+    """(a') Record the cross-attention query (``attn2.to_q`` output, conditional half) of ``blocks`` at step
+    ``step``, moved to the CPU in ``dtype``: the cached input of open-vocabulary names (issue 13,
+    :mod:`vidseg_nb.names`). ``stop_after`` ends the forward after the last block's ``attn2.to_q``.
+
+    :meth:`queries` gives ``{attn2 module path: (frames, h_l*w_l, C_l)}``, UNet calls concatenated."""
+
+    def __init__(
+        self,
+        step: int,
+        blocks: Iterable[int],
+        *,
+        stop_after: bool = False,
+        dtype: torch.dtype = torch.float16,
+    ) -> None:
+        self.step = step
+        self.blocks = tuple(blocks)
+        self.stop_after = stop_after
+        self.dtype = dtype
+        self.chunks: dict[str, list[torch.Tensor]] = {}
+
+    def install(self, mods: dict[str, torch.nn.Module], layout: Layout, probe: Probe) -> list[Any]:
+        sites = {b: f"{layout.block_path(b)}.attn2" for b in self.blocks}
+        self.chunks = {s: [] for s in sites.values()}
+        last = max(self.blocks)
+
+        def make(block: int, site: str):
+            def hook(_m: torch.nn.Module, _inp: Any, out: torch.Tensor) -> None:
+                if probe.step != self.step:
+                    return
+                self.chunks[site].append(out[out.shape[0] // 2 :].detach().to("cpu", self.dtype))
+                if self.stop_after and block == last:
+                    raise StopForward
+
+            return hook
+
+        return [mods[f"{site}.to_q"].register_forward_hook(make(b, site)) for b, site in sites.items()]
+
+    def queries(self) -> dict[str, torch.Tensor]:
+        return {s: torch.cat(c) for s, c in self.chunks.items() if c}
 
 
 class AddToOutput(Hook):

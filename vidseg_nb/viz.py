@@ -70,6 +70,83 @@ def legend_colors(ids: Sequence[int]) -> dict[int, str]:
     return {int(i): "#%02x%02x%02x" % tuple(PALETTE[int(i) % len(PALETTE)]) for i in ids}
 
 
+# ------------------------------------------------------------------ names (issue 13)
+def legend_entries(names: Any, ids: Sequence[int] | None = None) -> list[tuple[int, str, str]]:
+    """``(label id, text, hex colour)`` per named cluster (``names``: ``{id: ClusterName}`` of
+    ``SegmentationResult.names``), ids in order; ``ids`` restricts to the ids shown (e.g. present in the
+    labels). An unnamed cluster reads ``"unnamed (best: w)"``."""
+    keys = sorted(int(i) for i in names if ids is None or int(i) in {int(j) for j in ids})
+    cols = legend_colors(keys)
+    out = []
+    for i in keys:
+        n = names[i]
+        text = n.name
+        if n.name == "unnamed" and n.best not in ("unnamed", ""):
+            text = f"unnamed (best: {n.best})"
+        out.append((i, text, cols[i]))
+    return out
+
+
+def draw_legend(
+    frame: np.ndarray, entries: Sequence[tuple[int, str, str]], font_size: int | None = None
+) -> np.ndarray:
+    """``frame`` (H, W, 3) uint8 with a legend in its top-left corner: a colour swatch and the name of each
+    entry (:func:`legend_entries`) on a translucent dark box (Pillow's default font). Returns a copy."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8)).convert("RGBA")
+    if not entries:
+        return np.asarray(img.convert("RGB"))
+    size = font_size or max(10, min(24, img.height // 24))
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        font = ImageFont.load_default()
+    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    pad, line = max(2, size // 4), size + max(2, size // 4)
+    width = max(draw.textlength(text, font=font) for _, text, _ in entries)
+    box_w = int(pad * 3 + size + width)
+    box_h = int(pad * 2 + line * len(entries))
+    draw.rectangle([0, 0, min(box_w, img.width - 1), min(box_h, img.height - 1)], fill=(0, 0, 0, 150))
+    for k, (_, text, colour) in enumerate(entries):
+        y = pad + k * line
+        draw.rectangle([pad, y, pad + size, y + size], fill=colour, outline=(255, 255, 255, 255))
+        draw.text((pad * 2 + size, y), text, fill=(255, 255, 255, 255), font=font)
+    return np.asarray(Image.alpha_composite(img, layer).convert("RGB"))
+
+
+def legend_html(entries: Sequence[tuple[int, str, str]]) -> str:
+    """The legend as HTML: one colour swatch and name per entry (the demo shows it under the video)."""
+    from html import escape
+
+    items = "".join(
+        f'<span style="display:inline-flex;align-items:center;margin:2px 10px 2px 0">'
+        f'<span style="width:14px;height:14px;background:{c};border:1px solid #888;margin-right:4px;'
+        f'display:inline-block"></span>{escape(t)} <small style="opacity:.6">&nbsp;#{i}</small></span>'
+        for i, t, c in entries
+    )
+    return f'<div class="vidseg-legend">{items}</div>'
+
+
+def word_attention_panels(
+    attention: Any, words: Sequence[str], frame: np.ndarray | None = None, index: int = 0
+) -> list[tuple[np.ndarray, str]]:
+    """One heat map per word of frame ``index`` of A (N, h, w, V) (``SegmentationResult.word_attention``),
+    each min-max scaled on its own, at the frame's size when ``frame`` is given and blended over it."""
+    a = np.asarray(attention.detach().cpu() if hasattr(attention, "detach") else attention, np.float32)[index]
+    out = []
+    for v, word in enumerate(words):
+        m = a[..., v]
+        m = (m - m.min()) / (m.max() - m.min()) if m.max() > m.min() else np.zeros_like(m)
+        img = heatmap(m)
+        if frame is not None:
+            img = upscale(img, tuple(frame.shape[:2]))
+            img = to_uint8((0.5 * frame.astype(np.float32) + 0.5 * img.astype(np.float32)) / 255)
+        out.append((img, f"attention to '{word}'"))
+    return out
+
+
 def frame_panels(detail: Any, pca: np.ndarray | None = None) -> list[tuple[np.ndarray, str]]:
     """(image, caption) pairs for one :class:`~vidseg_nb.pipeline.FrameDetail`: frame, PCA of F~, M^j, M~^j,
     each D_l and D~_l, I+/I-, and Y, in the order of the method."""

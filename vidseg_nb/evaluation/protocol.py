@@ -23,6 +23,13 @@ frame's ground truth merges the clusters right after stage 1 of the first batch 
 :func:`vidseg_nb.authors.merge_clusters_by_first_frame`: majority on the feature grid, void and 0 counting
 as labels), the merged labels go through KNN, CBR and modulation, and the labels come out as ground-truth
 classes, scored as they are (a label outside ``[0, C)``, e.g. a cluster merged into void, is unassigned).
+Assignment by names (issue 13, ``assign="names"``): each cluster gets the dataset class whose name
+scores highest in the cross-attention of the first batch (:mod:`vidseg_nb.names`; the dataset's class
+list is the vocabulary, :func:`dataset_vocabulary`). The *assignment* reads no ground-truth frame: the
+mapping is decided from the segmentation alone, before the ground truth is even loaded
+(:func:`evaluate_clip` takes it as a loader and calls it after). *Scoring* (mIoU, mVC) of course compares
+with the ground truth of every frame. ``assign="both"`` scores both assignments: the first-frame one
+(today's protocol, the default) at the top level of the record, the names one under ``"by_names"``.
 
 Pure numpy on top of :mod:`vidseg_nb.metrics`; the segmenter is passed in (no model import here).
 """
@@ -37,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from ..config import SegConfig
+from ..errors import ConfigError
 from ..metrics import (
     apply_label_map,
     assign_labels,
@@ -49,8 +57,12 @@ from ..metrics import (
 )
 
 __all__ = [
+    "ASSIGN_MODES",
     "PROTOCOLS",
     "VC_WINDOWS",
+    "check_assign",
+    "dataset_vocabulary",
+    "name_mapping",
     "resolve_protocol",
     "resolve_mode",
     "evaluate_clip",
@@ -77,6 +89,46 @@ def resolve_protocol(config: SegConfig, protocol: str | None = None) -> str:
     return protocol
 
 
+ASSIGN_MODES = ("first-frame", "names", "both")
+"""How clusters get classes: from the first annotated frame's ground truth (SPEC 8, the default), from
+their names (issue 13: no ground truth), or both (both scored)."""
+
+_DATASET_VOCABULARIES = {"camvid": "camvid", "vspw": "vspw", "cityscapes": "cityscapes"}
+
+
+def check_assign(assign: str) -> str:
+    """``assign`` if it is one of :data:`ASSIGN_MODES`, else a :class:`ConfigError`."""
+    if assign not in ASSIGN_MODES:
+        raise ConfigError(f"--assign must be one of {', '.join(ASSIGN_MODES)}, not {assign!r}")
+    return assign
+
+
+def dataset_vocabulary(dataset: Any) -> list[str]:
+    """The class names of a dataset reader in class-id order, as prompt words: its ``class_names`` when it
+    has them, else the list shipped in :mod:`vidseg_nb.names` for CamVid (11), VSPW (124) and Cityscapes
+    (19). DAVIS objects have no class names: a :class:`ConfigError` says so."""
+    from ..names import vocabulary_for_dataset
+
+    names = getattr(dataset, "class_names", None)
+    if names:
+        return [str(n) for n in names]
+    kind = type(dataset).__name__.lower()
+    for key, vocab in _DATASET_VOCABULARIES.items():
+        if kind.startswith(key):
+            return vocabulary_for_dataset(vocab)
+    raise ConfigError(
+        f"{type(dataset).__name__} has no class names to assign clusters by name (DAVIS objects are ids, "
+        "not classes): use --assign first-frame, or a dataset with a class list (camvid, vspw, cityscapes)"
+    )
+
+
+def name_mapping(names: Mapping[int, Any], vocabulary: Sequence[str]) -> dict[int, int]:
+    """cluster -> class id from the clusters' names alone (no ground truth): the class whose name scored
+    highest (``ClusterName.best``, whatever its margin); a cluster with no scored word gets -1."""
+    index = {w: k for k, w in enumerate(vocabulary)}
+    return {int(c): index.get(n.best, -1) for c, n in names.items()}
+
+
 def resolve_mode(config: SegConfig, mode: str | None) -> str:
     """``mode`` or, when None, "full" with modulation and "preview" without."""
     return mode or ("full" if config.modulation else "preview")
@@ -93,9 +145,18 @@ def evaluate_clip(
     davis: bool = False,
     annotated: Sequence[bool] | None = None,
     protocol: str | None = None,
+    *,
+    assign: str = "first-frame",
+    vocabulary: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Segment ``frames`` (N, H, W, 3) with ``segmenter`` (a :class:`~vidseg_nb.pipeline.VideoSegmenter`)
-    and score the result against ``gt`` (N, H, W) integer labels (``ignore_index`` = void).
+    and score the result against ``gt`` (N, H, W) integer labels (``ignore_index`` = void), or a
+    zero-argument loader of them, called only after the segmentation and its assignment.
+
+    ``assign`` (:data:`ASSIGN_MODES`): ``"first-frame"`` (below); ``"names"``: the segmenter names the
+    clusters with ``vocabulary`` (the dataset's class names, in class-id order) and :func:`name_mapping`
+    assigns them, with no ground truth (``names`` in the record: cluster -> word); ``"both"``: the
+    first-frame record plus the names one under ``"by_names"``.
 
     Label assignment (SPEC 8): ``assign_labels(result.coarse_before[f], gt[f])`` on the feature grid (M^f,
     the context model's map: refinement can drop a cluster from M~^1 that later frames still carry), with
@@ -120,26 +181,47 @@ def evaluate_clip(
     mode = resolve_mode(config, mode)
     protocol = resolve_protocol(config, protocol)
     config = config.replace(gt_merge=protocol == "authors")
+    check_assign(assign)
     kw: dict[str, Any] = {}
     if protocol == "authors":
+        if assign != "first-frame":
+            raise ConfigError(
+                "the authors' protocol merges clusters by the first frame's ground truth: "
+                "use it with --assign first-frame"
+            )
+        gt = gt() if callable(gt) else gt
         if annotated is not None and not list(annotated)[:1] == [True]:
             raise ValueError(
                 "the authors' protocol needs the first frame's ground truth (frame 1 unannotated)"
             )
         kw["first_frame_gt"] = np.asarray(gt[0])
+    if assign != "first-frame":
+        if not vocabulary:
+            raise ConfigError("assigning clusters by names needs the dataset's class names (vocabulary)")
+        if len(vocabulary) != num_classes:
+            raise ConfigError(f"{len(vocabulary)} class names for {num_classes} classes")
+        kw["names"] = list(vocabulary)
     t0 = time.perf_counter()
     result = segmenter.segment(frames, config, mode=mode, keep=None, progress=False, **kw)
     seconds = time.perf_counter() - t0
-    out = score_result(
-        result.labels,
-        result.coarse_before,
-        gt,
-        num_classes,
-        ignore_index,
-        davis=davis,
-        annotated=annotated,
-        protocol=protocol,
-    )
+    # the assignment by names is decided here, from the segmentation alone: no ground truth read yet
+    by_names = name_mapping(result.names, vocabulary) if assign != "first-frame" else None
+    gt = gt() if callable(gt) else gt
+    score = dict(davis=davis, annotated=annotated, protocol=protocol)
+    if assign == "names":
+        out = score_result(result.labels, None, gt, num_classes, ignore_index, mapping=by_names, **score)
+    else:
+        out = score_result(result.labels, result.coarse_before, gt, num_classes, ignore_index, **score)
+    if by_names is not None:
+        named = {int(c): n.best for c, n in result.names.items()}
+        if assign == "both":
+            out["by_names"] = score_result(
+                result.labels, None, gt, num_classes, ignore_index, mapping=by_names, **score
+            )
+            out["by_names"]["names"] = named
+        else:
+            out["names"] = named
+    out["assign"] = assign
     out.update(
         seconds=seconds,
         frames=int(len(result.labels)),
@@ -151,7 +233,7 @@ def evaluate_clip(
 
 def score_result(
     labels: np.ndarray,
-    coarse: np.ndarray,
+    coarse: np.ndarray | None,
     gt: np.ndarray,
     num_classes: int,
     ignore_index: int = 255,
@@ -159,11 +241,13 @@ def score_result(
     davis: bool = False,
     annotated: Sequence[bool] | None = None,
     protocol: str = "late",
+    mapping: Mapping[int, int] | None = None,
 ) -> dict[str, Any]:
     """The scoring half of :func:`evaluate_clip`, on cluster maps ``labels`` (N, H, W) and coarse maps
-    ``coarse`` (N, h, w) already computed (the clusters are assigned on ``coarse[first annotated]``).
-    ``protocol="authors"``: the labels already are classes (merged by the first frame's ground truth):
-    the mapping is the identity, a label outside ``[0, C)`` is unassigned."""
+    ``coarse`` (N, h, w) already computed (the clusters are assigned on ``coarse[first annotated]``), or
+    with a given cluster -> class ``mapping`` (e.g. :func:`name_mapping`; ``assign_frame`` is then None and
+    ``coarse`` unused). ``protocol="authors"``: the labels already are classes (merged by the first
+    frame's ground truth): the mapping is the identity, a label outside ``[0, C)`` is unassigned."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown evaluation protocol {protocol!r}; choose one of {PROTOCOLS}")
     labels = np.asarray(labels)
@@ -178,8 +262,10 @@ def score_result(
     ann = np.ones(n, bool) if annotated is None else np.asarray(list(annotated)[:n], bool)
     if not ann.any():
         raise ValueError("no annotated frame to assign labels from")
-    first = int(np.flatnonzero(ann)[0])
-    if protocol == "authors":
+    first: int | None = int(np.flatnonzero(ann)[0])
+    if mapping is not None:
+        first = None
+    elif protocol == "authors":
         first = 0
         mapping = {int(k): int(k) for k in np.union1d(np.unique(labels), np.unique(coarse))}
     else:
@@ -270,7 +356,8 @@ def summarize(per_clip: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for classes absent from the ground truth), ``unassigned_fraction`` (scored pixels predicted by
     unassigned clusters), ``videos`` (scored), ``frames``, ``seconds``, summed ``work`` and the
     ``protocol`` of the clips (``"late"`` or ``"authors"``; records without one are ``"late"``). Clips with
-    different class counts (DAVIS 2017) are padded.
+    different class counts (DAVIS 2017) are padded. ``assign``: the records' assignment; records with a
+    ``by_names`` part (``assign="both"``) also get it pooled under ``by_names``.
     """
     per_clip = list(per_clip)
     failed = [r for r in per_clip if r.get("error")]
@@ -311,4 +398,12 @@ def summarize(per_clip: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out["work"] = work
     protocols = sorted({str(r.get("protocol", "late")) for r in per_clip})
     out["protocol"] = protocols[0] if len(protocols) == 1 else "+".join(protocols)
+    assigns = {r.get("assign", "first-frame") for r in per_clip}
+    if len(assigns) == 1:
+        out["assign"] = assigns.pop()
+    named = [r["by_names"] for r in per_clip if r.get("by_names")]
+    if named:  # assign="both": the names assignment, pooled the same way
+        out["by_names"] = {
+            k: v for k, v in summarize(named).items() if k not in ("frames", "seconds", "work")
+        }
     return out

@@ -27,7 +27,14 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..config import SegConfig, default_model
-from .protocol import evaluate_clip, resolve_mode, resolve_protocol, summarize
+from .protocol import (
+    check_assign,
+    dataset_vocabulary,
+    evaluate_clip,
+    resolve_mode,
+    resolve_protocol,
+    summarize,
+)
 from .store import (
     PER_VIDEO,
     RUN_INFO,
@@ -79,13 +86,22 @@ def eval_sample(
     config: SegConfig,
     mode: str | None = None,
     davis: bool = False,
+    assign: str = "first-frame",
+    vocabulary: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one dataset video (a :class:`~vidseg_nb.datasets.VideoSample`); returns its JSON record."""
+    """Evaluate one dataset video (a :class:`~vidseg_nb.datasets.VideoSample`); returns its JSON record.
+
+    ``assign`` / ``vocabulary``: see :func:`~.protocol.evaluate_clip`; the ground truth is loaded only
+    after the segmentation (and, with ``"names"``, its ground-truth-free assignment)."""
     from ..pipeline import VideoSegmenter
 
     frames = sample.load_frames(config.max_frames)
-    gt = sample.load_labels(config.max_frames)
-    annotated = [p is not None for p in sample.label_paths[: len(frames)]]
+    n = len(frames)
+
+    def gt() -> Any:
+        return sample.load_labels(config.max_frames)
+
+    annotated = [p is not None for p in sample.label_paths[:n]]
     seg = VideoSegmenter(backbone, config, cache_frames=0)
     res = evaluate_clip(
         seg,
@@ -97,6 +113,8 @@ def eval_sample(
         mode=mode,
         davis=davis,
         annotated=annotated,
+        assign=assign,
+        vocabulary=vocabulary,
     )
     return to_json({"video": sample.name, **res})
 
@@ -116,14 +134,16 @@ def eval_sample_safely(
     davis: bool = False,
     retries: int = 1,
     evaluate: Callable[..., dict[str, Any]] | None = None,
+    **assign: Any,
 ) -> dict[str, Any]:
     """:func:`eval_sample` tried up to ``1 + retries`` times; when every attempt raises an ``Exception``,
-    the :func:`error_record` of the last one (a ``KeyboardInterrupt`` still stops the run)."""
+    the :func:`error_record` of the last one (a ``KeyboardInterrupt`` still stops the run). ``assign``:
+    ``assign=`` / ``vocabulary=`` for :func:`eval_sample` (issue 13), passed only when given."""
     evaluate = evaluate or eval_sample
     attempts = max(1, 1 + int(retries))
     for i in range(attempts):
         try:
-            return evaluate(sample, backbone, config, mode=mode, davis=davis)
+            return evaluate(sample, backbone, config, mode=mode, davis=davis, **assign)
         except Exception as e:  # noqa: BLE001 - recorded in the video's JSON line
             if i == attempts - 1:
                 return error_record(sample.name, e, attempts, traceback.format_exc())
@@ -150,6 +170,7 @@ def evaluate_dataset(
     device: str | None = None,
     runtime_env: Mapping[str, Any] | None = None,
     protocol: str | None = None,
+    assign: str = "first-frame",
 ) -> dict[str, Any]:
     """Evaluate every video of ``dataset`` (a reader of :mod:`vidseg_nb.datasets`); resumable.
 
@@ -176,10 +197,17 @@ def evaluate_dataset(
     ``"late"`` (SPEC 8) or ``"authors"`` (the first frame's ground truth merges clusters before KNN, CBR
     and modulation). It is carried by ``config.gt_merge`` (so ``run.json`` records it and a resume with
     the other protocol is refused) and named in the summary (``protocol``).
+    ``assign`` (issue 13): ``"first-frame"`` (SPEC 8, default), ``"names"`` (each cluster gets the class
+    whose name scores highest: the dataset's class list is the vocabulary; no ground truth is read to
+    assign) or ``"both"`` (the summary also has ``by_names``). See :mod:`.protocol`.
     """
     mode = resolve_mode(config, mode)
     protocol = resolve_protocol(config, protocol)
     config = config.replace(gt_merge=protocol == "authors")
+    check_assign(assign)
+    akw: dict[str, Any] = {}
+    if assign != "first-frame":
+        akw = {"assign": assign, "vocabulary": dataset_vocabulary(dataset)}
     ds = dataset.select(videos) if videos is not None else dataset
     names = list(ds.names)
     davis = is_davis(dataset)
@@ -193,6 +221,8 @@ def evaluate_dataset(
     out.mkdir(parents=True, exist_ok=True)
     info = run_info(dataset, source, random_weights, config, mode)
     info["protocol"] = protocol
+    if assign != "first-frame":
+        info["assign"] = assign
     if model_config:
         info["model_config"] = str(model_config)
     check_run_info(out / RUN_INFO, info)
@@ -231,6 +261,7 @@ def evaluate_dataset(
                     ray_address,
                     runtime_env,
                     finish,
+                    akw,
                 )
             elif todo:
                 if bb is None:
@@ -240,7 +271,7 @@ def evaluate_dataset(
                 for name in todo:
                     finish(
                         eval_sample_safely(
-                            ds.sample(name), bb, config, mode, davis, retries, evaluate=eval_sample
+                            ds.sample(name), bb, config, mode, davis, retries, evaluate=eval_sample, **akw
                         )
                     )
     finally:
@@ -278,10 +309,17 @@ class VideoWorker:
         self.t_load = time.perf_counter() - self.t_load
 
     def evaluate(
-        self, sample: Any, config: SegConfig, mode: str, davis: bool, retries: int = 1
+        self,
+        sample: Any,
+        config: SegConfig,
+        mode: str,
+        davis: bool,
+        retries: int = 1,
+        assign: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """One video's JSON record (or error record, after ``1 + retries`` attempts)."""
-        rec = eval_sample_safely(sample, self.backbone, config, mode, davis, retries)
+        """One video's JSON record (or error record, after ``1 + retries`` attempts); ``assign``: the
+        ``assign=`` / ``vocabulary=`` keywords of :func:`eval_sample` (issue 13)."""
+        rec = eval_sample_safely(sample, self.backbone, config, mode, davis, retries, **(assign or {}))
         rec["worker"] = {"pid": os.getpid(), "load_seconds": round(self.t_load, 3)}
         return rec
 
@@ -339,6 +377,7 @@ def _run_ray(
     address: str | None,
     runtime_env: Mapping[str, Any] | None,
     finish: Callable[[dict[str, Any]], None],
+    assign: Mapping[str, Any] | None = None,
 ) -> None:
     ray = import_ray()
     from ray.util import ActorPool
@@ -373,7 +412,8 @@ def _run_ray(
                 yield pool.get_next_unordered()
 
         results = pool.map_unordered(
-            lambda a, s: a.evaluate.remote(s, cfg_ref, mode, davis, retries), samples
+            lambda a, s: a.evaluate.remote(s, cfg_ref, mode, davis, retries, *([assign] if assign else [])),
+            samples,
         )
         while True:
             try:

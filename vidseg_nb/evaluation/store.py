@@ -172,6 +172,8 @@ def check_run_info(path: str | os.PathLike, info: Mapping[str, Any]) -> None:
     diffs = [
         f"{k}: {old.get(k)!r} -> {info[k]!r}" for k in ("dataset", "model", "mode") if old.get(k) != info[k]
     ]
+    if old.get("assign", "first-frame") != info.get("assign", "first-frame"):  # issue 13: --assign
+        diffs.append(f"assign: {old.get('assign', 'first-frame')!r} -> {info.get('assign', 'first-frame')!r}")
     oc, nc = old.get("config", {}), info["config"]
     dflt = config_dict(SegConfig())  # a field added since the old run (issue 15's) had its default there
     diffs += [
