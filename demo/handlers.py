@@ -371,9 +371,9 @@ class DeviceOutput:
     timings: dict[str, float]
     work: dict[str, int]
     computed: tuple[str, ...]
-    name_queries: dict[str, torch.Tensor] | None = None  # first batch's attn2 queries (issue 13: rename)
     is_random_model: bool
     entries: StageEntries
+    name_queries: dict[str, torch.Tensor] | None = None  # first batch's attn2 queries (issue 13: rename)
 
 
 def gpu_duration(
