@@ -80,6 +80,22 @@ class SegConfig:
         hash=False,
         metadata={"stage": "run", "help": "free-form extras, read by no stage"},
     )
+    # --- work reuse in stage 3 (issue 12): same labels, less UNet work; none changes a cache key
+    reuse_prefix: bool = _f(
+        True, "run", "modulated runs start at t_m from the reference's recorded down path, mid and up blocks"
+    )
+    skip_qk_projections: bool = _f(
+        True, "run", "injected attentions take the reference q/k without computing to_q/to_k"
+    )
+    shared_attention: str = _f(
+        "auto", "run", "softmax(QK^T) once per frame and step for all runs (auto: on CUDA; on, off)"
+    )
+    keep_qk: str = _f(
+        "auto", "run", "keep the reference q/k for a lambda change (auto: on CUDA if it fits; on, off)"
+    )
+    keep_qk_budget_gb: float | None = _f(
+        None, "run", "memory for kept q/k in GiB (None: CUDA free memory minus 4 GiB; CPU: 2 GiB)"
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -136,6 +152,11 @@ class SegConfig:
             bad("max_frames", "must be >= 1 or None")
         if self.chunk_size is not None and self.chunk_size < 1:
             bad("chunk_size", "must be >= 1 or None")
+        for name in ("shared_attention", "keep_qk"):
+            if getattr(self, name) not in ("auto", "on", "off"):
+                bad(name, "must be 'auto', 'on' or 'off'")
+        if self.keep_qk_budget_gb is not None and self.keep_qk_budget_gb < 0:
+            bad("keep_qk_budget_gb", "must be >= 0 or None")
 
     def replace(self, **changes: Any) -> SegConfig:
         """A copy with ``changes`` applied (and validated)."""

@@ -19,7 +19,16 @@ from tqdm.auto import tqdm
 
 from .backbone import Backbone
 from .config import SegConfig
-from .probe import CORR_BLOCK, FEATURE_BLOCKS, Probe, QKStore, RecordQK, RecordQuery, StopForward
+from .probe import (
+    CORR_BLOCK,
+    FEATURE_BLOCKS,
+    Probe,
+    QKStore,
+    RecordOutputs,
+    RecordQK,
+    RecordQuery,
+    StopForward,
+)
 
 
 @dataclass
@@ -77,6 +86,14 @@ class Reference:
     latents: dict[int, torch.Tensor] = field(default_factory=dict)  # step i -> x after step i
     qk: QKStore | None = None
     condition: Any = None  # backbone-specific conditioning of the batch (SVD: see ``svd.SVDCondition``)
+    prefix: RecordOutputs | None = None  # outputs at t_m of the modules before the modulation (prefix reuse)
+
+    def nbytes(self) -> int:
+        """Bytes held by the tensors stage 3 replays (q/k, prefix outputs, latents)."""
+        n = sum(t.numel() * t.element_size() for t in self.latents.values())
+        n += self.qk.nbytes() if self.qk is not None else 0
+        n += self.prefix.nbytes() if self.prefix is not None else 0
+        return n + self.x_start.numel() * self.x_start.element_size()
 
 
 def max_abs_normalize(f: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -116,7 +133,8 @@ def reference_run(
     batch is one clip conditioned on its first frame), ``chunk`` groups per UNet call. Each frame's noise
     is seeded by (seed, ``frame_offset`` + its index), so it does not depend on batching. The layout's
     feature blocks (6-8) give F~ and its correspondence block the correspondences. With ``record_qk``
-    (stage 3 follows) every latent x_i (N, 4, h8, w8) and the q/k of ``up_blocks[1..3]`` are kept;
+    (stage 3 follows) every latent x_i (N, 4, h8, w8) and the q/k of ``up_blocks[1..3]`` are kept, and with
+    ``config.reuse_prefix`` the outputs at t_m of the modules before the modulation site (``prefix``);
     without it the last UNet forward stops after block 8, which is all the features need.
     """
     if backbone.n_steps != config.n_steps:
@@ -141,7 +159,10 @@ def reference_run(
 
     query = RecordQuery(last, stop_after=not record_qk)
     qk = RecordQK()
-    with Probe(backbone.unet, query, *([qk] if record_qk else []), layout=layout) as probe:
+    # prefix reuse (SegConfig.reuse_prefix): the outputs at t_m that every modulated run would recompute
+    prefix = RecordOutputs(config.t_m, n_groups=n // g) if record_qk and config.reuse_prefix else None
+    extra = [qk, *([prefix] if prefix is not None else [])] if record_qk else []
+    with Probe(backbone.unet, query, *extra, layout=layout) as probe:
         n_groups = len(groups)
         for a in tqdm(
             range(0, n_groups, chunk),
@@ -177,6 +198,7 @@ def reference_run(
         latents={i: torch.cat(v) for i, v in latents.items()},
         qk=qk.qk if record_qk else None,
         condition=cond,
+        prefix=prefix,
     )
 
 
