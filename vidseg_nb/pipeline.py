@@ -14,9 +14,10 @@ then the autoregressive update ``omega.fit(F~, M~)`` on this batch only, for the
 Caching (:mod:`vidseg_nb.cache`): a segmenter remembers, per clip, the features (keyed on the fields the
 reference run reads), the coarse maps (plus the stage-1/2 fields) and the raw difference maps D_l (plus
 the stage-3 fields), so a new s only re-filters, a new lambda reruns stage 3 only, and a new cluster count
-reruns stages 1-3 but not the feature extraction. Stage 3 needs the reference run's q/k, which are too
-large to cache (about 180 MB per 512x512 frame), so a stage-3 rerun repeats the reference run of each
-frame as part of stage 3 (its samples are counted in ``work``). Clips longer than ``cache_frames`` are not
+reruns stages 1-3 but not the feature extraction. Stage 3 needs the reference run's q/k (about 180 MB
+per 512x512 frame in fp16): ``self.qk_cache`` (:mod:`vidseg_nb.qkcache`) keeps them while they fit
+(``SegConfig.keep_qk``, on for CUDA), else a stage-3 rerun repeats the reference run of each batch as
+part of stage 3 (its samples are counted in ``work``). Clips longer than ``cache_frames`` are not
 cached, and intermediates are kept only for the frames asked for, so memory stays bounded for long clips.
 """
 
@@ -37,6 +38,7 @@ from .config import SegConfig
 from .context import SceneContextModel
 from .features import Features, reference_run
 from .modulation import FrameDiff, final_labels, modulate
+from .qkcache import QKCache
 from .refine import refine
 from .video import Clip, read_video, resize_frames, resize_labels, target_size
 
@@ -136,6 +138,7 @@ class VideoSegmenter:
         self.backbone = backbone
         self.config = config or SegConfig()
         self.cache = StageCache(cache_frames)
+        self.qk_cache = QKCache()  # kept reference runs for stage-3 reruns (SegConfig.keep_qk)
 
     @property
     def cache_frames(self) -> int:
@@ -147,6 +150,7 @@ class VideoSegmenter:
 
     def clear_cache(self) -> None:
         self.cache.clear()
+        self.qk_cache.clear()
 
     def feature_key(self, config: SegConfig) -> tuple:
         """Cache key of the features: the fields the reference run reads, plus B for a backbone that
@@ -276,9 +280,20 @@ class VideoSegmenter:
             ref = None
             t0 = time.perf_counter()
             if need_diff or cached_feats is None:
-                ref = reference_run(
-                    self.backbone, frames[a:b], config, frame_offset=a, record_qk=need_diff, progress=progress
-                )
+                # a kept reference run (QKCache, SegConfig.keep_qk) serves a stage-3 rerun, e.g. a new lambda
+                bb_dev = self.backbone.device
+                ref = self.qk_cache.get(frames[a:b], a, fkey, config, bb_dev) if need_diff else None
+                if ref is None:
+                    ref = reference_run(
+                        self.backbone,
+                        frames[a:b],
+                        config,
+                        frame_offset=a,
+                        record_qk=need_diff,
+                        progress=progress,
+                    )
+                    if need_diff:
+                        self.qk_cache.put(frames[a:b], a, fkey, ref, config, bb_dev)
                 tick("reference run" if need_diff else "features", t0)
             feats = cached_feats[a:b] if cached_feats is not None else ref.features
             new_feats.append(feats)

@@ -481,6 +481,7 @@ class InjectedAttnProcessor:
         self.store, self.index, self.site, self.probe = store, index, site, probe
         self.fallback = fallback  # the processor it replaced (steps without recorded q/k)
         self.shared = shared
+        self._groups: list[tuple[int, torch.Tensor]] | None = None
 
     def __call__(
         self,
@@ -539,10 +540,11 @@ class InjectedAttnProcessor:
         n_q = qu.shape[1]
         out = v.new_empty(*v.shape[:4], n_q, d)
         scale = d**-0.5
-        idx = self.index.to(v.device)
+        if self._groups is None:  # once per processor: (reference group, runs of the batch using it)
+            idx = self.index.cpu()
+            self._groups = [(gi, (idx == gi).nonzero().flatten()) for gi in torch.unique(idx).tolist()]
         for half, (q_all, k_all) in enumerate(((qu, ku), (qc, kc))):
-            for gi in torch.unique(idx).tolist():
-                sel = (idx == gi).nonzero().flatten()
+            for gi, sel in self._groups:
                 q = q_all[gi * group : (gi + 1) * group].to(v.dtype)
                 k = k_all[gi * group : (gi + 1) * group].to(v.dtype)
                 q = q.view(group, -1, heads, d).transpose(1, 2)
