@@ -353,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         "--full-svd", action="store_true", help="also time full-size SVD (random weights) on --device"
     )
     p.add_argument("--no-svd", action="store_true", help="leave out the SVD figures")
+    p.add_argument(
+        "--no-reuse", action="store_true", help="leave out the stage-3 reuse FLOP counts (before/after)"
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--chunk", type=int, default=None, help="runs per UNet call in stage 3 (full size)")
     p.add_argument("--json", default=None, help="also write the results as JSON here")
@@ -367,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     res["tflop_per_frame_features_no_early_stop_512"] = tflop_per_frame(
         {**feature_work_formula(), "unet_samples": 6, "unet_partial_samples": 0}, per_call[512]
     )
+    if not args.no_reuse:  # UNet TFLOP per frame without / with the stage-3 reuse (issue 12)
+        res["reuse_sd21_512"] = reuse_flops(512, args.labels)
+        if not args.no_svd:
+            res["reuse_svd_512"] = reuse_flops(512, args.labels, svd=True)
     res["tiny_full"] = run_tiny(args.frames, args.size)
     res["tiny_preview"] = run_tiny(args.frames, args.size, mode="preview")
     if args.full:
@@ -407,6 +414,14 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"| TFLOP per frame, SD 2.1 512px, L = {args.labels} | {res['tflop_per_frame_sd21_512_L%d' % args.labels]:.1f} |"
     )
+    for key in ("reuse_sd21_512", "reuse_svd_512"):
+        if key in res:
+            r = res[key]
+            print(
+                f"| UNet TFLOP per frame, {r['model']} 512px, L = {r['labels']}: no reuse / prefix replay + "
+                f"no q/k projections + shared softmax(QK^T) | {r['before']['unet']:.1f} / "
+                f"{r['after']['unet']:.1f} (-{100 * r['drop']:.1f}%) |"
+            )
     for key in ("tiny_full", "tiny_preview"):
         t = res[key]
         w = t["work_per_frame"]
