@@ -86,8 +86,9 @@ class Row:
 
 
 def planned_rows(args: argparse.Namespace) -> list[Row]:
-    variants = [v for v in VARIANTS if v != "compile" or args.compile]
-    rows = [Row("SD 2.1", v, s) for s in args.sizes for v in variants]
+    rows = [Row("SD 2.1", v, s) for s in args.sizes for v in VARIANTS if v != "compile"]
+    if args.compile:  # last: compiling is in place and stays on
+        rows += [Row("SD 2.1", "compile", s) for s in args.sizes]
     if not args.no_svd:
         rows += [Row("SVD", v, (512, 512)) for v in ("base", "reuse")]
     return rows
