@@ -189,7 +189,7 @@ def _modulated_samples(res, cfg) -> int:
 
 def test_lambda_change_with_kept_qk_runs_no_reference_sample(tiny):
     frames = make_clip(n_frames=4, height=64, width=64, n_objects=2, seed=3).frames
-    cfg = SegConfig(n_clusters=3, kmeans_n_init=2, batch_size=2, keep_qk="on")
+    cfg = SegConfig(n_clusters=3, kmeans_n_init=2, batch_size=2, keep_qk_budget_gb=1.0)
     seg = VideoSegmenter(tiny, cfg)
     _segment(seg, frames, cfg)
     assert len(seg.qk_cache) == 2 and seg.qk_cache.counters.fallbacks == 0
@@ -198,13 +198,13 @@ def test_lambda_change_with_kept_qk_runs_no_reference_sample(tiny):
     assert "stage 3" in res.computed and seg.qk_cache.counters.hits == 2
     assert work["unet_samples"] == _modulated_samples(res, new) > 0  # zero reference-run samples
     assert work["vae_encodes"] == 0
-    fresh, _ = _segment(VideoSegmenter(tiny, new.replace(keep_qk="off")), frames, new)
+    fresh, _ = _segment(VideoSegmenter(tiny, new.replace(keep_qk=False)), frames, new.replace(keep_qk=False))
     np.testing.assert_array_equal(res.labels, fresh.labels)
 
 
 def test_kept_qk_over_budget_falls_back_and_counts(tiny):
     frames = make_clip(n_frames=2, height=64, width=64, n_objects=2, seed=3).frames
-    cfg = SegConfig(n_clusters=3, kmeans_n_init=2, batch_size=2, keep_qk="on", keep_qk_budget_gb=0.0)
+    cfg = SegConfig(n_clusters=3, kmeans_n_init=2, batch_size=2, keep_qk_budget_gb=1e-9)
     seg = VideoSegmenter(tiny, cfg)
     _segment(seg, frames, cfg)
     assert len(seg.qk_cache) == 0 and seg.qk_cache.counters.fallbacks == 1
@@ -213,16 +213,14 @@ def test_kept_qk_over_budget_falls_back_and_counts(tiny):
     assert seg.qk_cache.counters.misses == 2 and seg.qk_cache.counters.hits == 0
     ref_samples = 2 * (new.n_steps - new.t_m) * len(frames)
     assert work["unet_samples"] == ref_samples + _modulated_samples(res, new)
-    # off (the CPU default of "auto"): nothing is kept
-    seg = VideoSegmenter(tiny, cfg.replace(keep_qk="auto", keep_qk_budget_gb=None))
-    _segment(seg, frames, seg.config)
-    assert len(seg.qk_cache) == 0
+    # the CPU default (no budget given) and keep_qk=False keep nothing and count no fallback
+    for off in (dict(keep_qk_budget_gb=None), dict(keep_qk=False)):
+        seg = VideoSegmenter(tiny, cfg.replace(**off))
+        _segment(seg, frames, seg.config)
+        assert len(seg.qk_cache) == 0 and seg.qk_cache.counters.fallbacks == 0
 
 
 def test_reuse_switches_are_validated():
-    for name in ("shared_attention", "keep_qk"):
-        with pytest.raises(ConfigError, match=name):
-            SegConfig(**{name: "sometimes"})
     with pytest.raises(ConfigError, match="keep_qk_budget_gb"):
         SegConfig(keep_qk_budget_gb=-1.0)
 

@@ -120,8 +120,8 @@ def flops_per_call_svd(height: int = 576, width: int = 1024, frames: int = 14) -
 
 
 # ---------------------------------------------------------------------------------- stage-3 reuse (issue 12)
-REUSE_OFF = dict(reuse_prefix=False, skip_qk_projections=False, shared_attention="off")
-REUSE_ON = dict(reuse_prefix=True, skip_qk_projections=True, shared_attention="on")
+REUSE_OFF = dict(reuse_prefix=False, skip_qk_projections=False, shared_attention=False)
+REUSE_ON = dict(reuse_prefix=True, skip_qk_projections=True, shared_attention=True, shared_attention_cpu=True)
 
 
 @torch.no_grad()

@@ -87,14 +87,17 @@ class SegConfig:
     skip_qk_projections: bool = _f(
         True, "run", "injected attentions take the reference q/k without computing to_q/to_k"
     )
-    shared_attention: str = _f(
-        "auto", "run", "softmax(QK^T) once per frame and step for all runs (auto: on CUDA; on, off)"
+    shared_attention: bool = _f(
+        True, "run", "on CUDA: softmax(QK^T) once per frame and step for all modulated runs (float noise)"
     )
-    keep_qk: str = _f(
-        "auto", "run", "keep the reference q/k for a lambda change (auto: on CUDA if it fits; on, off)"
+    shared_attention_cpu: bool = _f(
+        False, "run", "shared softmax(QK^T) also off CUDA (off: the CPU keeps the bit-identical SDPA path)"
+    )
+    keep_qk: bool = _f(
+        True, "run", "keep the reference runs' q/k for a lambda change while they fit keep_qk_budget_gb"
     )
     keep_qk_budget_gb: float | None = _f(
-        None, "run", "memory for kept q/k in GiB (None: CUDA free memory minus 4 GiB; CPU: 2 GiB)"
+        None, "run", "GiB for kept q/k (>= 0; None: CUDA free memory minus 4 GiB, on the CPU 0: none kept)"
     )
 
     def __post_init__(self) -> None:
@@ -152,9 +155,6 @@ class SegConfig:
             bad("max_frames", "must be >= 1 or None")
         if self.chunk_size is not None and self.chunk_size < 1:
             bad("chunk_size", "must be >= 1 or None")
-        for name in ("shared_attention", "keep_qk"):
-            if getattr(self, name) not in ("auto", "on", "off"):
-                bad(name, "must be 'auto', 'on' or 'off'")
         if self.keep_qk_budget_gb is not None and self.keep_qk_budget_gb < 0:
             bad("keep_qk_budget_gb", "must be >= 0 or None")
 

@@ -125,19 +125,14 @@ def final_labels(diff: FrameDiff, coarse: np.ndarray, s: float) -> tuple[np.ndar
     return filt, argmax_labels(filt, diff.labels)
 
 
-def shared_attention_on(config: SegConfig, device: torch.device) -> bool:
-    """``SegConfig.shared_attention`` resolved: ``auto`` is on for CUDA (its probabilities are computed
-    outside the fused SDPA kernel: equal to float noise, not bit-identical), off on the CPU."""
-    return config.shared_attention == "on" or (config.shared_attention == "auto" and device.type == "cuda")
-
-
 def reuse_hooks(backbone: Backbone, ref: Reference, config: SegConfig, gidx: torch.Tensor) -> list:
     """The q/k injection of the modulated runs ``gidx`` (reference groups) and the work reuse chosen in
     ``config`` (issue 12): :class:`~vidseg_nb.probe.ReplayOutputs` of the recorded prefix at t_m
     (``reuse_prefix``), :class:`~vidseg_nb.probe.InjectAttention` (no ``to_q``/``to_k``,
-    ``skip_qk_projections``; softmax(QK^T) once per group, ``shared_attention``), else
+    ``skip_qk_projections``; softmax(QK^T) once per group, ``shared_attention`` on CUDA, elsewhere with
+    ``shared_attention_cpu``), else
     :class:`~vidseg_nb.probe.InjectQK`."""
-    shared = shared_attention_on(config, backbone.device)
+    shared = config.shared_attention and (backbone.device.type == "cuda" or config.shared_attention_cpu)
     if config.skip_qk_projections or shared:
         hooks: list = [InjectAttention(ref.qk, gidx, shared=shared)]
     else:

@@ -16,7 +16,7 @@ reference run reads), the coarse maps (plus the stage-1/2 fields) and the raw di
 the stage-3 fields), so a new s only re-filters, a new lambda reruns stage 3 only, and a new cluster count
 reruns stages 1-3 but not the feature extraction. Stage 3 needs the reference run's q/k (about 180 MB
 per 512x512 frame in fp16): ``self.qk_cache`` (:mod:`vidseg_nb.qkcache`) keeps them while they fit
-(``SegConfig.keep_qk``, on for CUDA), else a stage-3 rerun repeats the reference run of each batch as
+(``SegConfig.keep_qk``; by default on CUDA only), else a stage-3 rerun repeats the reference run of each batch as
 part of stage 3 (its samples are counted in ``work``). Clips longer than ``cache_frames`` are not
 cached, and intermediates are kept only for the frames asked for, so memory stays bounded for long clips.
 """

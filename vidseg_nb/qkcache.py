@@ -6,9 +6,9 @@ Stage 3 replays the reference run of each batch: its q/k (``QKStore``), its late
 :class:`~vidseg_nb.features.Reference` keyed on the batch's frames (content hash), its offset in the clip
 and the feature key (the fields the reference run reads), while they fit the budget:
 
-- ``SegConfig.keep_qk``: ``"on"``, ``"off"`` or ``"auto"`` (on for a CUDA backbone, off on the CPU);
-- ``SegConfig.keep_qk_budget_gb``: the bytes all kept references may hold (None: on CUDA the free device
-  memory minus 4 GiB, on the CPU 2 GiB).
+- ``SegConfig.keep_qk`` (default on) and ``SegConfig.keep_qk_budget_gb``: the GiB all kept references
+  may hold (None: on CUDA the free device memory minus 4 GiB; on the CPU 0, nothing is kept unless a
+  budget is given).
 
 A reference that does not fit is not kept (``fallbacks`` counts them); the next stage-3 rerun of that
 batch recomputes it (``misses``; its UNet samples are counted by the backbone as usual). Only one clip is
@@ -27,15 +27,32 @@ from .cache import Key, clip_key
 from .config import SegConfig
 from .features import Reference
 
-__all__ = ["QKCache", "QKCacheCounters", "keep_qk_on"]
+__all__ = ["QKCache", "QKCacheCounters", "budget_bytes", "keep_qk_on"]
 
 CUDA_RESERVE = 4 * 2**30  # bytes of free device memory left to the modulated runs
-CPU_BUDGET = 2 * 2**30
+
+
+def budget_bytes(config: SegConfig, device: torch.device, held: int = 0) -> int:
+    """Bytes all kept references may hold: ``keep_qk_budget_gb``, else on CUDA the free device memory
+    minus 4 GiB (plus what is already ``held``), on the CPU 0; 0 when ``keep_qk`` is off."""
+    if not config.keep_qk:
+        return 0
+    if config.keep_qk_budget_gb is not None:
+        return int(config.keep_qk_budget_gb * 2**30)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(0, int(free) - CUDA_RESERVE + held)
+    return 0
 
 
 def keep_qk_on(config: SegConfig, device: torch.device) -> bool:
-    """``SegConfig.keep_qk`` resolved for a backbone on ``device`` (``auto``: on for CUDA only)."""
-    return config.keep_qk == "on" or (config.keep_qk == "auto" and device.type == "cuda")
+    """Whether reference runs are kept at all: ``keep_qk`` with a budget > 0 (on the CPU only when
+    ``keep_qk_budget_gb`` is given)."""
+    if not config.keep_qk:
+        return False
+    if config.keep_qk_budget_gb is not None:
+        return config.keep_qk_budget_gb > 0
+    return device.type == "cuda"
 
 
 @dataclass
@@ -62,13 +79,8 @@ class QKCache:
         return (clip_key(frames), int(offset), fkey)
 
     def budget(self, config: SegConfig, device: torch.device) -> int:
-        """Bytes the kept references may hold in all (``keep_qk_budget_gb``, else by device)."""
-        if config.keep_qk_budget_gb is not None:
-            return int(config.keep_qk_budget_gb * 2**30)
-        if device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(device)
-            return max(0, int(free) - CUDA_RESERVE + self.counters.kept_bytes)
-        return CPU_BUDGET
+        """Bytes the kept references may hold in all (:func:`budget_bytes`)."""
+        return budget_bytes(config, device, self.counters.kept_bytes)
 
     def get(
         self, frames: np.ndarray, offset: int, fkey: Key, config: SegConfig, device: torch.device
