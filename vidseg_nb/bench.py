@@ -119,6 +119,89 @@ def flops_per_call_svd(height: int = 576, width: int = 1024, frames: int = 14) -
     return out
 
 
+# ---------------------------------------------------------------------------------- stage-3 reuse (issue 12)
+REUSE_OFF = dict(reuse_prefix=False, skip_qk_projections=False, shared_attention=False)
+REUSE_ON = dict(reuse_prefix=True, skip_qk_projections=True, shared_attention=True, shared_attention_cpu=True)
+
+
+@torch.no_grad()
+def stage3_unet_flops(
+    bb: Any, x: torch.Tensor, config: SegConfig, n_labels: int, cond: Any = None, *, detail: bool = False
+) -> dict[str, Any]:
+    """UNet FLOPs of one group's reference run and its 2L modulated runs (all in one UNet call per step),
+    through the real hooks of ``reference_run``/``modulate`` with the reuse switches of ``config``.
+
+    ``x`` (1, G, 4, h, w) is the group's start latent (any device, ``meta`` included). The reference run
+    records q/k at every step t_m..n-1 (and the prefix at t_m with ``config.reuse_prefix``); the modulated
+    batch is 2L runs of that group with the modulation added at t_m. Returns FLOPs per frame (a group is
+    G frames): ``reference``, ``modulated``, ``modulated_at_t_m``, ``unet`` (their sum); with ``detail``
+    also ``modules``: FlopCounterMode's per-module counts of each modulated step's call (whole group).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .features import Reference
+    from .modulation import reuse_hooks
+    from .probe import AddToOutput, Probe, RecordOutputs, RecordQK
+
+    g = x.shape[1]
+    steps = range(config.t_m, config.n_steps)
+    qk = RecordQK()
+    prefix = RecordOutputs(config.t_m, n_groups=1) if config.reuse_prefix else None
+    ref_flops = 0
+    with Probe(bb.unet, qk, *([prefix] if prefix else []), layout=bb.layout) as p:
+        for i in steps:
+            with FlopCounterMode(display=False) as fc:
+                bb.unet_eps(x, i, config.guidance_scale, listener=p, cond=cond)
+            ref_flops += fc.get_total_flops()
+    ref = Reference(z0=x[0], x_start=x[0], features=None, qk=qk.qk, condition=cond, prefix=prefix)  # type: ignore[arg-type]
+    r = 2 * n_labels
+    gidx = torch.zeros(r, dtype=torch.long)
+    mod = torch.zeros(r * g, (x.shape[-2] // 2) * (x.shape[-1] // 2), 1, device=x.device)
+    xs = x.repeat(r, 1, 1, 1, 1)
+    per_step, modules = [], []
+    hooks = (AddToOutput(config.t_m, mod), *reuse_hooks(bb, ref, config, gidx))
+    with Probe(bb.unet, *hooks, layout=bb.layout) as p:
+        for i in steps:
+            with FlopCounterMode(display=False) as fc:
+                bb.unet_eps(xs, i, config.guidance_scale, listener=p, cond=cond)
+            per_step.append(fc.get_total_flops())
+            modules.append(fc.get_flop_counts())
+    out: dict[str, Any] = dict(
+        reference=ref_flops / g, modulated=sum(per_step) / g, modulated_at_t_m=per_step[0] / g
+    )
+    out["unet"] = out["reference"] + out["modulated"]
+    if detail:
+        out["modules"] = modules
+    return out
+
+
+def reuse_flops(size: int = 512, n_labels: int = 10, svd: bool = False, frames: int = 14) -> dict[str, Any]:
+    """UNet TFLOP per frame of the full method at ``size`` px with L = ``n_labels``, before (no reuse) and
+    after (prefix replay + no q/k projections + shared softmax(QK^T)), full-size SD 2.1 or SVD on ``meta``."""
+    from .config import preset
+
+    lat = size // 8
+    if svd:
+        from .svd import SVDCondition, build_random_svd
+
+        bb = build_random_svd("meta")
+        meta = dict(device="meta")
+        cond = SVDCondition(
+            torch.empty(1, 1, 1024, **meta), torch.empty(1, 4, lat, lat, **meta), torch.empty(1, 3, **meta)
+        )
+        x = torch.empty(1, frames, 4, lat, lat, **meta)
+        base = preset("svd")
+    else:
+        bb, cond, base = build_random_sd21("meta"), None, SegConfig()
+        x = torch.empty(1, 1, 4, lat, lat, device="meta")
+    res: dict[str, Any] = {"size": size, "labels": n_labels, "model": "svd" if svd else "sd21"}
+    for name, over in (("before", REUSE_OFF), ("after", REUSE_ON)):
+        f = stage3_unet_flops(bb, x, base.replace(**over), n_labels, cond)
+        res[name] = {k: v / 1e12 for k, v in f.items() if k != "modules"}
+    res["drop"] = 1 - res["after"]["unet"] / res["before"]["unet"]
+    return res
+
+
 def work_formula(n_labels: int, t_m: int = 22, n_steps: int = 25) -> dict[str, int]:
     """Work per frame of the full method: (n - t_m) x 2 x (1 + 2L) UNet samples, 1 encode, 2L decodes."""
     return {
@@ -270,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         "--full-svd", action="store_true", help="also time full-size SVD (random weights) on --device"
     )
     p.add_argument("--no-svd", action="store_true", help="leave out the SVD figures")
+    p.add_argument(
+        "--no-reuse", action="store_true", help="leave out the stage-3 reuse FLOP counts (before/after)"
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--chunk", type=int, default=None, help="runs per UNet call in stage 3 (full size)")
     p.add_argument("--json", default=None, help="also write the results as JSON here")
@@ -284,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     res["tflop_per_frame_features_no_early_stop_512"] = tflop_per_frame(
         {**feature_work_formula(), "unet_samples": 6, "unet_partial_samples": 0}, per_call[512]
     )
+    if not args.no_reuse:  # UNet TFLOP per frame without / with the stage-3 reuse (issue 12)
+        res["reuse_sd21_512"] = reuse_flops(512, args.labels)
+        if not args.no_svd:
+            res["reuse_svd_512"] = reuse_flops(512, args.labels, svd=True)
     res["tiny_full"] = run_tiny(args.frames, args.size)
     res["tiny_preview"] = run_tiny(args.frames, args.size, mode="preview")
     if args.full:
@@ -324,6 +414,14 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"| TFLOP per frame, SD 2.1 512px, L = {args.labels} | {res['tflop_per_frame_sd21_512_L%d' % args.labels]:.1f} |"
     )
+    for key in ("reuse_sd21_512", "reuse_svd_512"):
+        if key in res:
+            r = res[key]
+            print(
+                f"| UNet TFLOP per frame, {r['model']} 512px, L = {r['labels']}: no reuse / prefix replay + "
+                f"no q/k projections + shared softmax(QK^T) | {r['before']['unet']:.1f} / "
+                f"{r['after']['unet']:.1f} (-{100 * r['drop']:.1f}%) |"
+            )
     for key in ("tiny_full", "tiny_preview"):
         t = res[key]
         w = t["work_per_frame"]

@@ -108,6 +108,25 @@ class SegConfig:
         False, "diff", "D_l on uint8 images: wrapping square, sqrt, blur, 8-bit JPEG (row 3)"
     )
     lanczos_filter: bool = _f(False, "filter", "filter masks upsampled with LANCZOS (row 4; off: bilinear)")
+    # --- work reuse in stage 3 (issue 12): same labels, less UNet work; none changes a cache key
+    reuse_prefix: bool = _f(
+        True, "run", "modulated runs start at t_m from the reference's recorded down path, mid and up blocks"
+    )
+    skip_qk_projections: bool = _f(
+        True, "run", "injected attentions take the reference q/k without computing to_q/to_k"
+    )
+    shared_attention: bool = _f(
+        True, "run", "on CUDA: softmax(QK^T) once per frame and step for all modulated runs (float noise)"
+    )
+    shared_attention_cpu: bool = _f(
+        False, "run", "shared softmax(QK^T) also off CUDA (off: the CPU keeps the bit-identical SDPA path)"
+    )
+    keep_qk: bool = _f(
+        True, "run", "keep the reference runs' q/k for a lambda change while they fit keep_qk_budget_gb"
+    )
+    keep_qk_budget_gb: float | None = _f(
+        None, "run", "GiB for kept q/k (>= 0; None: CUDA free memory minus 4 GiB, on the CPU 0: none kept)"
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -166,6 +185,8 @@ class SegConfig:
             bad("chunk_size", "must be >= 1 or None")
         if self.blend_two_steps and self.t_f is not None:
             bad("t_f", "blend_two_steps (row 2) ends blending at t_m + 1 itself; leave t_f None")
+        if self.keep_qk_budget_gb is not None and self.keep_qk_budget_gb < 0:
+            bad("keep_qk_budget_gb", "must be >= 0 or None")
 
     def replace(self, **changes: Any) -> SegConfig:
         """A copy with ``changes`` applied (and validated)."""

@@ -29,6 +29,7 @@ from .probe import (
     Probe,
     QKStore,
     RecordCrossQuery,
+    RecordOutputs,
     RecordQK,
     RecordQuery,
     StopForward,
@@ -92,6 +93,14 @@ class Reference:
     condition: Any = None  # backbone-specific conditioning of the batch (SVD: see ``svd.SVDCondition``)
     # with ``record_names``: {attn2 path: (N, h_l*w_l, C_l) float16 CPU} cross-attention queries (issue 13)
     name_queries: dict[str, torch.Tensor] | None = None
+    prefix: RecordOutputs | None = None  # outputs at t_m of the modules before the modulation (prefix reuse)
+
+    def nbytes(self) -> int:
+        """Bytes held by the tensors stage 3 replays (q/k, prefix outputs, latents)."""
+        n = sum(t.numel() * t.element_size() for t in self.latents.values())
+        n += self.qk.nbytes() if self.qk is not None else 0
+        n += self.prefix.nbytes() if self.prefix is not None else 0
+        return n + self.x_start.numel() * self.x_start.element_size()
 
 
 def max_abs_normalize(f: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -134,7 +143,8 @@ def reference_run(
     batch is one clip conditioned on its first frame), ``chunk`` groups per UNet call. Each frame's noise
     is seeded by (seed, ``frame_offset`` + its index), so it does not depend on batching. The layout's
     feature blocks (6-8) give F~ and its correspondence block the correspondences. With ``record_qk``
-    (stage 3 follows) every latent x_i (N, 4, h8, w8) and the q/k of ``up_blocks[1..3]`` are kept;
+    (stage 3 follows) every latent x_i (N, 4, h8, w8) and the q/k of ``up_blocks[1..3]`` are kept, and with
+    ``config.reuse_prefix`` the outputs at t_m of the modules before the modulation site (``prefix``);
     without it the last UNet forward stops after block 8, which is all the features need.
 
     ``record_names`` (issue 13, default off: the default path is unchanged) also records the
@@ -178,7 +188,10 @@ def reference_run(
         names_hook = [RecordCrossQuery(nstep, name_blocks, stop_after=names_stop)]
     query = RecordQuery(last, stop_after=not record_qk and not names_stop)
     qk = RecordQK()
-    hooks = [query, *names_hook, *([qk] if record_qk else [])]
+    # prefix reuse (SegConfig.reuse_prefix): the outputs at t_m that every modulated run would recompute
+    prefix = RecordOutputs(config.t_m, n_groups=n // g) if record_qk and config.reuse_prefix else None
+    extra = [qk, *([prefix] if prefix is not None else [])] if record_qk else []
+    hooks = [query, *names_hook, *extra]
     with Probe(backbone.unet, *hooks, layout=layout) as probe:
         n_groups = len(groups)
         for a in tqdm(
@@ -216,6 +229,7 @@ def reference_run(
         qk=qk.qk if record_qk else None,
         condition=cond,
         name_queries=names_hook[0].queries() if names_hook else None,
+        prefix=prefix,
     )
 
 

@@ -25,7 +25,7 @@ from .authors import authors_diff_maps, authors_filter_masks, authors_last_blend
 from .backbone import Backbone
 from .config import SegConfig
 from .features import Reference
-from .probe import AddToOutput, InjectQK, Probe
+from .probe import AddToOutput, InjectAttention, InjectQK, Probe, ReplayOutputs
 
 
 @dataclass
@@ -138,6 +138,23 @@ def final_labels(
     return filt, argmax_labels(filt, diff.labels)
 
 
+def reuse_hooks(backbone: Backbone, ref: Reference, config: SegConfig, gidx: torch.Tensor) -> list:
+    """The q/k injection of the modulated runs ``gidx`` (reference groups) and the work reuse chosen in
+    ``config`` (issue 12): :class:`~vidseg_nb.probe.ReplayOutputs` of the recorded prefix at t_m
+    (``reuse_prefix``), :class:`~vidseg_nb.probe.InjectAttention` (no ``to_q``/``to_k``,
+    ``skip_qk_projections``; softmax(QK^T) once per group, ``shared_attention`` on CUDA, elsewhere with
+    ``shared_attention_cpu``), else
+    :class:`~vidseg_nb.probe.InjectQK`."""
+    shared = config.shared_attention and (backbone.device.type == "cuda" or config.shared_attention_cpu)
+    if config.skip_qk_projections or shared:
+        hooks: list = [InjectAttention(ref.qk, gidx, shared=shared)]
+    else:
+        hooks = [InjectQK(ref.qk, gidx)]
+    if config.reuse_prefix and ref.prefix is not None:
+        hooks.append(ReplayOutputs(ref.prefix, gidx))
+    return hooks
+
+
 @torch.no_grad()
 def modulate(
     backbone: Backbone,
@@ -200,7 +217,7 @@ def modulate(
             ref_i = ref.latents[i].unflatten(0, (n // g, g))[gidx]
             return x * m_lat + ref_i.to(x.device) * (1 - m_lat)
 
-        hooks = (AddToOutput(config.t_m, mod.to(dev)), InjectQK(ref.qk, gidx.to(dev)))
+        hooks = (AddToOutput(config.t_m, mod.to(dev)), *reuse_hooks(backbone, ref, config, gidx.to(dev)))
         with Probe(backbone.unet, *hooks, layout=backbone.layout) as probe:
             x = backbone.sample(
                 x_start[gidx],

@@ -14,9 +14,10 @@ then the autoregressive update ``omega.fit(F~, M~)`` on this batch only, for the
 Caching (:mod:`vidseg_nb.cache`): a segmenter remembers, per clip, the features (keyed on the fields the
 reference run reads), the coarse maps (plus the stage-1/2 fields) and the raw difference maps D_l (plus
 the stage-3 fields), so a new s only re-filters, a new lambda reruns stage 3 only, and a new cluster count
-reruns stages 1-3 but not the feature extraction. Stage 3 needs the reference run's q/k, which are too
-large to cache (about 180 MB per 512x512 frame), so a stage-3 rerun repeats the reference run of each
-frame as part of stage 3 (its samples are counted in ``work``). Clips longer than ``cache_frames`` are not
+reruns stages 1-3 but not the feature extraction. Stage 3 needs the reference run's q/k (about 180 MB
+per 512x512 frame in fp16): ``self.qk_cache`` (:mod:`vidseg_nb.qkcache`) keeps them while they fit
+(``SegConfig.keep_qk``; by default on CUDA only), else a stage-3 rerun repeats the reference run of each batch as
+part of stage 3 (its samples are counted in ``work``). Clips longer than ``cache_frames`` are not
 cached, and intermediates are kept only for the frames asked for, so memory stays bounded for long clips.
 
 Names (issue 13, :mod:`vidseg_nb.names`): ``segment(clip, names=[...])`` also records the cross-attention
@@ -56,6 +57,7 @@ from .names import (
     require_text_encoder,
     unet_word_attention,
 )
+from .qkcache import QKCache
 from .refine import refine
 from .video import Clip, read_video, resize_frames, resize_labels, target_size
 
@@ -182,6 +184,7 @@ class VideoSegmenter:
         self.name_blocks, self.name_step, self.name_margin = tuple(name_blocks), name_step, name_margin
         self._name_queries: tuple[tuple, dict[str, torch.Tensor]] | None = None
         self.record_names = False  # default of segment(record_names=None) (the demo sets it: rename later)
+        self.qk_cache = QKCache()  # kept reference runs for stage-3 reruns (SegConfig.keep_qk)
 
     @property
     def cache_frames(self) -> int:
@@ -194,6 +197,7 @@ class VideoSegmenter:
     def clear_cache(self) -> None:
         self.cache.clear()
         self._name_queries = None
+        self.qk_cache.clear()
 
     def feature_key(self, config: SegConfig) -> tuple:
         """Cache key of the features: the fields the reference run reads, plus B for a backbone that
@@ -378,10 +382,25 @@ class VideoSegmenter:
             queries = self._cached_queries(nkey) if names_now else None
             rec = names_now and queries is None
             if need_diff or cached_feats is None or rec:
-                ref = reference_run(
-                    self.backbone, frames[a:b], config, frame_offset=a, record_qk=need_diff, progress=progress,
-                    record_names=rec, name_blocks=self.name_blocks, name_step=self.name_step,
-                )  # fmt: skip
+                # a kept reference run (QKCache, SegConfig.keep_qk) serves a stage-3 rerun, e.g. a new lambda
+                bb_dev = self.backbone.device
+                ref = (
+                    self.qk_cache.get(frames[a:b], a, fkey, config, bb_dev) if need_diff and not rec else None
+                )
+                if ref is None:
+                    ref = reference_run(
+                        self.backbone,
+                        frames[a:b],
+                        config,
+                        frame_offset=a,
+                        record_qk=need_diff,
+                        progress=progress,
+                        record_names=rec,
+                        name_blocks=self.name_blocks,
+                        name_step=self.name_step,
+                    )
+                    if need_diff:
+                        self.qk_cache.put(frames[a:b], a, fkey, ref, config, bb_dev)
                 tick("reference run" if need_diff else "features", t0)
                 if rec:
                     queries = ref.name_queries

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from .errors import VidSegError
 
@@ -103,6 +104,32 @@ class Layout:
         if self.mod_temporal:
             sites.append((f"{self.temporal_block_path(b)}.attn1", "temporal"))
         return sites
+
+    def prefix_sites(self, unet: torch.nn.Module) -> list[str]:
+        """Modules whose outputs at step t_m are the same in every modulated run as in the reference run,
+        in forward order: the down path (its skip tensors included), the mid block, the up blocks before
+        ``mod_block``'s, the resnets/attentions of that up block before ``mod_block``, and inside
+        ``mod_block``'s spatial transformer the norms, ``proj_in``, ``attn1`` and (SD, ``mod_kind="attn2"``)
+        ``attn2``, whose output gets the modulation added. Everything in it runs on the reference's latent
+        with the reference's injected q/k, so it is identical (prefix reuse, issue 12.1)."""
+        up, j = divmod(self.mod_block, 3)
+        names = dict(unet.named_modules())
+        sites = [f"down_blocks.{i}" for i in range(len(unet.down_blocks))] + ["mid_block"]
+        sites += [f"up_blocks.{u}" for u in range(up)]
+        for k in range(j):
+            sites += [f"up_blocks.{up}.resnets.{k}", f"up_blocks.{up}.attentions.{k}"]
+        att = f"up_blocks.{up}.attentions.{j}"
+        tb = self.block_path(self.mod_block)
+        sites += [
+            f"up_blocks.{up}.resnets.{j}",
+            f"{att}.norm",
+            f"{att}.proj_in",
+            f"{tb}.norm1",
+            f"{tb}.attn1",
+        ]
+        if self.mod_kind == "attn2":
+            sites += [f"{tb}.norm2", f"{tb}.attn2"]
+        return [s for s in sites if s in names]
 
     def injection_sites(self, unet: torch.nn.Module, up_blocks: Iterable[int] | None = None) -> list[str]:
         """``attn1``/``attn2`` paths of the spatial and/or temporal transformer blocks in ``up_blocks``."""
@@ -340,6 +367,266 @@ class InjectQK(Hook):
             for site in layout.injection_sites(probe.unet, self.up_blocks)
             for kind in ("q", "k")
         ]
+
+
+# ---------------------------------------------------------------------------------- prefix reuse (12.1)
+def _flatten(out: Any) -> tuple[list[torch.Tensor], Any]:
+    """Tensors of a module output (a tensor, or nested tuples of tensors) and its structure."""
+    if isinstance(out, torch.Tensor):
+        return [out], None
+    if isinstance(out, (tuple, list)):
+        flat, spec = [], []
+        for o in out:
+            f, sp = _flatten(o)
+            flat += f
+            spec.append((len(f), sp))
+        return flat, (type(out), spec)
+    raise TypeError(f"cannot record a module output of type {type(out).__name__}")
+
+
+def _unflatten(flat: list[torch.Tensor], spec: Any) -> Any:
+    if spec is None:
+        return flat[0]
+    kind, parts = spec
+    out, i = [], 0
+    for n, sp in parts:
+        out.append(_unflatten(flat[i : i + n], sp))
+        i += n
+    return kind(out)
+
+
+def _dim_order(t: torch.Tensor) -> list[int]:
+    """Dims of ``t`` from the outermost in memory to the innermost (its memory format, e.g. channels_last)."""
+    return sorted(range(t.ndim), key=lambda d: (-t.stride(d), -d))
+
+
+def _in_order(t: torch.Tensor, order: list[int]) -> torch.Tensor:
+    """``t`` laid out in memory in the dim order ``order`` (the recorded tensor's memory format: the
+    kernels that read it, and so their numerics, depend on it)."""
+    if order == list(range(t.ndim)):
+        return t.contiguous()
+    inv = [order.index(d) for d in range(t.ndim)]
+    return t.permute(order).contiguous().permute(inv)
+
+
+class RecordOutputs(Hook):
+    """Record the outputs of the modules ``sites`` (default: the layout's :meth:`Layout.prefix_sites`) at
+    step ``step``, into ``self.store`` (a :class:`QKStore`, key (step, site, i) for the i-th tensor of the
+    output; its memory format and tuple structure are kept too). The reference run records them at t_m,
+    over ``n_groups`` denoising groups (SD: frames; SVD: one clip, whose rows are its frames)."""
+
+    def nbytes(self) -> int:
+        return self.store.nbytes()
+
+    def __init__(self, step: int, sites: Iterable[str] | None = None, n_groups: int = 1) -> None:
+        self.step = step
+        self.sites = None if sites is None else tuple(sites)
+        self.n_groups = n_groups  # reference groups recorded (frames for SD, 1 clip for SVD)
+        self.store = QKStore()
+        self.spec: dict[str, Any] = {}
+        self.order: dict[tuple[int, str, int], list[int]] = {}
+
+    def install(self, mods: dict[str, torch.nn.Module], layout: Layout, probe: Probe) -> list[Any]:
+        sites = layout.prefix_sites(probe.unet) if self.sites is None else self.sites
+        self.sites = tuple(sites)
+
+        def make(site: str):
+            def hook(_m: torch.nn.Module, _inp: Any, out: Any) -> None:
+                if probe.step != self.step:
+                    return
+                flat, self.spec[site] = _flatten(out)
+                for i, t in enumerate(flat):
+                    self.order.setdefault((self.step, site, i), _dim_order(t))
+                    self.store.add((self.step, site, i), t)
+
+            return hook
+
+        return [mods[site].register_forward_hook(make(site)) for site in sites]
+
+
+class _Restore:
+    """A handle whose ``remove()`` undoes a patch (restores a module's forward or processor)."""
+
+    def __init__(self, undo: Any) -> None:
+        self.undo = undo
+
+    def remove(self) -> None:
+        if self.undo is not None:
+            self.undo()
+            self.undo = None
+
+
+class ReplayOutputs(Hook):
+    """At step ``step``, the modules ``recorded.sites`` do not run: each returns its recorded reference
+    output, run k of the batch getting the rows of reference group ``index[k]`` (uncond and cond halves),
+    in the recorded memory format. At other steps they run normally. Forward hooks on the modules still
+    fire (the modulation is added to a replayed ``attn2``/``attn1`` output). The module objects stay in
+    place (only the instance's ``forward`` is patched, and restored on exit)."""
+
+    def __init__(self, recorded: RecordOutputs, index: torch.Tensor) -> None:
+        self.recorded = recorded
+        self.index = index
+        self.replayed = 0  # module outputs served from the record
+
+    def install(self, mods: dict[str, torch.nn.Module], layout: Layout, probe: Probe) -> list[Any]:
+        rec = self.recorded
+        handles = []
+
+        def make(site: str, module: torch.nn.Module, orig: Any):
+            def forward(*args: Any, **kwargs: Any) -> Any:
+                if probe.step != rec.step:
+                    return orig(*args, **kwargs)
+                out, i = [], 0
+                while (key := (rec.step, site, i)) in rec.store.data:
+                    u = rec.store.data[key][0]
+                    t = rec.store.get(key, self.index, len(u) // rec.n_groups)
+                    out.append(_in_order(t, rec.order[key]))
+                    i += 1
+                self.replayed += 1
+                return _unflatten(out, rec.spec[site])
+
+            return forward
+
+        for site in rec.sites or ():
+            m = mods[site]
+            had = "forward" in m.__dict__
+            orig = m.forward
+            m.forward = make(site, m, orig)
+
+            def undo(m: torch.nn.Module = m, had: bool = had, orig: Any = orig) -> None:
+                if had:
+                    m.forward = orig
+                else:
+                    del m.forward
+
+            handles.append(_Restore(undo))
+        return handles
+
+
+# ---------------------------------------------------------------------------------- injected attention (12.2)
+class UnsupportedAttentionError(VidSegError, ValueError):
+    """An injected attention uses a feature the q/k-injecting processor does not implement."""
+
+
+class InjectedAttnProcessor:
+    """Attention processor (diffusers' extension point) of an injected ``attn1``/``attn2``: q and k are
+    the reference run's (``store``), so ``to_q``/``to_k`` are not computed; v = ``to_v`` of this run.
+
+    Run k of the batch uses reference group ``index[k]``. With ``shared`` the attention probabilities
+    softmax(q k^T / sqrt(d)) are computed once per reference group (and CFG half) and step, and applied to
+    the v of every run of that group (all 2L modulated runs of a frame share them); without it, the same
+    scaled-dot-product call as diffusers' ``AttnProcessor2_0`` on the injected q/k (bit-identical to
+    computing and then replacing them).
+    """
+
+    def __init__(
+        self, store: QKStore, index: torch.Tensor, site: str, probe: Probe, fallback: Any, *, shared: bool
+    ) -> None:
+        self.store, self.index, self.site, self.probe = store, index, site, probe
+        self.fallback = fallback  # the processor it replaced (steps without recorded q/k)
+        self.shared = shared
+        self._groups: list[tuple[int, torch.Tensor]] | None = None
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        qkey = (self.probe.step, self.site, "q")
+        if qkey not in self.store.data:
+            return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+        unsupported = [
+            name
+            for name, bad in (
+                ("attention_mask", attention_mask is not None),
+                ("spatial_norm", getattr(attn, "spatial_norm", None) is not None),
+                ("group_norm", getattr(attn, "group_norm", None) is not None),
+                ("norm_q/norm_k", getattr(attn, "norm_q", None) is not None or attn.norm_k is not None),
+                ("residual_connection", bool(attn.residual_connection)),
+                ("rescale_output_factor", attn.rescale_output_factor != 1.0),
+                ("4-D input", hidden_states.ndim != 3),
+            )
+            if bad
+        ]
+        if unsupported:
+            raise UnsupportedAttentionError(f"{self.site}: q/k injection does not support {unsupported}")
+        rows = hidden_states.shape[0]
+        r = len(self.index)
+        group = rows // 2 // r
+        src = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if encoder_hidden_states is not None and attn.norm_cross:
+            src = attn.norm_encoder_hidden_states(src)
+        value = attn.to_v(src)
+        heads = attn.heads
+        d = value.shape[-1] // heads
+        value = value.view(rows, -1, heads, d).transpose(1, 2)
+        if self.shared:
+            out = self._shared(value, group, heads, d)
+        else:
+            q = self.store.get(qkey, self.index, group).to(value.dtype)
+            k = self.store.get((self.probe.step, self.site, "k"), self.index, group).to(value.dtype)
+            q = q.view(rows, -1, heads, d).transpose(1, 2)
+            k = k.view(rows, -1, heads, d).transpose(1, 2)
+            out = F.scaled_dot_product_attention(q, k, value, dropout_p=0.0, is_causal=False)
+        out = out.transpose(1, 2).reshape(rows, -1, heads * d).to(value.dtype)
+        return attn.to_out[1](attn.to_out[0](out))
+
+    def _shared(self, value: torch.Tensor, group: int, heads: int, d: int) -> torch.Tensor:
+        """softmax(q k^T / sqrt(d)) of each reference group once, times the v of each of its runs."""
+        step = self.probe.step
+        (qu, qc), (ku, kc) = self.store.data[(step, self.site, "q")], self.store.data[(step, self.site, "k")]
+        r = len(self.index)
+        v = value.unflatten(0, (2, r, group))  # (half, run, group rows, heads, n, d)
+        n_q = qu.shape[1]
+        out = v.new_empty(*v.shape[:4], n_q, d)
+        scale = d**-0.5
+        if self._groups is None:  # once per processor: (reference group, runs of the batch using it)
+            idx = self.index.cpu()
+            self._groups = [(gi, (idx == gi).nonzero().flatten()) for gi in torch.unique(idx).tolist()]
+        for half, (q_all, k_all) in enumerate(((qu, ku), (qc, kc))):
+            for gi, sel in self._groups:
+                q = q_all[gi * group : (gi + 1) * group].to(v.dtype)
+                k = k_all[gi * group : (gi + 1) * group].to(v.dtype)
+                q = q.view(group, -1, heads, d).transpose(1, 2)
+                k = k.view(group, -1, heads, d).transpose(1, 2)
+                p = torch.softmax((q @ k.transpose(-1, -2)).float() * scale, dim=-1).to(v.dtype)
+                out[half, sel] = p[None] @ v[half, sel]
+        return out.flatten(0, 2)
+
+
+class InjectAttention(Hook):
+    """(d') q/k injection through an attention processor (:class:`InjectedAttnProcessor`): the same
+    replacement as :class:`InjectQK` without computing the thrown-away ``to_q``/``to_k`` outputs, and with
+    ``shared`` the attention probabilities once per reference group for all runs that share its q/k.
+    The previous processors are restored on exit."""
+
+    def __init__(
+        self,
+        store: QKStore,
+        index: torch.Tensor,
+        up_blocks: Iterable[int] | None = None,
+        *,
+        shared: bool = False,
+    ) -> None:
+        self.store = store
+        self.index = index
+        self.up_blocks = None if up_blocks is None else tuple(up_blocks)
+        self.shared = shared
+
+    def install(self, mods: dict[str, torch.nn.Module], layout: Layout, probe: Probe) -> list[Any]:
+        handles = []
+        for site in layout.injection_sites(probe.unet, self.up_blocks):
+            attn = mods[site]
+            old = attn.processor
+            attn.set_processor(
+                InjectedAttnProcessor(self.store, self.index, site, probe, old, shared=self.shared)
+            )
+            handles.append(_Restore(lambda attn=attn, old=old: attn.set_processor(old)))
+        return handles
 
 
 class Probe:
