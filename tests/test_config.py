@@ -53,7 +53,9 @@ def test_stage_fields_are_todays_tuples_and_cumulative():
     assert (C.FEATURE_FIELDS, C.COARSE_FIELDS, C.DIFF_FIELDS, C.FILTER_FIELDS) == tuple(derived)
     # every field is read by exactly one first stage; "run" fields by none of the cached stages
     run = stage_fields("run")
-    assert set(run) == {"chunk_size", "preset", "extra"}
+    # issue 12's stage-3 work reuse changes no stage's output (same labels), so it keys no cache
+    reuse = {"reuse_prefix", "skip_qk_projections", "shared_attention", "shared_attention_cpu"}
+    assert set(run) == {"chunk_size", "preset", "extra", "keep_qk", "keep_qk_budget_gb"} | reuse
     assert set(run) | set(stage_fields("filter")) == {f.name for f in fields(SegConfig)}
     assert not set(run) & set(stage_fields("filter"))
     with pytest.raises(ConfigError, match="unknown stage"):
