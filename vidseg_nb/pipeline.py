@@ -22,9 +22,12 @@ cached, and intermediates are kept only for the frames asked for, so memory stay
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -38,9 +41,18 @@ from .context import SceneContextModel
 from .features import Features, reference_run
 from .modulation import FrameDiff, final_labels, modulate
 from .refine import refine
-from .video import Clip, read_video, resize_frames, resize_labels, target_size
+from .video import Clip, VideoStream, open_video, read_video, resize_frames, resize_labels, target_size
 
-__all__ = ["BatchResult", "FrameDetail", "SegmentationResult", "VideoSegmenter", "clip_key", "segment_clip"]
+__all__ = [
+    "BatchResult",
+    "FrameDetail",
+    "SegmentationResult",
+    "StreamBatch",
+    "StreamState",
+    "VideoSegmenter",
+    "clip_key",
+    "segment_clip",
+]
 
 Mode = Literal["full", "preview"]
 
@@ -185,36 +197,40 @@ class VideoSegmenter:
         ``keep``: frames whose intermediates are kept (``"auto"``: all frames of clips up to 32 frames).
         """
         config = config or self.config
-        orig, frames, fps = self.prepare(clip, config)
-        n = len(frames)
         mode = mode or ("full" if config.modulation else "preview")
-        labels = np.zeros((n, *orig.shape[1:3]), np.uint8)
-        before = np.zeros((n, frames.shape[1] // 16, frames.shape[2] // 16), np.int64)
-        after = before.copy()
+        src = (
+            clip
+            if isinstance(clip, VideoStream)
+            else open_video(_as_source(clip, config), max_frames=config.max_frames)
+        )
+        labels: list[np.ndarray] = []
+        before: list[np.ndarray] = []
+        after: list[np.ndarray] = []
         details: dict[int, FrameDetail] = {}
         timings: dict[str, float] = {}
         computed: list[str] = []
+        size: tuple[int, int] = target_size(src.size[0], src.size[1], config.max_side)
         counters0 = self.backbone.counters.snapshot()
-        for batch in self.iter_batches(frames, config, mode=mode, keep=_keep_set(keep, n), progress=progress):
-            a, b = batch.start, batch.stop
-            t0 = time.perf_counter()
-            labels[a:b] = resize_labels(batch.final, orig.shape[1:3]).astype(np.uint8)  # Y at input size
-            batch.timings["resize"] = time.perf_counter() - t0
-            before[a:b], after[a:b] = batch.before, batch.after
+        for sb in self.stream(src, config, mode=mode, keep=keep, progress=progress):
+            batch = sb.result
+            labels.append(sb.labels)
+            before.append(batch.before)
+            after.append(batch.after)
             details.update(batch.details)
             for name, sec in batch.timings.items():
                 timings[name] = timings.get(name, 0.0) + sec
             computed += [c for c in batch.computed if c not in computed]
+        n = sum(len(x) for x in labels)
         cache = self.cache.current(n)
         return SegmentationResult(
-            labels=labels,
-            coarse_before=before,
-            coarse_after=after,
+            labels=np.concatenate(labels),
+            coarse_before=np.concatenate(before),
+            coarse_after=np.concatenate(after),
             mode=mode,
             config=config,
-            fps=fps,
-            size=tuple(frames.shape[1:3]),
-            original_size=tuple(orig.shape[1:3]),
+            fps=float(src.fps),
+            size=size,
+            original_size=tuple(src.size),
             details=details,
             features=cache.features.get(self.feature_key(config)) if cache else None,
             timings=timings,
@@ -238,123 +254,330 @@ class VideoSegmenter:
         (clips up to ``cache_frames`` frames). Omega's state carries from batch to batch (the
         autoregressive update), so the batches must be consumed in order.
         """
-        keep = keep or set()
         n = len(frames)
-        full = mode == "full"
-        cache: ClipCache | None = self.cache.for_clip(frames)
-        fkey, ckey, dkey = self.feature_key(config), stage_key(config, "coarse"), stage_key(config, "diff")
-        cached_feats = cache.features.get(fkey) if cache else None
-        cached_coarse = cache.coarse.get(ckey) if cache else None
-        cached_diffs = cache.diffs.get(dkey) if cache and full else None
-        computed = tuple(
+        loop = _Loop(self, config, mode, keep, progress, self.cache.for_clip(frames))
+        starts = range(0, n, config.batch_size)
+        for a in tqdm(starts, desc="batches", disable=not progress or len(starts) == 1):
+            b = min(n, a + config.batch_size)
+            # (no update after the last batch: nothing is left to predict)
+            yield loop.step(a, frames[a:b], update=b < n)
+        loop.finish()
+
+    def stream(
+        self,
+        clip: Clip | np.ndarray | str | VideoStream | Any,
+        config: SegConfig | None = None,
+        *,
+        mode: Mode | None = None,
+        keep: Sequence[int] | Literal["all", "auto"] | None = None,
+        progress: bool = True,
+        start_batch: int = 0,
+        state: StreamState | None = None,
+    ) -> Iterator[StreamBatch]:
+        """Figure 3 over a clip read lazily (:func:`~vidseg_nb.video.open_video`), batch by batch.
+
+        Holds one batch of frames (original and processing size), Omega's fit data (F~, M~ of the
+        previous batch) and the current outputs; yields one :class:`StreamBatch` per batch, with the labels
+        Y of the batch at input resolution (uint8) and the batch's original frames. The per-batch steps are
+        those of :meth:`iter_batches` (one loop body), so the labels equal :meth:`segment`'s.
+
+        ``start_batch``/``state``: resume after ``start_batch`` finished batches, ``state`` being the
+        :meth:`StreamBatch.state` of the last of them (Omega is refitted on its F~ and M~, so the next
+        prediction is bit-identical; frame noise is seeded by absolute frame index). The frames before
+        are decoded but not processed. A clip whose length is known exactly and within ``cache_frames``
+        (and no resume) goes through the stage cache, as :meth:`segment`.
+
+        ``progress``: a tqdm bar in frames (total: the clip's frame count when known) with an ETA.
+        """
+        config = config or self.config
+        mode = mode or ("full" if config.modulation else "preview")
+        if (start_batch > 0) != (state is not None):
+            raise ValueError("stream: pass start_batch > 0 together with the state of that batch")
+        if state is not None and state.next_batch != start_batch:
+            raise ValueError(f"stream: the state is of batch {state.next_batch}, not {start_batch}")
+        if isinstance(clip, VideoStream):
+            src = clip
+        else:
+            src = open_video(_as_source(clip, config), max_frames=config.max_frames)
+        bsz = config.batch_size
+        first = start_batch * bsz
+        total = src.n_frames
+        bar = tqdm(
+            total=total, initial=first, unit="frame", desc="segment", disable=not progress,
+            dynamic_ncols=True, smoothing=0.1,
+        )  # fmt: skip
+        try:
+            if state is None and total is not None and self.cache.accepts(total):
+                # a short clip: read whole (at most cache_frames frames) and go through the stage cache
+                clip_frames = src.read().frames
+                size = target_size(clip_frames.shape[1], clip_frames.shape[2], config.max_side)
+                frames = resize_frames(clip_frames, size)
+                n = len(frames)
+                cache = self.cache.for_clip(frames)
+                loop = _Loop(self, config, mode, _stream_keep(keep, n), False, cache)
+                for k, a in enumerate(range(0, n, bsz)):
+                    b = min(n, a + bsz)
+                    yield self._stream_batch(
+                        k, clip_frames[a:b], loop.step(a, frames[a:b], update=True), loop
+                    )
+                    bar.update(b - a)
+                loop.finish()
+                return
+            size = target_size(src.size[0], src.size[1], config.max_side)
+            loop = _Loop(
+                self, config, mode, _stream_keep(keep, total if src.n_frames_exact else None), False, None
+            )
+            if state is not None:
+                loop.restore(state)
+            for k, orig in enumerate(src.batches(bsz, start=first), start=start_batch):
+                t0 = time.perf_counter()
+                frames = resize_frames(orig, size)
+                res = loop.step(k * bsz, frames, update=True, resize_s=time.perf_counter() - t0)
+                del frames
+                yield self._stream_batch(k, orig, res, loop)
+                bar.update(len(orig))
+        finally:
+            bar.close()
+
+    def _stream_batch(
+        self, k: int, orig: np.ndarray, res: BatchResult, loop: _Loop | None = None
+    ) -> StreamBatch:
+        t0 = time.perf_counter()
+        labels = resize_labels(res.final, orig.shape[1:3]).astype(np.uint8)  # Y at input size
+        res.timings["resize"] = res.timings.get("resize", 0.0) + time.perf_counter() - t0
+        return StreamBatch(
+            index=k, frames=orig, labels=labels, result=res, _fit=loop.last_fit if loop else None
+        )
+
+
+@dataclass
+class StreamState:
+    """What a resumed :meth:`VideoSegmenter.stream` needs after ``next_batch`` finished batches
+    (``frames_done`` frames): Omega's fit data, the F~ (b, h, w, C) and M~ (b, h, w) int64 of the last
+    finished batch (Omega is refitted on them: its KNN holds exactly that data)."""
+
+    next_batch: int
+    frames_done: int
+    features: np.ndarray
+    labels: np.ndarray
+
+    def save(self, path: str | Path, **meta: Any) -> Path:
+        """Write to ``path`` (.npz) atomically, with JSON-able ``meta`` (identity of the run)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(
+            tmp,
+            next_batch=np.int64(self.next_batch),
+            frames_done=np.int64(self.frames_done),
+            features=self.features,
+            labels=self.labels,
+            meta=np.array(json.dumps(meta)),
+        )
+        os.replace(tmp, path)
+        return path
+
+    @staticmethod
+    def load(path: str | Path) -> tuple[StreamState, dict[str, Any]]:
+        """(state, meta) written by :meth:`save`."""
+        with np.load(Path(path), allow_pickle=False) as z:
+            st = StreamState(int(z["next_batch"]), int(z["frames_done"]), z["features"], z["labels"])
+            return st, json.loads(str(z["meta"]))
+
+
+@dataclass
+class StreamBatch:
+    """One batch of :meth:`VideoSegmenter.stream`: batch ``index`` (0-based), frames ``start:stop`` of the
+    clip; ``frames`` the original frames (b, H0, W0, 3) uint8; ``labels`` Y at input resolution
+    (b, H0, W0) uint8; ``result`` the :class:`BatchResult` (M^j, M~^j, Y at processing size, details,
+    timings). :meth:`state` is the checkpoint after this batch."""
+
+    index: int
+    frames: np.ndarray
+    labels: np.ndarray
+    result: BatchResult
+    _fit: tuple[Any, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def start(self) -> int:
+        return self.result.start
+
+    @property
+    def stop(self) -> int:
+        return self.result.stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def state(self) -> StreamState:
+        """The :class:`StreamState` after this batch (F~ kept float32, or float64 if it was: exact)."""
+        if self._fit is None:
+            raise RuntimeError("no checkpoint: this batch's coarse maps came from the stage cache")
+        f, m = self._fit
+        f = f.detach().cpu() if isinstance(f, torch.Tensor) else torch.as_tensor(f)
+        f = f if f.dtype == torch.float64 else f.float()
+        return StreamState(self.index + 1, self.stop, f.numpy().copy(), np.asarray(m, np.int64).copy())
+
+
+class _Loop:
+    """The body of Figure 3 for one batch (:meth:`step`), shared by :meth:`VideoSegmenter.iter_batches`,
+    :meth:`VideoSegmenter.stream` and so :meth:`VideoSegmenter.segment`; Omega carries between steps."""
+
+    def __init__(
+        self,
+        seg: VideoSegmenter,
+        config: SegConfig,
+        mode: Mode,
+        keep: set[int] | Literal["all"] | None,
+        progress: bool,
+        cache: ClipCache | None,
+    ) -> None:
+        self.seg, self.config, self.keep, self.progress, self.cache = (
+            seg,
+            config,
+            keep or set(),
+            progress,
+            cache,
+        )
+        self.full = mode == "full"
+        self.fkey, self.ckey = seg.feature_key(config), stage_key(config, "coarse")
+        self.dkey = stage_key(config, "diff")
+        self.cached_feats = cache.features.get(self.fkey) if cache else None
+        self.cached_coarse = cache.coarse.get(self.ckey) if cache else None
+        self.cached_diffs = cache.diffs.get(self.dkey) if cache and self.full else None
+        self.computed = tuple(
             name
             for name, todo in (
-                ("features", cached_feats is None),
-                ("coarse maps", cached_coarse is None),
-                ("stage 3", full and cached_diffs is None),
-                ("filter", full),
+                ("features", self.cached_feats is None),
+                ("coarse maps", self.cached_coarse is None),
+                ("stage 3", self.full and self.cached_diffs is None),
+                ("filter", self.full),
             )
             if todo
         )
-        new_feats: list[Features] = []
-        new_coarse: list[tuple[np.ndarray, np.ndarray]] = []
-        new_diffs: list[FrameDiff] = []
+        self.new_feats: list[Features] = []
+        self.new_coarse: list[tuple[np.ndarray, np.ndarray]] = []
+        self.new_diffs: list[FrameDiff] = []
         # on a GPU the KNN and the refinement run there (torch backend of Omega)
-        dev = self.backbone.device if self.backbone.device.type == "cuda" else torch.device("cpu")
-        omega = SceneContextModel.from_config(config)
-        starts = range(0, n, config.batch_size)
+        bb = seg.backbone
+        self.dev = bb.device if bb.device.type == "cuda" else torch.device("cpu")
+        self.omega = SceneContextModel.from_config(config)
+        self.last_fit: tuple[Any, np.ndarray] | None = None  # (F~, M~) Omega was last fitted on
 
-        for a in tqdm(starts, desc="batches", disable=not progress or len(starts) == 1):
-            b = min(n, a + config.batch_size)
-            timings: dict[str, float] = {}
+    def restore(self, state: StreamState) -> None:
+        """Omega as after batch ``state.next_batch - 1``: the KNN refitted on that batch's (F~, M~)."""
+        f = torch.from_numpy(np.ascontiguousarray(state.features)).to(self.dev)
+        self.omega.fit(f, state.labels)
+        self.last_fit = (f, state.labels)
 
-            def tick(name: str, t0: float) -> None:
-                timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0  # noqa: B023
+    def step(self, a: int, frames: np.ndarray, *, update: bool, resize_s: float = 0.0) -> BatchResult:
+        """Steps 0-4 for the frames ``a:a+len(frames)`` (processing size), then, with ``update``, the
+        autoregressive update ``omega.fit(F~, M~)`` of this batch for the next one."""
+        config, seg, full, dev, omega = self.config, self.seg, self.full, self.dev, self.omega
+        cached_feats, cached_coarse, cached_diffs = self.cached_feats, self.cached_coarse, self.cached_diffs
+        b = a + len(frames)
+        timings: dict[str, float] = {"resize": resize_s} if resize_s else {}
 
-            # step 0: reference run -> F~ (and, when stage 3 follows, the q/k and latents it replays)
-            need_diff = full and cached_diffs is None
-            ref = None
-            t0 = time.perf_counter()
-            if need_diff or cached_feats is None:
-                ref = reference_run(
-                    self.backbone, frames[a:b], config, frame_offset=a, record_qk=need_diff, progress=progress
-                )
-                tick("reference run" if need_diff else "features", t0)
-            feats = cached_feats[a:b] if cached_feats is not None else ref.features
-            new_feats.append(feats)
+        def tick(name: str, t0: float) -> None:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
-            t0 = time.perf_counter()
-            if cached_coarse is not None:
-                m_before, m_after = cached_coarse[0][a:b], cached_coarse[1][a:b]
+        # step 0: reference run -> F~ (and, when stage 3 follows, the q/k and latents it replays)
+        need_diff = full and cached_diffs is None
+        ref = None
+        t0 = time.perf_counter()
+        if need_diff or cached_feats is None:
+            ref = reference_run(
+                seg.backbone, frames, config, frame_offset=a, record_qk=need_diff, progress=self.progress
+            )
+            tick("reference run" if need_diff else "features", t0)
+        feats = cached_feats[a:b] if cached_feats is not None else ref.features
+        if self.cache is not None:
+            self.new_feats.append(feats)
+
+        t0 = time.perf_counter()
+        f_tilde = None
+        if cached_coarse is not None:
+            m_before, m_after = cached_coarse[0][a:b], cached_coarse[1][a:b]
+        else:
+            f_tilde = feats.stage1(config.aggregate).to(dev)
+            # step 1: scene context model: K-Means + KNN on the first batch -> M^1..M^B, then Omega
+            m_before = omega.fit_predict(f_tilde) if a == 0 else omega.predict(f_tilde)
+            # step 2: correspondence-based refinement M^j -> M~^j
+            if config.refine and b - a > 1:
+                m_after = refine(m_before, feats.corr.to(dev), radius2=config.radius2)
             else:
-                f_tilde = feats.stage1(config.aggregate).to(dev)
-                # step 1: scene context model: K-Means + KNN on the first batch -> M^1..M^B, then Omega
-                m_before = omega.fit_predict(f_tilde) if a == 0 else omega.predict(f_tilde)
-                # step 2: correspondence-based refinement M^j -> M~^j
-                if config.refine and b - a > 1:
-                    m_after = refine(m_before, feats.corr.to(dev), radius2=config.radius2)
-                else:
-                    m_after = m_before.copy()
-                tick("coarse maps (stages 1-2)", t0)
-            new_coarse.append((m_before, m_after))
+                m_after = m_before.copy()
+            tick("coarse maps (stages 1-2)", t0)
+        if self.cache is not None:
+            self.new_coarse.append((m_before, m_after))
 
-            rel_keep = {i - a for i in keep if a <= i < b}
-            filtered: list[np.ndarray | None] = [None] * (b - a)
-            batch_diffs: list[FrameDiff] | None = None
-            if full:
-                # step 3: masked modulation -> the difference maps D_l
-                t0 = time.perf_counter()
-                if cached_diffs is not None:
-                    batch_diffs = cached_diffs[a:b]
-                else:
-                    mo = modulate(
-                        self.backbone, ref, m_after, config, keep_images=rel_keep, progress=progress
-                    )
-                    batch_diffs = mo.frames
-                    tick("modulation (stage 3)", t0)
-                new_diffs.extend(batch_diffs)
-                # step 4: filtering (s) and argmax -> Y
-                t0 = time.perf_counter()
-                fin = [final_labels(d, m, config.s_effective) for d, m in zip(batch_diffs, m_after)]
-                filtered = [f for f, _ in fin]
-                final = np.stack([y for _, y in fin])
-                tick("filter + argmax", t0)
-            else:  # preview: Y = M~^j upsampled
-                final = resize_labels(m_after, frames.shape[1:3])
-            del ref
+        rel_keep = set(range(b - a)) if self.keep == "all" else {i - a for i in self.keep if a <= i < b}
+        filtered: list[np.ndarray | None] = [None] * (b - a)
+        batch_diffs: list[FrameDiff] | None = None
+        if full:
+            # step 3: masked modulation -> the difference maps D_l
+            t0 = time.perf_counter()
+            if cached_diffs is not None:
+                batch_diffs = cached_diffs[a:b]
+            else:
+                mo = modulate(
+                    seg.backbone, ref, m_after, config, keep_images=rel_keep, progress=self.progress
+                )
+                batch_diffs = mo.frames
+                tick("modulation (stage 3)", t0)
+            if self.cache is not None:
+                self.new_diffs.extend(batch_diffs)
+            # step 4: filtering (s) and argmax -> Y
+            t0 = time.perf_counter()
+            fin = [final_labels(d, m, config.s_effective) for d, m in zip(batch_diffs, m_after)]
+            filtered = [f for f, _ in fin]
+            final = np.stack([y for _, y in fin])
+            tick("filter + argmax", t0)
+        else:  # preview: Y = M~^j upsampled
+            final = resize_labels(m_after, frames.shape[1:3])
+        del ref
 
-            # the autoregressive update: Omega <- (F~^j, M~^j) of this batch only, for the next batch
-            # (none after the last batch: nothing is left to predict)
-            if cached_coarse is None and b < n:
-                t0 = time.perf_counter()
-                omega.fit(f_tilde, m_after)
-                tick("coarse maps (stages 1-2)", t0)
+        # the autoregressive update: Omega <- (F~^j, M~^j) of this batch only, for the next batch
+        if f_tilde is not None and update:
+            t0 = time.perf_counter()
+            omega.fit(f_tilde, m_after)
+            self.last_fit = (f_tilde, m_after)
+            tick("coarse maps (stages 1-2)", t0)
 
-            details = {
-                a + r: _detail(a + r, frames[a + r], feats[r : r + 1], config, m_before[r], m_after[r],
-                               final[r], None if batch_diffs is None else batch_diffs[r], filtered[r])
-                for r in sorted(rel_keep)
-            }  # fmt: skip
-            yield BatchResult(
-                start=a,
-                stop=b,
-                before=m_before,
-                after=m_after,
-                final=final,
-                details=details,
-                features=feats,
-                diffs=batch_diffs,
-                timings=timings,
-                computed=computed,
-            )
-        if cache is not None:
-            if cached_feats is None:
-                cache.features.setdefault(fkey, Features.concat(new_feats))
+        details = {
+            a + r: _detail(a + r, frames[r], feats[r : r + 1], config, m_before[r], m_after[r],
+                           final[r], None if batch_diffs is None else batch_diffs[r], filtered[r])
+            for r in sorted(rel_keep)
+        }  # fmt: skip
+        return BatchResult(
+            start=a,
+            stop=b,
+            before=m_before,
+            after=m_after,
+            final=final,
+            details=details,
+            features=feats,
+            diffs=batch_diffs,
+            timings=timings,
+            computed=self.computed,
+        )
+
+    def finish(self) -> None:
+        """Store what this run computed in the clip's cache entry (if the clip is cached)."""
+        cache = self.cache
+        if cache is None:
+            return
+        if self.cached_feats is None and self.new_feats:
+            cache.features.setdefault(self.fkey, Features.concat(self.new_feats))
+        if self.new_coarse:
             cache.coarse.setdefault(
-                ckey, (np.concatenate([m for m, _ in new_coarse]), np.concatenate([m for _, m in new_coarse]))
+                self.ckey,
+                (
+                    np.concatenate([m for m, _ in self.new_coarse]),
+                    np.concatenate([m for _, m in self.new_coarse]),
+                ),
             )
-            if full:
-                cache.diffs.setdefault(dkey, new_diffs)
+        if self.full:
+            cache.diffs.setdefault(self.dkey, self.new_diffs)
 
 
 def _detail(
@@ -381,6 +604,36 @@ def _detail(
         diff=diff,
         filtered=filtered,
     )
+
+
+def _stream_keep(keep: Sequence[int] | str | None, n: int | None) -> set[int] | Literal["all"]:
+    """The frames whose intermediates :meth:`VideoSegmenter.stream` keeps (``n``: the clip length if known;
+    ``"auto"``: all frames of clips up to 32 frames, else frame 0)."""
+    if keep == "all" or (keep == "auto" and n is not None and n <= 32):
+        return "all"
+    if keep == "auto":
+        return {0}
+    if keep is None:
+        return set()
+    return {int(i) % n if n else int(i) for i in keep}
+
+
+def _as_source(clip: Any, config: SegConfig) -> Any:
+    """What :func:`open_video` reads for ``clip``: a Clip or array cut to ``config.max_frames`` (no
+    warning, as :meth:`VideoSegmenter.prepare`), an object with ``frames`` and ``fps`` (a SyntheticClip)
+    as a Clip, a path as it is."""
+    m = config.max_frames
+    if not isinstance(clip, Clip) and hasattr(clip, "frames") and hasattr(clip, "fps"):
+        clip = Clip(frames=np.asarray(clip.frames), fps=float(clip.fps), source="<clip>")
+    if isinstance(clip, Clip):
+        if m is not None and len(clip) > m:
+            clip = Clip(
+                frames=clip.frames[:m], fps=clip.fps, source=clip.source, original_size=clip.original_size
+            )
+        return clip
+    if isinstance(clip, np.ndarray) and m is not None and clip.ndim == 4 and len(clip) > m:
+        return clip[:m]
+    return clip
 
 
 def _keep_set(keep: Sequence[int] | str | None, n: int) -> set[int]:
