@@ -64,6 +64,20 @@ def run_one(n: int, work: Path, code: Path, height: int, width: int, extra: list
     return dict(n=n, peak_rss_mb=res["maxrss_kib"] / 1024, s_per_frame=res["seconds"] / n, wall_s=wall)
 
 
+def machine() -> str:
+    """CPU model, cores this process may use, and the thread settings (the rows depend on them)."""
+    cpu = "unknown CPU"
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                cpu = ln.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    return f"{cpu}, {len(os.sched_getaffinity(0))} cores available, OMP_NUM_THREADS={threads}"
+
+
 def _rss_mb() -> float:
     for ln in Path("/proc/self/status").read_text().splitlines():
         if ln.startswith("VmRSS:"):
@@ -124,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--code", type=Path, default=ROOT, help="checkout whose vidseg_nb is measured")
     p.add_argument("--work", type=Path, default=None, help="folder for clips and outputs (default: temp)")
     p.add_argument("--stages", action="store_true", help="in-process breakdown by step (first N only)")
+    p.add_argument("--json", type=Path, default=None, help="also write the rows (and the machine) here")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `vidseg segment` flags")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,13 +149,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         rows = []
         print(f"vidseg segment --preview --max-side 128 --model tiny, {args.width}x{args.height} clips")
+        print(machine())
         print(f"{'frames':>7} {'peak RSS (MB)':>14} {'s/frame':>8}")
         for n in args.frames:
             row = run_one(n, work, args.code, args.height, args.width, args.extra)
             rows.append(row)
             print(f"{row['n']:>7} {row['peak_rss_mb']:>14.0f} {row['s_per_frame']:>8.3f}", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
         if len(rows) >= 2:
             a, b = rows[0], rows[-1]
+            print(f"peak RSS ratio {b['n']}/{a['n']} frames: {b['peak_rss_mb'] / a['peak_rss_mb']:.3f}")
             slope = (b["peak_rss_mb"] - a["peak_rss_mb"]) / (b["n"] - a["n"]) * 100
             print(
                 f"growth: {slope:.0f} MB per 100 frames (raw frames alone: "

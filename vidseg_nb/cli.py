@@ -168,39 +168,134 @@ def _open(args: argparse.Namespace) -> Any:
 # --------------------------------------------------------------------------------------------------
 # commands
 # --------------------------------------------------------------------------------------------------
+def _clip_identity(stream: Any) -> dict[str, Any]:
+    """What identifies the clip of a run (for ``--resume``): path, bytes on disk, frame count, size, fps."""
+    p = Path(stream.source)
+    nbytes = p.stat().st_size if p.is_file() else None
+    return {
+        "source": str(p.resolve()) if p.exists() else stream.source,
+        "bytes": nbytes,
+        "n_frames": stream.n_frames,
+        "size": list(stream.size),
+        "fps": round(float(stream.fps), 6),
+    }
+
+
+def _save_checkpoint(path: Path, state: Any, meta: dict[str, Any]) -> None:
+    """Write the checkpoint after a finished batch (atomically; tests wrap this to interrupt a run)."""
+    state.save(path, **meta)
+
+
+def _check_resume(path: Path, meta: dict[str, Any], labels_dir: Path) -> Any:
+    """The saved StreamState of an interrupted run, after checking that it is the same run."""
+    from .pipeline import StreamState
+
+    if not path.is_file():
+        raise ConfigError(
+            f"--resume: no checkpoint {path} (the run finished, or never started with this -o); "
+            "run without --resume"
+        )
+    state, saved = StreamState.load(path)
+    diff = []
+    for key in ("clip", "model", "mode"):
+        if saved.get(key) != meta[key]:
+            diff.append(f"{key}: {saved.get(key)!r} -> {meta[key]!r}")
+    a, b = saved.get("config", {}), meta["config"]
+    diff += [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if diff:
+        raise ConfigError(
+            f"--resume: the checkpoint {path} is of another run ({'; '.join(diff)}); rerun with the same "
+            "clip, model and settings, or without --resume to start over"
+        )
+    from .video import LabelPNGWriter
+
+    done = LabelPNGWriter.frames_done(labels_dir)
+    if done < state.frames_done:
+        raise ConfigError(
+            f"--resume: {labels_dir} holds {done} label PNGs but the checkpoint is at frame "
+            f"{state.frames_done}; run without --resume to start over"
+        )
+    return state
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
+    """Segment a clip batch by batch (VideoSegmenter.stream): memory stays flat with the clip length.
+
+    Every batch appends to the overlay video, the label video and the label PNGs, then saves the
+    checkpoint ``OUT_state.npz`` (next batch, frames done, Omega's fit data, clip identity and settings);
+    ``--resume`` continues from it (the two videos are rebuilt for the frames done from the source frames
+    and the PNGs, as an mp4 cannot be appended to). The checkpoint is removed when the run finishes.
+    """
+    import numpy as np
+
+    from .palette import colorize
     from .pipeline import VideoSegmenter
-    from .video import overlay_frames, read_video, write_label_pngs, write_video
+    from .video import LabelPNGWriter, VideoWriter, open_video, overlay_frames, read_label_png, target_size
 
     config = config_from_args(args)
-    clip = read_video(args.clip, max_frames=config.max_frames)
+    stream = open_video(args.clip, max_frames=config.max_frames)
     out = Path(args.output)
     labels_dir = Path(args.labels_dir) if args.labels_dir else out.with_name(out.stem + "_labels")
-    bb = _open(args)
-    t0 = time.perf_counter()
-    res = VideoSegmenter(bb, config, cache_frames=0).segment(clip, keep=None)
-    dt = time.perf_counter() - t0
-    write_video(out, overlay_frames(clip.frames[: len(res)], res.labels), fps=res.fps)
     label_video = out.with_name(out.stem + "_labels.mp4")
-    from .palette import colorize
-
-    write_video(label_video, colorize(res.labels), fps=res.fps)
-    write_label_pngs(labels_dir, res.labels)
+    state_path = out.with_name(out.stem + "_state.npz")
+    mode = "full" if config.modulation else "preview"
+    bb = _open(args)
+    meta = {
+        "clip": _clip_identity(stream),
+        "model": str(bb.source),
+        "mode": mode,
+        "config": config_json(config),
+    }
+    state = _check_resume(state_path, meta, labels_dir) if args.resume else None
+    bsz = config.batch_size
+    start_batch = state.next_batch if state is not None else 0
+    done = state.frames_done if state is not None else 0
+    seg = VideoSegmenter(bb, config, cache_frames=0)
+    counters0 = bb.counters.snapshot()
+    t0 = time.perf_counter()
+    n = done
+    with VideoWriter(out, fps=stream.fps) as ov, VideoWriter(label_video, fps=stream.fps) as lv:
+        if done:  # rebuild the videos of the frames done: source frames + the label PNGs already written
+            k = 0
+            for orig in stream.batches(bsz):
+                m = min(len(orig), done - k)
+                lab = [read_label_png(labels_dir / f"{i:05d}.png") for i in range(k, k + m)]
+                lab = np.stack(lab).astype(np.uint8)
+                ov.append(overlay_frames(orig[:m], lab))
+                lv.append(colorize(lab))
+                k += m
+                if k >= done:
+                    break
+        pngs = LabelPNGWriter(labels_dir, start=done)
+        for sb in seg.stream(
+            stream, config, mode=mode, progress=not args.quiet, start_batch=start_batch, state=state
+        ):
+            pngs.append(sb.labels)
+            ov.append(overlay_frames(sb.frames, sb.labels))
+            lv.append(colorize(sb.labels))
+            n = sb.stop
+            _save_checkpoint(state_path, sb.state(), meta)
+    dt = time.perf_counter() - t0
+    state_path.unlink(missing_ok=True)
     cfg_path = out.with_name(out.stem + "_config.json")
     run = {
         "clip": str(args.clip),
         "model": str(bb.source),
         "model_config": getattr(args, "model_config", None),
         "random_weights": bool(bb.is_random),
-        "mode": res.mode,
-        "frames": len(res),
+        "mode": mode,
+        "frames": n,
         "config": config_json(config),
     }
     cfg_path.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
-    w = res.work_per_frame()
+    work = bb.counters.since(counters0)
+    new = max(1, n - done)
+    size = target_size(stream.size[0], stream.size[1], config.max_side)
+    resumed = f" (resumed at frame {done})" if done else ""
     print(
-        f"{len(res)} frames in {dt:.1f} s ({res.mode} mode, {res.size[1]}x{res.size[0]} processing size); "
-        f"per frame: {w['unet_samples']:.0f} UNet samples, {w['vae_decodes']:.0f} VAE decodes.\n"
+        f"{n} frames{resumed} in {dt:.1f} s ({mode} mode, {size[1]}x{size[0]} processing size); "
+        f"per frame: {work.get('unet_samples', 0) / new:.0f} UNet samples, "
+        f"{work.get('vae_decodes', 0) / new:.0f} VAE decodes.\n"
         f"overlay: {out}\nlabels video: {label_video}\nlabel PNGs: {labels_dir}/\nconfig: {cfg_path}"
     )
     if bb.is_random:
@@ -379,6 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--labels-dir", default=None, help="folder for per-frame palette PNGs (default: OUT_labels/)"
     )
+    s.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its checkpoint OUT_state.npz (same clip, model and settings)",
+    )
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_args(s)
     s.set_defaults(func=cmd_segment)
     _add_evaluate(sub)
