@@ -206,3 +206,51 @@ def test_cli_resume_without_a_checkpoint_is_an_error(clip_file, tmp_path, capsys
     out = tmp_path / "seg.mp4"
     assert cli.main(["segment", str(clip_file), "-o", str(out), *CLI_FAST, "--resume"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluation of long videos, batch by batch
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bsz", [1, 5, 40])
+def test_stream_scorer_equals_score_result(bsz) -> None:
+    from vidseg_nb.evaluation.protocol import StreamScorer, score_result
+
+    rng = np.random.default_rng(0)
+    t, c = 37, 4
+    base = rng.integers(0, c, (1, 12, 10))
+    gt = np.where(rng.random((t, 12, 10)) < 0.15, rng.integers(0, c, (t, 12, 10)), base)  # mostly constant
+    gt[5, :2] = 255  # void
+    labels = np.where(rng.random((t, 12, 10)) < 0.2, rng.integers(0, 6, (t, 12, 10)), (base + 1) % 6)
+    coarse = rng.integers(0, 6, (t, 3, 2))
+    ann = np.ones(t, bool)
+    ann[[0, 1, 20]] = False  # labels assigned on frame 2; windows with frame 20 left out
+    want = score_result(labels, coarse, gt, c, 255, davis=True, annotated=ann)
+    sc = StreamScorer(c, 255, davis=True)
+    for a in range(0, t, bsz):
+        sc.add(labels[a : a + bsz], coarse[a : a + bsz], gt[a : a + bsz], ann[a : a + bsz])
+    got = sc.result()
+    assert set(got) == set(want) and want["assign_frame"] == 2
+    for k, v in want.items():
+        np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(v), err_msg=k)
+    assert np.isfinite(want["vc8"]).sum() > 5 and np.isnan(want["vc8"]).sum() > 0  # windows of both kinds
+
+
+def test_long_dataset_video_is_streamed_with_the_same_record(tiny, tmp_path, monkeypatch) -> None:
+    from test_evaluate import small_config, write_camvid
+
+    from vidseg_nb.datasets import open_dataset
+    from vidseg_nb.evaluation import runner
+
+    ds = open_dataset("camvid", write_camvid(tmp_path, n_videos=1))
+    sample = ds[0]
+    config = small_config()
+    whole = runner.eval_sample(sample, tiny, config)
+    calls = []
+    real = pipeline.VideoSegmenter.segment
+    monkeypatch.setattr(
+        pipeline.VideoSegmenter, "segment", lambda *a, **k: (calls.append(1), real(*a, **k))[1]
+    )
+    streamed = runner.eval_sample(sample, tiny, config, stream_frames=4)  # 10 frames > 4: streamed
+    assert not calls  # the whole clip was never segmented at once
+    whole.pop("seconds"), streamed.pop("seconds")
+    assert streamed == whole
