@@ -9,7 +9,11 @@ For each batch of B frames (:meth:`VideoSegmenter.iter_batches`):
 3. masked modulation: the difference maps D_l;
 4. filtering and argmax: the label maps Y;
 
-then the autoregressive update ``omega.fit(F~, M~)`` on this batch only, for the next batch.
+then the autoregressive update ``omega.fit(F~, M~)`` on this batch only, for the next batch. One loop
+body (``_Loop.step``) does this for :meth:`~VideoSegmenter.iter_batches` (frames in memory, the stage
+cache) and :meth:`~VideoSegmenter.stream` (a clip read lazily, batch by batch: memory does not grow with
+the clip; yields :class:`StreamBatch` with the labels at input resolution and a :class:`StreamState`
+checkpoint to resume from); :meth:`~VideoSegmenter.segment` collects the stream.
 
 Caching (:mod:`vidseg_nb.cache`): a segmenter remembers, per clip, the features (keyed on the fields the
 reference run reads), the coarse maps (plus the stage-1/2 fields) and the raw difference maps D_l (plus
@@ -195,6 +199,8 @@ class VideoSegmenter:
         """Segment ``clip``; ``mode`` defaults to ``"full"`` (``"preview"`` when ``config.modulation`` is off).
 
         ``keep``: frames whose intermediates are kept (``"auto"``: all frames of clips up to 32 frames).
+        Collects :meth:`stream` (short clips go through the stage cache); for long clips iterate
+        :meth:`stream` instead, which does not hold the whole clip's labels.
         """
         config = config or self.config
         mode = mode or ("full" if config.modulation else "preview")
