@@ -225,6 +225,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
     checkpoint ``OUT_state.npz`` (next batch, frames done, Omega's fit data, clip identity and settings);
     ``--resume`` continues from it (the two videos are rebuilt for the frames done from the source frames
     and the PNGs, as an mp4 cannot be appended to). The checkpoint is removed when the run finishes.
+    A batch's PNGs are written before its checkpoint, so a run killed between the two rewrites that
+    batch's PNGs (with the same labels) on resume; PNGs of checkpointed batches are never rewritten.
+    Always streamed (``cache_frames=0``): one code path for every length, bounded memory, and a
+    checkpoint for every run; the labels equal ``VideoSegmenter.segment``'s (tests/test_stream.py).
     """
     import numpy as np
 
