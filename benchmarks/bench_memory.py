@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,6 +62,7 @@ def run_one(
     env = dict(os.environ, PYTHONPATH=str(code), TQDM_DISABLE="1")
     t0 = time.perf_counter()
     labels = work / f"seg_{n}_labels"
+    shutil.rmtree(labels, ignore_errors=True)  # PNGs of an earlier run would count as frames done
     trace: list[dict] = []  # (frames written so far, the child's peak RSS so far): flat = no growth
     with tempfile.TemporaryFile("w+") as so, tempfile.TemporaryFile("w+") as se:
         proc = subprocess.Popen(cmd, stdout=so, stderr=se, text=True, env=env)
