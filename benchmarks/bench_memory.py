@@ -3,7 +3,9 @@
 For each N, writes a synthetic 480x856 clip of N frames (batch by batch, so the generator itself stays
 small), runs ``vidseg segment CLIP --preview --max-side 128 --model tiny`` as a subprocess and prints
 the child's peak RSS (``ru_maxrss`` of that child alone, measured by a small wrapper process) and the
-wall time per frame. If peak RSS grows with N, the slope (MB per 100 frames) says how much each frame
+wall time per frame. While the child runs, its peak RSS so far (VmHWM) is polled against the label
+PNGs written (``trace`` in ``--json``): a flat trace is memory that does not grow with the clip, even
+for a run stopped early. If peak RSS grows with N, the slope (MB per 100 frames) says how much each frame
 costs.
 
     python benchmarks/bench_memory.py                # N = 100 and 300
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,21 +50,66 @@ def make_clip_file(path: Path, n: int, height: int, width: int) -> None:
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
 
 
-def run_one(n: int, work: Path, code: Path, height: int, width: int, extra: list[str]) -> dict:
+def run_one(
+    n: int, work: Path, code: Path, height: int, width: int, extra: list[str], poll: float = 5.0
+) -> dict:
     clip = work / f"clip_{n}.mp4"
     make_clip_file(clip, n, height, width)
     out = work / f"seg_{n}.mp4"
+    # the child's peak RSS, and (polled while it runs) its peak so far against the frames written
     cmd = [sys.executable, "-c", _CHILD, "segment", str(clip), "-o", str(out), "--preview"]
     cmd += ["--max-side", "128", "--model", "tiny", *extra]
     env = dict(os.environ, PYTHONPATH=str(code), TQDM_DISABLE="1")
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    labels = work / f"seg_{n}_labels"
+    shutil.rmtree(labels, ignore_errors=True)  # PNGs of an earlier run would count as frames done
+    trace: list[dict] = []  # (frames written so far, the child's peak RSS so far): flat = no growth
+    with tempfile.TemporaryFile("w+") as so, tempfile.TemporaryFile("w+") as se:
+        proc = subprocess.Popen(cmd, stdout=so, stderr=se, text=True, env=env)
+        while proc.poll() is None:
+            hwm = _status_mb(proc.pid, "VmHWM")
+            done = sum(1 for _ in labels.glob("*.png")) if labels.is_dir() else 0
+            last = trace[-1] if trace else {}
+            if hwm == hwm and (done, hwm) != (last.get("frames_done"), last.get("peak_rss_mb")):
+                trace.append(
+                    {"s": round(time.perf_counter() - t0, 1), "frames_done": done, "peak_rss_mb": hwm}
+                )
+            time.sleep(poll)
+        so.seek(0), se.seek(0)
+        stdout, stderr = so.read(), se.read()
     wall = time.perf_counter() - t0
-    line = [ln for ln in r.stdout.splitlines() if ln.startswith("BENCH_MEMORY ")]
-    if r.returncode != 0 or not line:
-        raise SystemExit(f"N={n}: vidseg failed (rc {r.returncode}):\n{r.stderr[-2000:]}")
+    line = [ln for ln in stdout.splitlines() if ln.startswith("BENCH_MEMORY ")]
+    if proc.returncode != 0 or not line:
+        raise SystemExit(f"N={n}: vidseg failed (rc {proc.returncode}):\n{stderr[-2000:]}")
     res = json.loads(line[0].split(" ", 1)[1])
-    return dict(n=n, peak_rss_mb=res["maxrss_kib"] / 1024, s_per_frame=res["seconds"] / n, wall_s=wall)
+    return dict(
+        n=n, peak_rss_mb=res["maxrss_kib"] / 1024, s_per_frame=res["seconds"] / n, wall_s=wall, trace=trace
+    )
+
+
+def _status_mb(pid: int, field: str) -> float:
+    """``field`` (VmHWM, VmRSS) of process ``pid`` in MB, nan when it is gone."""
+    try:
+        for ln in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if ln.startswith(field + ":"):
+                return int(ln.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def machine() -> str:
+    """CPU model, cores this process may use, and the thread settings (the rows depend on them)."""
+    cpu = "unknown CPU"
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                cpu = ln.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    return f"{cpu}, {len(os.sched_getaffinity(0))} cores available, OMP_NUM_THREADS={threads}"
 
 
 def _rss_mb() -> float:
@@ -124,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--code", type=Path, default=ROOT, help="checkout whose vidseg_nb is measured")
     p.add_argument("--work", type=Path, default=None, help="folder for clips and outputs (default: temp)")
     p.add_argument("--stages", action="store_true", help="in-process breakdown by step (first N only)")
+    p.add_argument("--json", type=Path, default=None, help="also write the rows (and the machine) here")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `vidseg segment` flags")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,13 +183,27 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         rows = []
         print(f"vidseg segment --preview --max-side 128 --model tiny, {args.width}x{args.height} clips")
+        print(machine())
         print(f"{'frames':>7} {'peak RSS (MB)':>14} {'s/frame':>8}")
         for n in args.frames:
             row = run_one(n, work, args.code, args.height, args.width, args.extra)
             rows.append(row)
             print(f"{row['n']:>7} {row['peak_rss_mb']:>14.0f} {row['s_per_frame']:>8.3f}", flush=True)
+            tr = row["trace"]
+            if tr:
+                pts = [
+                    [p for p in tr if p["frames_done"] <= q * row["n"]][-1] for q in (0.1, 0.25, 0.5, 0.75, 1)
+                ]
+                print(
+                    "        peak RSS so far at frames written: "
+                    + ", ".join(f"{p['frames_done']}: {p['peak_rss_mb']:.0f} MB" for p in pts),
+                    flush=True,
+                )
+        if args.json:
+            args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
         if len(rows) >= 2:
             a, b = rows[0], rows[-1]
+            print(f"peak RSS ratio {b['n']}/{a['n']} frames: {b['peak_rss_mb'] / a['peak_rss_mb']:.3f}")
             slope = (b["peak_rss_mb"] - a["peak_rss_mb"]) / (b["n"] - a["n"]) * 100
             print(
                 f"growth: {slope:.0f} MB per 100 frames (raw frames alone: "

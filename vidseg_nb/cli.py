@@ -168,62 +168,208 @@ def _open(args: argparse.Namespace) -> Any:
 # --------------------------------------------------------------------------------------------------
 # commands
 # --------------------------------------------------------------------------------------------------
+def _clip_identity(stream: Any) -> dict[str, Any]:
+    """What identifies the clip of a run (for ``--resume``): path, bytes on disk, frame count, size, fps."""
+    p = Path(stream.source)
+    nbytes = p.stat().st_size if p.is_file() else None
+    return {
+        "source": str(p.resolve()) if p.exists() else stream.source,
+        "bytes": nbytes,
+        "n_frames": stream.n_frames,
+        "size": list(stream.size),
+        "fps": round(float(stream.fps), 6),
+    }
+
+
+def _save_checkpoint(path: Path, state: Any, meta: dict[str, Any]) -> None:
+    """Write the checkpoint after a finished batch (atomically; tests wrap this to interrupt a run)."""
+    state.save(path, **meta)
+
+
+def _check_resume(path: Path, meta: dict[str, Any], labels_dir: Path) -> Any:
+    """The saved StreamState of an interrupted run, after checking that it is the same run."""
+    from .pipeline import StreamState
+
+    if not path.is_file():
+        raise ConfigError(
+            f"--resume: no checkpoint {path} (the run finished, or never started with this -o); "
+            "run without --resume"
+        )
+    state, saved = StreamState.load(path)
+    diff = []
+    for key in ("clip", "model", "mode"):
+        if saved.get(key) != meta[key]:
+            diff.append(f"{key}: {saved.get(key)!r} -> {meta[key]!r}")
+    a, b = saved.get("config", {}), meta["config"]
+    diff += [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if diff:
+        raise ConfigError(
+            f"--resume: the checkpoint {path} is of another run ({'; '.join(diff)}); rerun with the same "
+            "clip, model and settings, or without --resume to start over"
+        )
+    from .video import LabelPNGWriter
+
+    done = LabelPNGWriter.frames_done(labels_dir)
+    if done < state.frames_done:
+        raise ConfigError(
+            f"--resume: {labels_dir} holds {done} label PNGs but the checkpoint is at frame "
+            f"{state.frames_done}; run without --resume to start over"
+        )
+    return state
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
+    """Segment a clip batch by batch (VideoSegmenter.stream): memory stays flat with the clip length.
+
+    Every batch appends to the overlay video, the label video and the label PNGs, then saves the
+    checkpoint ``OUT_state.npz`` (next batch, frames done, Omega's fit data, clip identity and settings);
+    ``--resume`` continues from it (the two videos are rebuilt for the frames done from the source frames
+    and the PNGs, as an mp4 cannot be appended to). The checkpoint is removed when the run finishes.
+    A batch's PNGs are written before its checkpoint, so a run killed between the two rewrites that
+    batch's PNGs (with the same labels) on resume; PNGs of checkpointed batches are never rewritten.
+    Always streamed (``cache_frames=0``): one code path for every length, bounded memory, and a
+    checkpoint for every run; the labels equal ``VideoSegmenter.segment``'s (tests/test_stream.py).
+    """
+    import numpy as np
+
+    from .palette import colorize
     from .pipeline import VideoSegmenter
-    from .video import overlay_frames, read_video, write_label_pngs, write_video
+    from .video import LabelPNGWriter, VideoWriter, open_video, overlay_frames, read_label_png, target_size
 
     config = config_from_args(args)
-    clip = read_video(args.clip, max_frames=config.max_frames)
+    stream = open_video(args.clip, max_frames=config.max_frames)
     out = Path(args.output)
     labels_dir = Path(args.labels_dir) if args.labels_dir else out.with_name(out.stem + "_labels")
-    bb = _open(args)
-    t0 = time.perf_counter()
-    res = VideoSegmenter(bb, config, cache_frames=0).segment(clip, keep=None, **_names_kw(args))
-    dt = time.perf_counter() - t0
-    write_video(out, _legend(overlay_frames(clip.frames[: len(res)], res.labels), res), fps=res.fps)
     label_video = out.with_name(out.stem + "_labels.mp4")
-    from .palette import colorize
-
-    write_video(label_video, colorize(res.labels), fps=res.fps)
-    write_label_pngs(labels_dir, res.labels)
+    state_path = out.with_name(out.stem + "_state.npz")
+    mode = "full" if config.modulation else "preview"
+    bb = _open(args)
+    meta = {
+        "clip": _clip_identity(stream),
+        "model": str(bb.source),
+        "mode": mode,
+        "config": config_json(config),
+    }
+    state = _check_resume(state_path, meta, labels_dir) if args.resume else None
+    bsz = config.batch_size
+    start_batch = state.next_batch if state is not None else 0
+    done = state.frames_done if state is not None else 0
+    seg = VideoSegmenter(bb, config, cache_frames=0)
+    names = _Names(seg, args.names, state_path if state is not None else None)  # --names (issue 13)
+    counters0 = bb.counters.snapshot()
+    t0 = time.perf_counter()
+    n = done
+    with VideoWriter(out, fps=stream.fps) as ov, VideoWriter(label_video, fps=stream.fps) as lv:
+        if done:  # rebuild the videos of the frames done: source frames + the label PNGs already written
+            k = 0
+            for orig in stream.batches(bsz):
+                m = min(len(orig), done - k)
+                lab = [read_label_png(labels_dir / f"{i:05d}.png") for i in range(k, k + m)]
+                lab = np.stack(lab).astype(np.uint8)
+                ov.append(names.legend(overlay_frames(orig[:m], lab), lab))
+                lv.append(colorize(lab))
+                k += m
+                if k >= done:
+                    break
+        pngs = LabelPNGWriter(labels_dir, start=done)
+        for sb in seg.stream(
+            stream,
+            config,
+            mode=mode,
+            progress=not args.quiet,
+            start_batch=start_batch,
+            state=state,
+            record_names=names.wanted and start_batch == 0,
+        ):
+            names.update(sb)
+            pngs.append(sb.labels)
+            ov.append(names.legend(overlay_frames(sb.frames, sb.labels), sb.labels))
+            lv.append(colorize(sb.labels))
+            n = sb.stop
+            _save_checkpoint(state_path, sb.state(), {**meta, **names.meta()})
+    dt = time.perf_counter() - t0
+    state_path.unlink(missing_ok=True)
     cfg_path = out.with_name(out.stem + "_config.json")
     run = {
         "clip": str(args.clip),
         "model": str(bb.source),
         "model_config": getattr(args, "model_config", None),
         "random_weights": bool(bb.is_random),
-        "mode": res.mode,
-        "frames": len(res),
+        "mode": mode,
+        "frames": n,
         "config": config_json(config),
     }
     cfg_path.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
-    w = res.work_per_frame()
+    work = bb.counters.since(counters0)
+    new = max(1, n - done)
+    size = target_size(stream.size[0], stream.size[1], config.max_side)
+    resumed = f" (resumed at frame {done})" if done else ""
     print(
-        f"{len(res)} frames in {dt:.1f} s ({res.mode} mode, {res.size[1]}x{res.size[0]} processing size); "
-        f"per frame: {w['unet_samples']:.0f} UNet samples, {w['vae_decodes']:.0f} VAE decodes.\n"
+        f"{n} frames{resumed} in {dt:.1f} s ({mode} mode, {size[1]}x{size[0]} processing size); "
+        f"per frame: {work.get('unet_samples', 0) / new:.0f} UNet samples, "
+        f"{work.get('vae_decodes', 0) / new:.0f} VAE decodes.\n"
         f"overlay: {out}\nlabels video: {label_video}\nlabel PNGs: {labels_dir}/\nconfig: {cfg_path}"
     )
-    _write_names(out, res, bool(bb.is_random))
+    _write_names(out, names, bool(bb.is_random))
     if bb.is_random:
         print(RANDOM_BANNER)
     return 0
 
 
-def _names_kw(args: argparse.Namespace) -> dict[str, Any]:
-    """``segment(names=...)`` from ``--names`` (issue 13); nothing when it is not given."""
-    return {"names": args.names} if getattr(args, "names", None) is not None else {}
+class _Names:
+    """``--names`` on the streamed run (issue 13): the vocabulary embedded before any UNet work (bad words
+    fail first), names decided on the first batch from its recorded cross-attention queries and carried
+    with the cluster ids; a resumed run takes them from the checkpoint. ``vocabulary``/``names`` as a
+    :class:`~vidseg_nb.pipeline.SegmentationResult` has them (for :func:`_write_names`)."""
 
+    def __init__(self, seg: Any, words: str | None, checkpoint: Path | None) -> None:
+        from .names import ClusterName, NameTracker
 
-def _legend(frames: Any, res: Any) -> Any:
-    """Overlay frames with the names legend drawn on each (only when the result has names)."""
-    if not res.names:
-        return frames
-    import numpy as np
+        self.seg, self.wanted = seg, words is not None
+        self.vocab = seg.vocabulary(words) if self.wanted else None
+        self.vocabulary: tuple[str, ...] = tuple(self.vocab.words) if self.vocab is not None else ()
+        self.tracker = NameTracker(list(self.vocabulary), seg.name_margin) if self.wanted else None
+        self.names: dict[int, Any] = {}
+        if self.wanted and checkpoint is not None:  # resumed: the names the first batch decided
+            from .pipeline import StreamState
 
-    from .viz import draw_legend, legend_entries
+            saved = StreamState.load(checkpoint)[1].get("names") or {}
+            self.names = {int(k): ClusterName(**v) for k, v in saved.items()}
+            self.tracker.names.update(self.names)
+            self.tracker.decided = bool(self.names)
 
-    entries = legend_entries(res.names, ids=np.unique(res.labels).tolist())
-    return np.stack([draw_legend(f, entries) for f in frames])
+    def update(self, sb: Any) -> None:
+        if self.tracker is None:
+            return
+        res = sb.result
+        if not self.names:  # the first batch (name queries recorded for it)
+            att = self.seg._word_attention(res.name_queries, self.vocab, tuple(res.after.shape[1:]))
+            self.tracker.update(res.after, att)
+        else:
+            self.tracker.update(res.after, None)
+        self.names = dict(sorted(self.tracker.names.items()))
+
+    def legend(self, frames: Any, labels: Any) -> Any:
+        """Overlay frames with the names legend drawn on each (only with ``--names``)."""
+        if not self.names:
+            return frames
+        import numpy as np
+
+        from .viz import draw_legend, legend_entries
+
+        entries = legend_entries(self.names, ids=np.unique(labels).tolist())
+        return np.stack([draw_legend(f, entries) for f in frames])
+
+    def meta(self) -> dict[str, Any]:
+        """The names for the checkpoint (JSON)."""
+        if not self.names:
+            return {}
+        return {
+            "names": {
+                str(k): dict(name=n.name, score=float(n.score), margin=float(n.margin), best=n.best)
+                for k, n in self.names.items()
+            }
+        }
 
 
 def _write_names(out: Path, res: Any, random_weights: bool) -> None:
@@ -481,6 +627,12 @@ def build_parser() -> argparse.ArgumentParser:
         help='name the segments with a vocabulary, e.g. "person, dog, grass, sky": writes OUT_names.json '
         "and draws a legend on the overlay (issue 13; SD 2.x only)",
     )
+    s.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its checkpoint OUT_state.npz (same clip, model and settings)",
+    )
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_args(s)
     s.set_defaults(func=cmd_segment)
     _add_evaluate(sub)

@@ -9,7 +9,11 @@ For each batch of B frames (:meth:`VideoSegmenter.iter_batches`):
 3. masked modulation: the difference maps D_l;
 4. filtering and argmax: the label maps Y;
 
-then the autoregressive update ``omega.fit(F~, M~)`` on this batch only, for the next batch.
+then the autoregressive update ``omega.fit(F~, M~)`` on this batch only, for the next batch. One loop
+body (``_Loop.step``) does this for :meth:`~VideoSegmenter.iter_batches` (frames in memory, the stage
+cache) and :meth:`~VideoSegmenter.stream` (a clip read lazily, batch by batch: memory does not grow with
+the clip; yields :class:`StreamBatch` with the labels at input resolution and a :class:`StreamState`
+checkpoint to resume from); :meth:`~VideoSegmenter.segment` collects the stream.
 
 Caching (:mod:`vidseg_nb.cache`): a segmenter remembers, per clip, the features (keyed on the fields the
 reference run reads), the coarse maps (plus the stage-1/2 fields) and the raw difference maps D_l (plus
@@ -25,14 +29,22 @@ queries of the first batch's reference run (decoder blocks 3-8 at the feature st
 ``name_step`` of the segmenter), names the clusters of M~ of the first batch and carries the names with
 the cluster ids (``result.names``). The queries are kept on the result and cached per clip, so
 :meth:`VideoSegmenter.rename` (another vocabulary) costs zero UNet samples.
+
+The authors' code (issue 15, :mod:`vidseg_nb.authors`; each switch off by default) runs in the same loop
+body; its overlapping last batch (``shifted_last_batch``) and first-frame ground truth (``gt_merge``) need
+the whole clip, so they go through :meth:`~VideoSegmenter.iter_batches` / :meth:`~VideoSegmenter.segment`,
+not :meth:`~VideoSegmenter.stream`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -44,6 +56,7 @@ from .backbone import Backbone
 from .cache import ClipCache, StageCache, StageEntries, clip_key, feature_key, stage_key
 from .config import SegConfig
 from .context import SceneContextModel
+from .errors import ConfigError
 from .features import Features, reference_run
 from .modulation import FrameDiff, final_labels, modulate
 from .names import (
@@ -59,12 +72,14 @@ from .names import (
 )
 from .qkcache import QKCache
 from .refine import refine
-from .video import Clip, read_video, resize_frames, resize_labels, target_size
+from .video import Clip, VideoStream, open_video, read_video, resize_frames, resize_labels, target_size
 
 __all__ = [
     "BatchResult",
     "FrameDetail",
     "SegmentationResult",
+    "StreamBatch",
+    "StreamState",
     "VideoSegmenter",
     "clip_key",
     "parse_vocabulary",
@@ -238,6 +253,10 @@ class VideoSegmenter:
         """Segment ``clip``; ``mode`` defaults to ``"full"`` (``"preview"`` when ``config.modulation`` is off).
 
         ``keep``: frames whose intermediates are kept (``"auto"``: all frames of clips up to 32 frames).
+        Collects :meth:`stream` (short clips go through the stage cache); for long clips iterate
+        :meth:`stream` instead, which does not hold the whole clip's labels. With the authors' overlapping
+        last batch (``config.shifted_last_batch``) or first-frame ground truth (``config.gt_merge``) it
+        collects :meth:`iter_batches` over the whole clip instead (a later, overlapping batch wins).
         ``first_frame_gt``: frame 1's ground truth (H0, W0), read only with ``config.gt_merge`` (issue 15
         row 6, the authors' protocol): the labels are then ground-truth classes (see :meth:`iter_batches`).
         ``names``: a vocabulary (words, or one comma-separated string) to name the segments with (issue 13:
@@ -250,42 +269,74 @@ class VideoSegmenter:
         record = vocab is not None or bool(self.record_names if record_names is None else record_names)
         tracker = NameTracker(list(vocab.words), self.name_margin) if vocab is not None else None
         attention, queries = None, None
-        orig, frames, fps = self.prepare(clip, config)
-        n = len(frames)
         mode = mode or ("full" if config.modulation else "preview")
-        labels = np.zeros((n, *orig.shape[1:3]), np.uint8)
-        before = np.zeros((n, frames.shape[1] // 16, frames.shape[2] // 16), np.int64)
-        after = before.copy()
         details: dict[int, FrameDetail] = {}
         timings: dict[str, float] = {}
         computed: list[str] = []
         counters0 = self.backbone.counters.snapshot()
-        for batch in self.iter_batches(
-            frames,
-            config,
-            mode=mode,
-            keep=_keep_set(keep, n),
-            progress=progress,
-            first_frame_gt=first_frame_gt,
-            record_names=record,
-        ):
-            a, b = batch.start, batch.stop
+
+        def collect(batch: BatchResult) -> None:
+            nonlocal attention, queries
             if batch.name_queries is not None:
                 queries = batch.name_queries
             if tracker is not None:  # names decided on the first batch, carried with the cluster ids
                 t0 = time.perf_counter()
-                if a == 0:
+                if batch.start == 0:
                     attention = self._word_attention(queries, vocab, tuple(batch.after.shape[1:]))
-                tracker.update(batch.after, attention if a == 0 else None)
-                batch.timings["names"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            labels[a:b] = resize_labels(batch.final, orig.shape[1:3]).astype(np.uint8)  # Y at input size
-            batch.timings["resize"] = time.perf_counter() - t0
-            before[a:b], after[a:b] = batch.before, batch.after
+                tracker.update(batch.after, attention if batch.start == 0 else None)
+                batch.timings["names"] = batch.timings.get("names", 0.0) + time.perf_counter() - t0
             details.update(batch.details)
             for name, sec in batch.timings.items():
                 timings[name] = timings.get(name, 0.0) + sec
-            computed += [c for c in batch.computed if c not in computed]
+            computed.extend(c for c in batch.computed if c not in computed)
+
+        if config.shifted_last_batch or config.gt_merge:
+            # the authors' plan (overlapping last batch) / first-frame GT: the whole clip, iter_batches
+            if isinstance(clip, VideoStream):
+                clip = clip.read()
+            orig, frames, fps = self.prepare(clip, config)
+            n = len(frames)
+            labels = np.zeros((n, *orig.shape[1:3]), np.uint8)
+            before = np.zeros((n, frames.shape[1] // 16, frames.shape[2] // 16), np.int64)
+            after = before.copy()
+            for batch in self.iter_batches(
+                frames,
+                config,
+                mode=mode,
+                keep=_keep_set(keep, n),
+                progress=progress,
+                first_frame_gt=first_frame_gt,
+                record_names=record,
+            ):
+                a, b = batch.start, batch.stop
+                t0 = time.perf_counter()
+                labels[a:b] = resize_labels(batch.final, orig.shape[1:3]).astype(np.uint8)  # Y at input size
+                batch.timings["resize"] = batch.timings.get("resize", 0.0) + time.perf_counter() - t0
+                before[a:b], after[a:b] = batch.before, batch.after  # by frame index: a later batch wins
+                collect(batch)
+            size: tuple[int, int] = tuple(frames.shape[1:3])
+            original_size: tuple[int, int] = tuple(orig.shape[1:3])
+        else:
+            src = (
+                clip
+                if isinstance(clip, VideoStream)
+                else open_video(_as_source(clip, config), max_frames=config.max_frames)
+            )
+            size = target_size(src.size[0], src.size[1], config.max_side)
+            original_size = tuple(src.size)
+            fps = float(src.fps)
+            parts: list[np.ndarray] = []
+            before_parts: list[np.ndarray] = []
+            after_parts: list[np.ndarray] = []
+            for sb in self.stream(src, config, mode=mode, keep=keep, progress=progress, record_names=record):
+                batch = sb.result
+                parts.append(sb.labels)
+                before_parts.append(batch.before)
+                after_parts.append(batch.after)
+                collect(batch)
+            labels = np.concatenate(parts)
+            before, after = np.concatenate(before_parts), np.concatenate(after_parts)
+            n = len(labels)
         cache = self.cache.current(n)
         return SegmentationResult(
             labels=labels,
@@ -294,8 +345,8 @@ class VideoSegmenter:
             mode=mode,
             config=config,
             fps=fps,
-            size=tuple(frames.shape[1:3]),
-            original_size=tuple(orig.shape[1:3]),
+            size=size,
+            original_size=original_size,
             details=details,
             features=cache.features.get(self.feature_key(config)) if cache else None,
             timings=timings,
@@ -336,168 +387,124 @@ class VideoSegmenter:
         ``record_names``: the first batch also carries its cross-attention queries (``name_queries``,
         issue 13; cached per clip).
         """
-        keep = keep or set()
         n = len(frames)
-        full = mode == "full"
         plan = batch_plan(n, config)
         gt_first = first_frame_gt if config.gt_merge else None
         cacheable = not plan_overlaps(plan) and gt_first is None
         cache: ClipCache | None = self.cache.for_clip(frames)  # (also makes this clip the current one)
-        cache = cache if cacheable else None
-        fkey, ckey, dkey = self.feature_key(config), stage_key(config, "coarse"), stage_key(config, "diff")
-        cached_feats = cache.features.get(fkey) if cache else None
-        cached_coarse = cache.coarse.get(ckey) if cache else None
-        cached_diffs = cache.diffs.get(dkey) if cache and full else None
-        computed = tuple(
-            name
-            for name, todo in (
-                ("features", cached_feats is None),
-                ("coarse maps", cached_coarse is None),
-                ("stage 3", full and cached_diffs is None),
-                ("filter", full),
-            )
-            if todo
-        )
-        new_feats: list[Features] = []
-        new_coarse: list[tuple[np.ndarray, np.ndarray]] = []
-        new_diffs: list[FrameDiff] = []
-        # on a GPU the KNN and the refinement run there (torch backend of Omega)
-        dev = self.backbone.device if self.backbone.device.type == "cuda" else torch.device("cpu")
-        omega = SceneContextModel.from_config(config)
-        knn_ref: tuple[np.ndarray, np.ndarray] | None = None  # row 5: the authors' KNN reference
-
+        loop = _Loop(
+            self, config, mode, keep, progress, cache if cacheable else None,
+            gt_first=gt_first, record_names=record_names,
+        )  # fmt: skip
         for k, (a, b) in enumerate(tqdm(plan, desc="batches", disable=not progress or len(plan) == 1)):
-            timings: dict[str, float] = {}
+            # (no update after the last batch: nothing is left to predict; none with the authors' KNN)
+            yield loop.step(a, frames[a:b], update=k < len(plan) - 1 and not config.knn_first_frame)
+        loop.finish()
 
-            def tick(name: str, t0: float) -> None:
-                timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0  # noqa: B023
+    def stream(
+        self,
+        clip: Clip | np.ndarray | str | VideoStream | Any,
+        config: SegConfig | None = None,
+        *,
+        mode: Mode | None = None,
+        keep: Sequence[int] | Literal["all", "auto"] | None = None,
+        progress: bool = True,
+        start_batch: int = 0,
+        state: StreamState | None = None,
+        record_names: bool = False,
+    ) -> Iterator[StreamBatch]:
+        """Figure 3 over a clip read lazily (:func:`~vidseg_nb.video.open_video`), batch by batch.
 
-            # step 0: reference run -> F~ (and, when stage 3 follows, the q/k and latents it replays)
-            need_diff = full and cached_diffs is None
-            ref = None
-            t0 = time.perf_counter()
-            # names (issue 13): the first batch's cross-attention queries, recorded once per clip
-            nkey = (cache.key if cache else None, fkey, self.name_blocks, self.name_step)
-            names_now = record_names and a == 0
-            queries = self._cached_queries(nkey) if names_now else None
-            rec = names_now and queries is None
-            if need_diff or cached_feats is None or rec:
-                # a kept reference run (QKCache, SegConfig.keep_qk) serves a stage-3 rerun, e.g. a new lambda
-                bb_dev = self.backbone.device
-                ref = (
-                    self.qk_cache.get(frames[a:b], a, fkey, config, bb_dev) if need_diff and not rec else None
+        Holds one batch of frames (original and processing size), Omega's fit data (F~, M~ of the
+        previous batch) and the current outputs; yields one :class:`StreamBatch` per batch, with the labels
+        Y of the batch at input resolution (uint8) and the batch's original frames. The per-batch steps are
+        those of :meth:`iter_batches` (one loop body), so the labels equal :meth:`segment`'s.
+
+        ``start_batch``/``state``: resume after ``start_batch`` finished batches, ``state`` being the
+        :meth:`StreamBatch.state` of the last of them (Omega is refitted on its F~ and M~, so the next
+        prediction is bit-identical; frame noise is seeded by absolute frame index). The frames before
+        are decoded but not processed. A clip whose length is known exactly and within ``cache_frames``
+        (and no resume) goes through the stage cache, as :meth:`segment`.
+
+        ``record_names``: the first batch's result also carries its cross-attention queries
+        (``name_queries``, issue 13). The authors' overlapping last batch (``config.shifted_last_batch``)
+        and first-frame ground truth (``config.gt_merge``) need the whole clip: they raise
+        :class:`~vidseg_nb.errors.ConfigError` here (use :meth:`segment` or :meth:`iter_batches`).
+
+        ``progress``: a tqdm bar in frames (total: the clip's frame count when known) with an ETA.
+        """
+        config = config or self.config
+        mode = mode or ("full" if config.modulation else "preview")
+        if config.shifted_last_batch or config.gt_merge:
+            on = [f for f in ("shifted_last_batch", "gt_merge") if getattr(config, f)]
+            raise ConfigError(
+                f"stream does not support the authors' {' / '.join(on)} (an overlapping last batch, a "
+                "first-frame ground truth): use segment() or iter_batches() on the whole clip for those"
+            )
+        if (start_batch > 0) != (state is not None):
+            raise ValueError("stream: pass start_batch > 0 together with the state of that batch")
+        if state is not None and state.next_batch != start_batch:
+            raise ValueError(f"stream: the state is of batch {state.next_batch}, not {start_batch}")
+        if state is not None and config.knn_first_frame:
+            raise ConfigError("stream: resuming is not supported with knn_first_frame (the authors' KNN)")
+        if isinstance(clip, VideoStream):
+            src = clip
+        else:
+            src = open_video(_as_source(clip, config), max_frames=config.max_frames)
+        bsz = config.batch_size
+        first = start_batch * bsz
+        total = src.n_frames
+        # (no Omega update with the authors' KNN, as iter_batches)
+        update = not config.knn_first_frame
+        bar = tqdm(
+            total=total, initial=first, unit="frame", desc="segment", disable=not progress,
+            dynamic_ncols=True, smoothing=0.1,
+        )  # fmt: skip
+        try:
+            if state is None and total is not None and self.cache.accepts(total):
+                # a short clip: read whole (at most cache_frames frames) and go through the stage cache
+                clip_frames = src.read().frames
+                size = target_size(clip_frames.shape[1], clip_frames.shape[2], config.max_side)
+                frames = resize_frames(clip_frames, size)
+                n = len(frames)
+                cache = self.cache.for_clip(frames)
+                loop = _Loop(
+                    self, config, mode, _stream_keep(keep, n), False, cache, record_names=record_names
                 )
-                if ref is None:
-                    ref = reference_run(
-                        self.backbone,
-                        frames[a:b],
-                        config,
-                        frame_offset=a,
-                        record_qk=need_diff,
-                        progress=progress,
-                        record_names=rec,
-                        name_blocks=self.name_blocks,
-                        name_step=self.name_step,
+                for k, a in enumerate(range(0, n, bsz)):
+                    b = min(n, a + bsz)
+                    yield self._stream_batch(
+                        k, clip_frames[a:b], loop.step(a, frames[a:b], update=update), loop
                     )
-                    if need_diff:
-                        self.qk_cache.put(frames[a:b], a, fkey, ref, config, bb_dev)
-                tick("reference run" if need_diff else "features", t0)
-                if rec:
-                    queries = ref.name_queries
-                    self._name_queries = (nkey, queries) if cache is not None else None
-            feats = cached_feats[a:b] if cached_feats is not None else ref.features
-            new_feats.append(feats)
-
-            t0 = time.perf_counter()
-            if cached_coarse is not None:
-                m_before, m_after = cached_coarse[0][a:b], cached_coarse[1][a:b]
-            else:
-                f_tilde = feats.stage1(config.aggregate).to(dev)
-                if config.knn_first_frame:  # issue 15 row 5 (and 6): the authors' K-Means + KNN
-                    f1 = feats.stage1(config.aggregate)
-                    m_before, _, knn_ref = authors_coarse_batch(
-                        f1.reshape(b - a, -1, f1.shape[-1]), feats.grid, n_clusters=config.n_clusters,
-                        seed=config.seed, gt_first=gt_first, ref=knn_ref,
-                    )  # fmt: skip
-                else:
-                    # step 1: scene context model: K-Means + KNN on the first batch -> M^1..M^B, then Omega
-                    m_before = omega.fit_predict(f_tilde) if k == 0 else omega.predict(f_tilde)
-                    if k == 0 and gt_first is not None:  # issue 15 row 6: merge clusters by frame 1's GT
-                        m_before, _ = merge_first_batch(m_before, gt_first)
-                # step 2: correspondence-based refinement M^j -> M~^j
-                if config.refine and b - a > 1:
-                    if config.authors_cbr:  # issue 15 row 8
-                        m_after = authors_refine(m_before, feats.corr)
-                    else:
-                        m_after = refine(m_before, feats.corr.to(dev), radius2=config.radius2)
-                else:
-                    m_after = m_before.copy()
-                if knn_ref is not None:  # row 5: the next batch's KNN is fitted on this batch's M~
-                    knn_ref = (knn_ref[0], m_after.reshape(-1))
-                tick("coarse maps (stages 1-2)", t0)
-            new_coarse.append((m_before, m_after))
-
-            rel_keep = {i - a for i in keep if a <= i < b}
-            filtered: list[np.ndarray | None] = [None] * (b - a)
-            batch_diffs: list[FrameDiff] | None = None
-            if full:
-                # step 3: masked modulation -> the difference maps D_l
+                    bar.update(b - a)
+                loop.finish()
+                return
+            size = target_size(src.size[0], src.size[1], config.max_side)
+            loop = _Loop(
+                self, config, mode, _stream_keep(keep, total if src.n_frames_exact else None), False, None,
+                record_names=record_names,
+            )  # fmt: skip
+            if state is not None:
+                loop.restore(state)
+            for k, orig in enumerate(src.batches(bsz, start=first), start=start_batch):
                 t0 = time.perf_counter()
-                if cached_diffs is not None:
-                    batch_diffs = cached_diffs[a:b]
-                else:
-                    mo = modulate(
-                        self.backbone, ref, m_after, config, keep_images=rel_keep, progress=progress
-                    )
-                    batch_diffs = mo.frames
-                    tick("modulation (stage 3)", t0)
-                new_diffs.extend(batch_diffs)
-                # step 4: filtering (s) and argmax -> Y
-                t0 = time.perf_counter()
-                fin = [
-                    final_labels(d, m, config.s_effective, lanczos=config.lanczos_filter)  # row 4
-                    for d, m in zip(batch_diffs, m_after)
-                ]
-                filtered = [f for f, _ in fin]
-                final = np.stack([y for _, y in fin])
-                tick("filter + argmax", t0)
-            else:  # preview: Y = M~^j upsampled
-                final = resize_labels(m_after, frames.shape[1:3])
-            del ref
+                frames = resize_frames(orig, size)
+                res = loop.step(k * bsz, frames, update=update, resize_s=time.perf_counter() - t0)
+                del frames
+                yield self._stream_batch(k, orig, res, loop)
+                bar.update(len(orig))
+        finally:
+            bar.close()
 
-            # the autoregressive update: Omega <- (F~^j, M~^j) of this batch only, for the next batch
-            # (none after the last batch: nothing is left to predict)
-            if cached_coarse is None and k < len(plan) - 1 and not config.knn_first_frame:
-                t0 = time.perf_counter()
-                omega.fit(f_tilde, m_after)
-                tick("coarse maps (stages 1-2)", t0)
-
-            details = {
-                a + r: _detail(a + r, frames[a + r], feats[r : r + 1], config, m_before[r], m_after[r],
-                               final[r], None if batch_diffs is None else batch_diffs[r], filtered[r])
-                for r in sorted(rel_keep)
-            }  # fmt: skip
-            yield BatchResult(
-                start=a,
-                stop=b,
-                before=m_before,
-                after=m_after,
-                final=final,
-                details=details,
-                features=feats,
-                diffs=batch_diffs,
-                timings=timings,
-                computed=computed,
-                name_queries=queries if names_now else None,
-            )
-        if cache is not None:
-            if cached_feats is None:
-                cache.features.setdefault(fkey, Features.concat(new_feats))
-            cache.coarse.setdefault(
-                ckey, (np.concatenate([m for m, _ in new_coarse]), np.concatenate([m for _, m in new_coarse]))
-            )
-            if full:
-                cache.diffs.setdefault(dkey, new_diffs)
+    def _stream_batch(
+        self, k: int, orig: np.ndarray, res: BatchResult, loop: _Loop | None = None
+    ) -> StreamBatch:
+        t0 = time.perf_counter()
+        labels = resize_labels(res.final, orig.shape[1:3]).astype(np.uint8)  # Y at input size
+        res.timings["resize"] = res.timings.get("resize", 0.0) + time.perf_counter() - t0
+        return StreamBatch(
+            index=k, frames=orig, labels=labels, result=res, _fit=loop.last_fit if loop else None
+        )
 
     # ------------------------------------------------------------------ stage entries
     def export_stages(
@@ -600,6 +607,289 @@ def parse_vocabulary(words: Sequence[str] | str) -> list[str]:
     return [str(w).strip() for w in words]
 
 
+@dataclass
+class StreamState:
+    """What a resumed :meth:`VideoSegmenter.stream` needs after ``next_batch`` finished batches
+    (``frames_done`` frames): Omega's fit data, the F~ (b, h, w, C) and M~ (b, h, w) int64 of the last
+    finished batch (Omega is refitted on them: its KNN holds exactly that data)."""
+
+    next_batch: int
+    frames_done: int
+    features: np.ndarray
+    labels: np.ndarray
+
+    def save(self, path: str | Path, **meta: Any) -> Path:
+        """Write to ``path`` (.npz) atomically, with JSON-able ``meta`` (identity of the run)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(
+            tmp,
+            next_batch=np.int64(self.next_batch),
+            frames_done=np.int64(self.frames_done),
+            features=self.features,
+            labels=self.labels,
+            meta=np.array(json.dumps(meta)),
+        )
+        os.replace(tmp, path)
+        return path
+
+    @staticmethod
+    def load(path: str | Path) -> tuple[StreamState, dict[str, Any]]:
+        """(state, meta) written by :meth:`save`."""
+        with np.load(Path(path), allow_pickle=False) as z:
+            st = StreamState(int(z["next_batch"]), int(z["frames_done"]), z["features"], z["labels"])
+            return st, json.loads(str(z["meta"]))
+
+
+@dataclass
+class StreamBatch:
+    """One batch of :meth:`VideoSegmenter.stream`: batch ``index`` (0-based), frames ``start:stop`` of the
+    clip; ``frames`` the original frames (b, H0, W0, 3) uint8; ``labels`` Y at input resolution
+    (b, H0, W0) uint8; ``result`` the :class:`BatchResult` (M^j, M~^j, Y at processing size, details,
+    timings). :meth:`state` is the checkpoint after this batch."""
+
+    index: int
+    frames: np.ndarray
+    labels: np.ndarray
+    result: BatchResult
+    _fit: tuple[Any, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def start(self) -> int:
+        return self.result.start
+
+    @property
+    def stop(self) -> int:
+        return self.result.stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def state(self) -> StreamState:
+        """The :class:`StreamState` after this batch (F~ kept float32, or float64 if it was: exact)."""
+        if self._fit is None:
+            raise RuntimeError("no checkpoint: this batch's coarse maps came from the stage cache")
+        f, m = self._fit
+        f = f.detach().cpu() if isinstance(f, torch.Tensor) else torch.as_tensor(f)
+        f = f if f.dtype == torch.float64 else f.float()
+        return StreamState(self.index + 1, self.stop, f.numpy().copy(), np.asarray(m, np.int64).copy())
+
+
+class _Loop:
+    """The body of Figure 3 for one batch (:meth:`step`), shared by :meth:`VideoSegmenter.iter_batches`,
+    :meth:`VideoSegmenter.stream` and so :meth:`VideoSegmenter.segment`; Omega carries between steps."""
+
+    def __init__(
+        self,
+        seg: VideoSegmenter,
+        config: SegConfig,
+        mode: Mode,
+        keep: set[int] | Literal["all"] | None,
+        progress: bool,
+        cache: ClipCache | None,
+        *,
+        gt_first: np.ndarray | None = None,
+        record_names: bool = False,
+    ) -> None:
+        self.seg, self.config, self.keep, self.progress, self.cache = (
+            seg,
+            config,
+            keep or set(),
+            progress,
+            cache,
+        )
+        self.full = mode == "full"
+        self.fkey, self.ckey = seg.feature_key(config), stage_key(config, "coarse")
+        self.dkey = stage_key(config, "diff")
+        self.cached_feats = cache.features.get(self.fkey) if cache else None
+        self.cached_coarse = cache.coarse.get(self.ckey) if cache else None
+        self.cached_diffs = cache.diffs.get(self.dkey) if cache and self.full else None
+        self.computed = tuple(
+            name
+            for name, todo in (
+                ("features", self.cached_feats is None),
+                ("coarse maps", self.cached_coarse is None),
+                ("stage 3", self.full and self.cached_diffs is None),
+                ("filter", self.full),
+            )
+            if todo
+        )
+        self.new_feats: list[Features] = []
+        self.new_coarse: list[tuple[np.ndarray, np.ndarray]] = []
+        self.new_diffs: list[FrameDiff] = []
+        # on a GPU the KNN and the refinement run there (torch backend of Omega)
+        bb = seg.backbone
+        self.dev = bb.device if bb.device.type == "cuda" else torch.device("cpu")
+        self.omega = SceneContextModel.from_config(config)
+        self.last_fit: tuple[Any, np.ndarray] | None = None  # (F~, M~) Omega was last fitted on
+        self.steps = 0  # batches stepped (or, after restore, finished): the first one fits Omega
+        # issue 15: frame 1's GT (row 6, gt_merge) and the authors' KNN reference carried between batches
+        self.gt_first = gt_first
+        self.knn_ref: tuple[np.ndarray, np.ndarray] | None = None  # row 5
+        self.record_names = record_names  # issue 13: the first batch records its attn2 queries
+
+    def restore(self, state: StreamState) -> None:
+        """Omega as after batch ``state.next_batch - 1``: the KNN refitted on that batch's (F~, M~)."""
+        f = torch.from_numpy(np.ascontiguousarray(state.features)).to(self.dev)
+        self.omega.fit(f, state.labels)
+        self.last_fit = (f, state.labels)
+        self.steps = state.next_batch
+
+    def step(self, a: int, frames: np.ndarray, *, update: bool, resize_s: float = 0.0) -> BatchResult:
+        """Steps 0-4 for the frames ``a:a+len(frames)`` (processing size), then, with ``update``, the
+        autoregressive update ``omega.fit(F~, M~)`` of this batch for the next one."""
+        config, seg, full, dev, omega = self.config, self.seg, self.full, self.dev, self.omega
+        cached_feats, cached_coarse, cached_diffs = self.cached_feats, self.cached_coarse, self.cached_diffs
+        b = a + len(frames)
+        timings: dict[str, float] = {"resize": resize_s} if resize_s else {}
+
+        def tick(name: str, t0: float) -> None:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+
+        # step 0: reference run -> F~ (and, when stage 3 follows, the q/k and latents it replays)
+        need_diff = full and cached_diffs is None
+        ref = None
+        t0 = time.perf_counter()
+        # names (issue 13): the first batch's cross-attention queries, recorded once per clip
+        cache, fkey = self.cache, self.fkey
+        nkey = (cache.key if cache else None, fkey, seg.name_blocks, seg.name_step)
+        names_now = self.record_names and a == 0
+        queries = seg._cached_queries(nkey) if names_now else None
+        rec = names_now and queries is None
+        if need_diff or cached_feats is None or rec:
+            # a kept reference run (QKCache, SegConfig.keep_qk) serves a stage-3 rerun, e.g. a new lambda
+            bb_dev = seg.backbone.device
+            ref = seg.qk_cache.get(frames, a, fkey, config, bb_dev) if need_diff and not rec else None
+            if ref is None:
+                ref = reference_run(
+                    seg.backbone,
+                    frames,
+                    config,
+                    frame_offset=a,
+                    record_qk=need_diff,
+                    progress=self.progress,
+                    record_names=rec,
+                    name_blocks=seg.name_blocks,
+                    name_step=seg.name_step,
+                )
+                if need_diff:
+                    seg.qk_cache.put(frames, a, fkey, ref, config, bb_dev)
+            tick("reference run" if need_diff else "features", t0)
+            if rec:
+                queries = ref.name_queries
+                seg._name_queries = (nkey, queries) if cache is not None else None
+        feats = cached_feats[a:b] if cached_feats is not None else ref.features
+        if self.cache is not None:
+            self.new_feats.append(feats)
+
+        t0 = time.perf_counter()
+        f_tilde = None
+        if cached_coarse is not None:
+            m_before, m_after = cached_coarse[0][a:b], cached_coarse[1][a:b]
+        else:
+            f_tilde = feats.stage1(config.aggregate).to(dev)
+            if config.knn_first_frame:  # issue 15 row 5 (and 6): the authors' K-Means + KNN
+                f1 = feats.stage1(config.aggregate)
+                m_before, _, self.knn_ref = authors_coarse_batch(
+                    f1.reshape(b - a, -1, f1.shape[-1]), feats.grid, n_clusters=config.n_clusters,
+                    seed=config.seed, gt_first=self.gt_first, ref=self.knn_ref,
+                )  # fmt: skip
+            else:
+                # step 1: scene context model: K-Means + KNN on the first batch -> M^1..M^B, then Omega
+                first = self.steps == 0
+                m_before = omega.fit_predict(f_tilde) if first else omega.predict(f_tilde)
+                if first and self.gt_first is not None:  # issue 15 row 6: merge clusters by frame 1's GT
+                    m_before, _ = merge_first_batch(m_before, self.gt_first)
+            # step 2: correspondence-based refinement M^j -> M~^j
+            if config.refine and b - a > 1:
+                if config.authors_cbr:  # issue 15 row 8
+                    m_after = authors_refine(m_before, feats.corr)
+                else:
+                    m_after = refine(m_before, feats.corr.to(dev), radius2=config.radius2)
+            else:
+                m_after = m_before.copy()
+            if self.knn_ref is not None:  # row 5: the next batch's KNN is fitted on this batch's M~
+                self.knn_ref = (self.knn_ref[0], m_after.reshape(-1))
+            tick("coarse maps (stages 1-2)", t0)
+        if self.cache is not None:
+            self.new_coarse.append((m_before, m_after))
+
+        rel_keep = set(range(b - a)) if self.keep == "all" else {i - a for i in self.keep if a <= i < b}
+        filtered: list[np.ndarray | None] = [None] * (b - a)
+        batch_diffs: list[FrameDiff] | None = None
+        if full:
+            # step 3: masked modulation -> the difference maps D_l
+            t0 = time.perf_counter()
+            if cached_diffs is not None:
+                batch_diffs = cached_diffs[a:b]
+            else:
+                mo = modulate(
+                    seg.backbone, ref, m_after, config, keep_images=rel_keep, progress=self.progress
+                )
+                batch_diffs = mo.frames
+                tick("modulation (stage 3)", t0)
+            if self.cache is not None:
+                self.new_diffs.extend(batch_diffs)
+            # step 4: filtering (s) and argmax -> Y
+            t0 = time.perf_counter()
+            fin = [
+                final_labels(d, m, config.s_effective, lanczos=config.lanczos_filter)  # row 4
+                for d, m in zip(batch_diffs, m_after)
+            ]
+            filtered = [f for f, _ in fin]
+            final = np.stack([y for _, y in fin])
+            tick("filter + argmax", t0)
+        else:  # preview: Y = M~^j upsampled
+            final = resize_labels(m_after, frames.shape[1:3])
+        del ref
+
+        # the autoregressive update: Omega <- (F~^j, M~^j) of this batch only, for the next batch
+        # (the caller passes no update after the last batch, nor with the authors' KNN)
+        if f_tilde is not None and update:
+            t0 = time.perf_counter()
+            omega.fit(f_tilde, m_after)
+            self.last_fit = (f_tilde, m_after)
+            tick("coarse maps (stages 1-2)", t0)
+
+        self.steps += 1
+        details = {
+            a + r: _detail(a + r, frames[r], feats[r : r + 1], config, m_before[r], m_after[r],
+                           final[r], None if batch_diffs is None else batch_diffs[r], filtered[r])
+            for r in sorted(rel_keep)
+        }  # fmt: skip
+        return BatchResult(
+            start=a,
+            stop=b,
+            before=m_before,
+            after=m_after,
+            final=final,
+            details=details,
+            features=feats,
+            diffs=batch_diffs,
+            timings=timings,
+            computed=self.computed,
+            name_queries=queries if names_now else None,
+        )
+
+    def finish(self) -> None:
+        """Store what this run computed in the clip's cache entry (if the clip is cached)."""
+        cache = self.cache
+        if cache is None:
+            return
+        if self.cached_feats is None and self.new_feats:
+            cache.features.setdefault(self.fkey, Features.concat(self.new_feats))
+        if self.new_coarse:
+            cache.coarse.setdefault(
+                self.ckey,
+                (
+                    np.concatenate([m for m, _ in self.new_coarse]),
+                    np.concatenate([m for _, m in self.new_coarse]),
+                ),
+            )
+        if self.full:
+            cache.diffs.setdefault(self.dkey, self.new_diffs)
+
+
 def _detail(
     index: int,
     frame: np.ndarray,
@@ -624,6 +914,36 @@ def _detail(
         diff=diff,
         filtered=filtered,
     )
+
+
+def _stream_keep(keep: Sequence[int] | str | None, n: int | None) -> set[int] | Literal["all"]:
+    """The frames whose intermediates :meth:`VideoSegmenter.stream` keeps (``n``: the clip length if known;
+    ``"auto"``: all frames of clips up to 32 frames, else frame 0)."""
+    if keep == "all" or (keep == "auto" and n is not None and n <= 32):
+        return "all"
+    if keep == "auto":
+        return {0}
+    if keep is None:
+        return set()
+    return {int(i) % n if n else int(i) for i in keep}
+
+
+def _as_source(clip: Any, config: SegConfig) -> Any:
+    """What :func:`open_video` reads for ``clip``: a Clip or array cut to ``config.max_frames`` (no
+    warning, as :meth:`VideoSegmenter.prepare`), an object with ``frames`` and ``fps`` (a SyntheticClip)
+    as a Clip, a path as it is."""
+    m = config.max_frames
+    if not isinstance(clip, Clip) and hasattr(clip, "frames") and hasattr(clip, "fps"):
+        clip = Clip(frames=np.asarray(clip.frames), fps=float(clip.fps), source="<clip>")
+    if isinstance(clip, Clip):
+        if m is not None and len(clip) > m:
+            clip = Clip(
+                frames=clip.frames[:m], fps=clip.fps, source=clip.source, original_size=clip.original_size
+            )
+        return clip
+    if isinstance(clip, np.ndarray) and m is not None and clip.ndim == 4 and len(clip) > m:
+        return clip[:m]
+    return clip
 
 
 def _keep_set(keep: Sequence[int] | str | None, n: int) -> set[int]:

@@ -49,7 +49,9 @@ from ..metrics import (
     apply_label_map,
     assign_labels,
     confusion_matrix,
+    davis_frame_scores,
     davis_scores,
+    davis_statistics,
     mean_iou,
     mean_video_consistency,
     per_class_iou,
@@ -66,7 +68,9 @@ __all__ = [
     "resolve_protocol",
     "resolve_mode",
     "evaluate_clip",
+    "evaluate_stream",
     "score_result",
+    "StreamScorer",
     "davis_objects",
     "summarize",
 ]
@@ -296,6 +300,157 @@ def score_result(
         out[f"mVC{w}"] = mean_video_consistency([vc])
     if davis:
         out.update(davis_objects(gt, pred, c, ignore_index))
+    return out
+
+
+class StreamScorer:
+    """:func:`score_result` batch by batch, for long videos: the same numbers, in memory that does not
+    grow with the clip (the paper's long-video setting).
+
+    ``add(labels, coarse, gt, annotated)`` per batch, in order (cluster maps (b, H, W), coarse maps M^j
+    (b, h, w), ground truth (b, H, W), per-frame annotation flags); :meth:`result` at the end. The clusters
+    are assigned on the first annotated frame, as in :func:`score_result`: batches before it wait (their
+    uint8 labels and ground truth only). Then each batch adds to the confusion matrix, the VC_n windows
+    are scored on the batch plus the last 16 frames kept from before (a window's score reads only its own
+    n frames; like :func:`~vidseg_nb.metrics.video_consistency`, the last possible window of the clip is
+    left out) and, with ``davis``, the per-frame J and F of each object are kept (two floats per frame
+    and object; the first and last frame are dropped at the end). Kept: one (C+1)^2 matrix, the window
+    scores, the last max(n) frames of ground truth and prediction.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, *, davis: bool = False) -> None:
+        self.c, self.ignore_index, self.davis = int(num_classes), int(ignore_index), davis
+        self.conf = np.zeros((self.c + 1, self.c + 1), np.int64)
+        self.mapping: dict[int, int] | None = None
+        self.assign_frame = -1
+        self.t = 0  # frames scored
+        self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.tail: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # last frames: gt, pred, ann
+        self.next_start = dict.fromkeys(VC_WINDOWS, 0)
+        self.vc: dict[int, list[np.ndarray]] = {w: [] for w in VC_WINDOWS}
+        self.jf: list[tuple[list[np.ndarray], list[np.ndarray]]] = [([], []) for _ in range(1, self.c)]
+        self.any_void = False
+
+    def add(
+        self, labels: np.ndarray, coarse: np.ndarray, gt: np.ndarray, annotated: Sequence[bool] | None = None
+    ) -> None:
+        """Score frames ``t .. t + b - 1`` (``annotated`` default: all True)."""
+        labels, gt = np.asarray(labels), np.asarray(gt)
+        if gt.shape != labels.shape:
+            raise ValueError(f"ground truth {gt.shape} and labels {labels.shape} differ in size")
+        ann = np.ones(len(labels), bool) if annotated is None else np.asarray(list(annotated), bool)
+        if self.mapping is None:
+            if not ann.any():
+                self.pending.append((labels.astype(np.uint8), gt, ann))
+                return
+            r = int(np.flatnonzero(ann)[0])
+            self.assign_frame = self.t + sum(len(p[0]) for p in self.pending) + r
+            mapping = assign_labels(np.asarray(coarse)[r], gt[r], ignore_index=self.ignore_index)
+            self.mapping = {k: (v if 0 <= v < self.c else -1) for k, v in mapping.items()}
+            pending, self.pending = self.pending, []
+            for lab, g, a in pending:
+                self._score(lab, g, a)
+        self._score(labels, gt, ann)
+
+    def _score(self, labels: np.ndarray, gt: np.ndarray, ann: np.ndarray) -> None:
+        c = self.c
+        pred = apply_label_map(labels, self.mapping, default=-1)
+        pred[pred < 0] = c
+        g = np.where((gt >= 0) & (gt < c), gt, -1)
+        self.conf += confusion_matrix(g, pred, c + 1)
+        if self.tail is not None:
+            tg, tp, ta = self.tail
+            gt_all, pred_all, ann_all = (np.concatenate(x) for x in ((tg, gt), (tp, pred), (ta, ann)))
+        else:
+            gt_all, pred_all, ann_all = gt, pred, ann
+        first = self.t + len(labels) - len(gt_all)  # clip index of gt_all[0]
+        end = self.t + len(labels)
+        for w in VC_WINDOWS:
+            s = self.next_start[w] - first
+            vc = video_consistency(gt_all[s:], pred_all[s:], w)
+            if vc.size and not ann_all[s:].all():
+                bad = np.convolve(~ann_all[s:], np.ones(w, int), mode="valid")[: vc.size] > 0
+                vc = np.where(bad, np.nan, vc)
+            self.vc[w].append(vc)
+            self.next_start[w] = max(self.next_start[w], end - w)
+        keep = max(VC_WINDOWS)
+        self.tail = (gt_all[-keep:].copy(), pred_all[-keep:].copy(), ann_all[-keep:].copy())
+        if self.davis:
+            void = gt == self.ignore_index
+            self.any_void = self.any_void or bool(void.any())
+            for k, (js, fs) in zip(range(1, c), self.jf):
+                j, f = davis_frame_scores(gt == k, pred == k, void=void)
+                js.append(j)
+                fs.append(f)
+        self.t = end
+
+    def result(self) -> dict[str, Any]:
+        """What :func:`score_result` returns for the frames added so far."""
+        if self.mapping is None:
+            raise ValueError("no annotated frame to assign labels from")
+        c = self.c
+        out: dict[str, Any] = {
+            "conf": self.conf.copy(),
+            "mIoU": mean_iou(self.conf),
+            "mapping": {int(k): int(v) for k, v in sorted(self.mapping.items())},
+            "assign_frame": self.assign_frame,
+            "unassigned_pixels": int(self.conf[:, c].sum()),
+            "num_classes": c,
+            "ignore_index": self.ignore_index,
+            "protocol": "late",  # the streamed path: ground truth only at scoring (SPEC 8)
+        }
+        for w in VC_WINDOWS:
+            vc = np.concatenate(self.vc[w]) if self.vc[w] else np.empty(0)
+            out[f"vc{w}"] = vc
+            out[f"mVC{w}"] = mean_video_consistency([vc])
+        if self.davis:
+            drop = self.t >= 3
+            js, fs = [], []
+            for jl, fl in self.jf:
+                j, f = np.concatenate(jl), np.concatenate(fl)
+                if drop:
+                    j, f = j[1:-1], f[1:-1]
+                js.append(float(davis_statistics(j)[0]))
+                fs.append(float(davis_statistics(f)[0]))
+            jm, fm = _nanmean(js), _nanmean(fs)
+            out.update({"J_objects": js, "F_objects": fs, "J": jm, "F": fm, "J&F": (jm + fm) / 2})
+        return out
+
+
+def evaluate_stream(
+    segmenter: Any,
+    frames: Any,
+    gt_batch: Any,
+    config: SegConfig,
+    num_classes: int,
+    ignore_index: int = 255,
+    mode: str | None = None,
+    davis: bool = False,
+    annotated: Sequence[bool] | None = None,
+) -> dict[str, Any]:
+    """:func:`evaluate_clip` for a long video, batch by batch (``segmenter.stream``): ``frames`` is any
+    source of :meth:`~vidseg_nb.pipeline.VideoSegmenter.stream` (read lazily), ``gt_batch(a, b)`` returns
+    the ground truth (b - a, H, W) of frames a .. b-1. Scored by :class:`StreamScorer`: the same record as
+    :func:`evaluate_clip`, without holding the clip, its labels or its ground truth."""
+    config = config or segmenter.config
+    mode = resolve_mode(config, mode)
+    scorer = StreamScorer(num_classes, ignore_index, davis=davis)
+    counters0 = segmenter.backbone.counters.snapshot()
+    t0 = time.perf_counter()
+    seconds = 0.0
+    for sb in segmenter.stream(frames, config, mode=mode, keep=None, progress=False):
+        seconds += time.perf_counter() - t0
+        ann = None if annotated is None else list(annotated)[sb.start : sb.stop]
+        scorer.add(sb.labels, sb.result.before, gt_batch(sb.start, sb.stop), ann)
+        t0 = time.perf_counter()
+    out = scorer.result()
+    out.update(
+        seconds=seconds,
+        frames=int(scorer.t),
+        work=dict(segmenter.backbone.counters.since(counters0)),
+        mode=mode,
+        assign="first-frame",
+    )
     return out
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from ..config import SegConfig, default_model
@@ -31,6 +32,7 @@ from .protocol import (
     check_assign,
     dataset_vocabulary,
     evaluate_clip,
+    evaluate_stream,
     resolve_mode,
     resolve_protocol,
     summarize,
@@ -80,6 +82,28 @@ def is_davis(dataset: Any) -> bool:
 # --------------------------------------------------------------------------------------------------
 # one video
 # --------------------------------------------------------------------------------------------------
+STREAM_FRAMES = 120
+"""Videos with more frames than this are evaluated batch by batch (:func:`~.protocol.evaluate_stream`):
+frames and ground truth read per batch, scored incrementally, so memory does not grow with the video."""
+
+
+class _LazyFrames(Sequence):
+    """Frame files read one at a time (a source of :func:`~vidseg_nb.video.open_video`)."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: Any) -> Any:
+        from ..datasets import _read_rgb
+
+        if isinstance(i, slice):
+            return _LazyFrames(self.paths[i])
+        return _read_rgb(self.paths[i])
+
+
 def eval_sample(
     sample: Any,
     backbone: Any,
@@ -88,21 +112,51 @@ def eval_sample(
     davis: bool = False,
     assign: str = "first-frame",
     vocabulary: Sequence[str] | None = None,
+    stream_frames: int = STREAM_FRAMES,
 ) -> dict[str, Any]:
     """Evaluate one dataset video (a :class:`~vidseg_nb.datasets.VideoSample`); returns its JSON record.
 
     ``assign`` / ``vocabulary``: see :func:`~.protocol.evaluate_clip`; the ground truth is loaded only
-    after the segmentation (and, with ``"names"``, its ground-truth-free assignment)."""
+    after the segmentation (and, with ``"names"``, its ground-truth-free assignment). Videos longer than
+    ``stream_frames`` frames are streamed (:func:`~.protocol.evaluate_stream`, the same record) under the
+    default protocol (``late``, first-frame assignment, consecutive batches); the authors' protocol, the
+    assignment by names and overlapping batches take the whole-clip path."""
     from ..pipeline import VideoSegmenter
 
+    n = (
+        len(sample.frame_paths)
+        if config.max_frames is None
+        else min(len(sample.frame_paths), config.max_frames)
+    )
+    annotated = [p is not None for p in sample.label_paths[:n]]
+    seg = VideoSegmenter(backbone, config, cache_frames=0)
+    streamable = assign == "first-frame" and not config.gt_merge and not config.shifted_last_batch
+    if n > stream_frames and streamable:
+        from ..video import open_video
+
+        frames = open_video(_LazyFrames(sample.frame_paths[:n]))
+        void = np.full(frames.size, sample.ignore_index, dtype=np.int64)
+
+        def gt_batch(a: int, b: int) -> np.ndarray:
+            return np.stack([void if p is None else sample.read_label(p) for p in sample.label_paths[a:b]])
+
+        res = evaluate_stream(
+            seg,
+            frames,
+            gt_batch,
+            config,
+            sample.num_classes,
+            sample.ignore_index,
+            mode=mode,
+            davis=davis,
+            annotated=annotated,
+        )
+        return to_json({"video": sample.name, **res})
     frames = sample.load_frames(config.max_frames)
-    n = len(frames)
 
     def gt() -> Any:
         return sample.load_labels(config.max_frames)
 
-    annotated = [p is not None for p in sample.label_paths[:n]]
-    seg = VideoSegmenter(backbone, config, cache_frames=0)
     res = evaluate_clip(
         seg,
         frames,
