@@ -608,6 +608,19 @@ def test_example_clips_fit_the_limit(rt):
 
 
 # ----------------------------------------------------------------------------------------- ZeroGPU
+@pytest.fixture
+def one_thread():
+    """One torch thread in the parent too, while a test forks: the forked worker runs single-threaded
+    (libgomp's pool is not fork-safe), and the parent's comparison runs must use the same reductions to be
+    bit-identical."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class FakeGPU:
     """Like ``spaces.GPU(duration=...)``: each call asks ``duration(*args)``, pickles the arguments into
     a forked worker, runs the function there and pickles its result back; records the bytes moved."""
@@ -627,6 +640,11 @@ class FakeGPU:
             recv, send = ctx.Pipe(duplex=False)
 
             def child():
+                # a forked child must not use the parent's OpenMP thread pool (libgomp is not fork-safe:
+                # it deadlocks); ZeroGPU's worker is a fresh process for its CPU side too
+                import torch
+
+                torch.set_num_threads(1)
                 try:
                     send.send_bytes(pickle.dumps(("ok", fn(*pickle.loads(blob)))))
                 except BaseException as e:  # noqa: BLE001 - handed to the parent
@@ -634,6 +652,9 @@ class FakeGPU:
 
             proc = ctx.Process(target=child)
             proc.start()
+            if not recv.poll(600):  # never hang the suite
+                proc.kill()
+                raise AssertionError("the forked device step did not answer within 600 s")
             back = recv.recv_bytes()
             proc.join(60)
             kind, value = pickle.loads(back)
@@ -669,7 +690,7 @@ def _same_result(got, want) -> None:
         np.testing.assert_array_equal(got.features.aggregated.numpy(), want.features.aggregated.numpy())
 
 
-def test_device_step_through_a_forking_fake_spaces_gpu(rt, clips, backbone, monkeypatch):
+def test_device_step_through_a_forking_fake_spaces_gpu(rt, clips, backbone, monkeypatch, one_thread):
     """issue 14: only frames, config and the stage entries a run reads go in; arrays and new entries come
     back; the session's segmenter never crosses; an s change never calls the device function."""
     import pickle
@@ -726,7 +747,7 @@ def test_device_step_through_a_forking_fake_spaces_gpu(rt, clips, backbone, monk
     )
 
 
-def test_preview_then_full_through_the_fake_gpu(rt, clips, backbone, monkeypatch):
+def test_preview_then_full_through_the_fake_gpu(rt, clips, backbone, monkeypatch, one_thread):
     """A preview's features cross back; the full run after it is handed them and computes stage 3."""
     from vidseg_nb.pipeline import VideoSegmenter
 
