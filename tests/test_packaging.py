@@ -64,7 +64,11 @@ def _third_party_imports(folder: Path) -> dict[str, list[str]]:
                 continue
             for name in names:
                 top = name.split(".")[0]
-                if top not in sys.stdlib_module_names and top not in ("vidseg_nb", "__future__"):
+                if top not in sys.stdlib_module_names and top not in (
+                    "vidseg_nb",
+                    "demo",
+                    "__future__",
+                ):  # own packages
                     found.setdefault(top, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
     return found
 
