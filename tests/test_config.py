@@ -54,7 +54,13 @@ def test_stage_fields_are_todays_tuples_and_cumulative():
     # every field is read by exactly one first stage; "run" fields by none of the cached stages
     run = stage_fields("run")
     # issue 12's stage-3 work reuse changes no stage's output (same labels), so it keys no cache
-    reuse = {"reuse_prefix", "skip_qk_projections", "shared_attention", "shared_attention_cpu"}
+    reuse = {
+        "reuse_prefix",
+        "skip_qk_projections",
+        "shared_attention",
+        "shared_attention_cpu",
+        "one_key_attention",
+    }
     assert set(run) == {"chunk_size", "preset", "extra", "keep_qk", "keep_qk_budget_gb"} | reuse
     assert set(run) | set(stage_fields("filter")) == {f.name for f in fields(SegConfig)}
     assert not set(run) & set(stage_fields("filter"))

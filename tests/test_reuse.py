@@ -71,7 +71,7 @@ def test_difference_maps_and_labels_equal_with_and_without_reuse(model, tiny, ti
     np.testing.assert_array_equal(raw, raw0)
     np.testing.assert_array_equal(lab, lab0)
     # prefix replay + shared softmax(QK^T): float noise
-    for over in ({**REUSE_OFF, "reuse_prefix": True}, REUSE_ON):
+    for over in ({**REUSE_OFF, "reuse_prefix": True}, {**REUSE_OFF, "one_key_attention": True}, REUSE_ON):
         raw, lab = _run(bb, frames, coarse, base.replace(**over))
         np.testing.assert_allclose(raw, raw0, atol=ATOL_D, rtol=0)
         np.testing.assert_array_equal(lab, lab0)
@@ -137,6 +137,9 @@ def _meta_backbone(model: str):
     return bb, cond, preset("svd"), 3
 
 
+ON_BUT_ONE_KEY = {**REUSE_ON, "one_key_attention": False}  # its saving: test_one_key_attention_flops
+
+
 def _flops(counts: dict, path: str, unet_name: str) -> int:
     return sum(counts.get(f"{unet_name}.{path}", {}).values())
 
@@ -151,7 +154,7 @@ def test_flop_drop_follows_the_formula(model):
     n_labels = 2
     r = 2 * n_labels
     before = stage3_unet_flops(bb, x, base.replace(**REUSE_OFF), n_labels, cond, detail=True)
-    after = stage3_unet_flops(bb, x, base.replace(**REUSE_ON), n_labels, cond)
+    after = stage3_unet_flops(bb, x, base.replace(**ON_BUT_ONE_KEY), n_labels, cond)
     assert after["reference"] == before["reference"]
     name = type(bb.unet).__name__
     prefix = bb.layout.prefix_sites(bb.unet)
@@ -172,6 +175,99 @@ def test_flop_drop_follows_the_formula(model):
     assert after["modulated"] * g == pytest.approx(before["modulated"] * g - saved, rel=1e-9)
     # the drop is large: the prefix is most of the UNet at t_m
     assert after["modulated_at_t_m"] < 0.6 * before["modulated_at_t_m"]
+
+
+def _one_key_query_lengths(bb, x, cond, cfg) -> dict[str, int | None]:
+    """Every ``attn2``'s query length, or None where its context has more than one token."""
+    seen: dict[str, int | None] = {}
+    handles = []
+    for name, m in bb.unet.named_modules():
+        if name.endswith("attn2"):
+
+            def pre(_m, args, kwargs, name=name):
+                hs, ctx = args[0], kwargs.get("encoder_hidden_states")
+                seen[name] = hs.shape[1] if ctx is not None and ctx.shape[1] == 1 else None
+
+            handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
+    with torch.no_grad():
+        bb.unet_eps(x, cfg.t_m, cfg.guidance_scale, cond=cond)
+    for h in handles:
+        h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("model", ["sd", "svd"])
+def test_one_key_attention_flops(model):
+    """A cross-attention over one token (SVD's image embedding) costs to_v plus to_out on one row per
+    sample after the switch: saved = attn2 - to_v - to_out / n_queries at each such site, in the reference
+    run and in the modulated runs; SD (77 text tokens) is unchanged."""
+    bb, cond, base, g = _meta_backbone(model)
+    x = torch.empty(1, g, 4, 8, 8, device="meta")
+    off = stage3_unet_flops(bb, x, base.replace(**ON_BUT_ONE_KEY), 2, cond, detail=True)
+    on = stage3_unet_flops(bb, x, base.replace(**REUSE_ON), 2, cond, detail=True)
+    n_q = _one_key_query_lengths(bb, x, cond, base)
+    name = type(bb.unet).__name__
+    one_key = {site: nq for site, nq in n_q.items() if nq is not None}
+    assert bool(one_key) == (model == "svd") and len(n_q) > 0
+    for kind in ("reference_modules", "modules"):
+        saved = 0
+        for counts in off[kind]:
+            for site, nq in one_key.items():
+                out = _flops(counts, f"{site}.to_out.0", name)
+                assert out % nq == 0
+                saved += _flops(counts, site, name) - _flops(counts, f"{site}.to_v", name) - out // nq
+        total_off = sum(sum(c["Global"].values()) for c in off[kind])
+        total_on = sum(sum(c["Global"].values()) for c in on[kind])
+        assert total_on == total_off - saved
+        assert (saved > 0) == (model == "svd")
+
+
+def test_reference_with_one_key_attention_serves_modulated_runs_without_it(tiny_svd):
+    """A reference run recorded with ``one_key_attention`` holds no q/k of the one-token cross-attentions;
+    modulated runs without the switch (hook injection or the injecting processor) leave those sites as
+    they are, which is exact there: same D_l and labels as the path without any reuse."""
+    frames = make_clip(n_frames=2, height=128, width=128, seed=1).frames
+    base = preset("svd", batch_size=2)
+    coarse = _stripes(len(frames), 8, 2)
+    raw0, lab0 = _run(tiny_svd, frames, coarse, base.replace(**REUSE_OFF))
+    ref = reference_run(tiny_svd, frames, base.replace(**REUSE_ON), record_qk=True, progress=False)
+    assert ref.qk.data and not any(site.endswith("attn2") for _, site, _ in ref.qk.data)
+    for over in (REUSE_OFF, {**REUSE_OFF, "skip_qk_projections": True}):
+        cfg = base.replace(**over)
+        mo = modulate(tiny_svd, ref, coarse, cfg, progress=False)
+        raw = np.stack([f.raw for f in mo.frames])
+        lab = np.stack([final_labels(d, m, cfg.s)[1] for d, m in zip(mo.frames, coarse)])
+        np.testing.assert_allclose(raw, raw0, atol=ATOL_D, rtol=0)
+        np.testing.assert_array_equal(lab, lab0)
+
+
+def test_one_key_processor_equals_attention_and_skips_q_k():
+    """OneKeyAttnProcessor = diffusers' attention when the context is one token (softmax over one key is
+    1: float noise only from to_out's row count), without calling to_q/to_k; any other call is the
+    processor it replaced, bit for bit."""
+    from diffusers.models.attention_processor import Attention
+
+    from vidseg_nb.probe import OneKeyAttnProcessor
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=32, cross_attention_dim=16, heads=2, dim_head=16).eval()
+    calls = []
+    for proj in (attn.to_q, attn.to_k):
+        proj.register_forward_hook(lambda *a: calls.append(1))
+    hs = torch.randn(3, 10, 32)
+    with torch.no_grad():
+        ctx1 = torch.randn(3, 1, 16)
+        ref1 = attn(hs, encoder_hidden_states=ctx1)
+        ctx5 = torch.randn(3, 5, 16)
+        ref5 = attn(hs, encoder_hidden_states=ctx5)
+        calls.clear()
+        attn.set_processor(OneKeyAttnProcessor(attn.processor))
+        got1 = attn(hs, encoder_hidden_states=ctx1)
+        assert calls == []  # no q/k projection
+        torch.testing.assert_close(got1, ref1, rtol=1e-6, atol=1e-6)
+        assert got1.shape == ref1.shape and not torch.equal(got1[0, 0], got1[1, 0])  # per sample
+        got5 = attn(hs, encoder_hidden_states=ctx5)
+        assert torch.equal(got5, ref5) and calls == [1, 1]
 
 
 # ------------------------------------------------------------------------ kept q/k on a lambda change

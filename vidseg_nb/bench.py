@@ -120,8 +120,16 @@ def flops_per_call_svd(height: int = 576, width: int = 1024, frames: int = 14) -
 
 
 # ---------------------------------------------------------------------------------- stage-3 reuse (issue 12)
-REUSE_OFF = dict(reuse_prefix=False, skip_qk_projections=False, shared_attention=False)
-REUSE_ON = dict(reuse_prefix=True, skip_qk_projections=True, shared_attention=True, shared_attention_cpu=True)
+REUSE_OFF = dict(
+    reuse_prefix=False, skip_qk_projections=False, shared_attention=False, one_key_attention=False
+)
+REUSE_ON = dict(
+    reuse_prefix=True,
+    skip_qk_projections=True,
+    shared_attention=True,
+    shared_attention_cpu=True,
+    one_key_attention=True,
+)
 
 
 @torch.no_grad()
@@ -135,24 +143,27 @@ def stage3_unet_flops(
     records q/k at every step t_m..n-1 (and the prefix at t_m with ``config.reuse_prefix``); the modulated
     batch is 2L runs of that group with the modulation added at t_m. Returns FLOPs per frame (a group is
     G frames): ``reference``, ``modulated``, ``modulated_at_t_m``, ``unet`` (their sum); with ``detail``
-    also ``modules``: FlopCounterMode's per-module counts of each modulated step's call (whole group).
+    also ``modules`` / ``reference_modules``: FlopCounterMode's per-module counts of each modulated /
+    reference step's call (whole group).
     """
     from torch.utils.flop_counter import FlopCounterMode
 
     from .features import Reference
     from .modulation import reuse_hooks
-    from .probe import AddToOutput, Probe, RecordOutputs, RecordQK
+    from .probe import AddToOutput, OneKeyAttention, Probe, RecordOutputs, RecordQK
 
     g = x.shape[1]
     steps = range(config.t_m, config.n_steps)
     qk = RecordQK()
     prefix = RecordOutputs(config.t_m, n_groups=1) if config.reuse_prefix else None
-    ref_flops = 0
-    with Probe(bb.unet, qk, *([prefix] if prefix else []), layout=bb.layout) as p:
+    ref_flops, ref_modules = 0, []
+    one_key = [OneKeyAttention()] if config.one_key_attention else []
+    with Probe(bb.unet, *one_key, qk, *([prefix] if prefix else []), layout=bb.layout) as p:
         for i in steps:
             with FlopCounterMode(display=False) as fc:
                 bb.unet_eps(x, i, config.guidance_scale, listener=p, cond=cond)
             ref_flops += fc.get_total_flops()
+            ref_modules.append(fc.get_flop_counts())
     ref = Reference(z0=x[0], x_start=x[0], features=None, qk=qk.qk, condition=cond, prefix=prefix)  # type: ignore[arg-type]
     r = 2 * n_labels
     gidx = torch.zeros(r, dtype=torch.long)
@@ -171,7 +182,7 @@ def stage3_unet_flops(
     )
     out["unet"] = out["reference"] + out["modulated"]
     if detail:
-        out["modules"] = modules
+        out["modules"], out["reference_modules"] = modules, ref_modules
     return out
 
 
@@ -197,7 +208,7 @@ def reuse_flops(size: int = 512, n_labels: int = 10, svd: bool = False, frames: 
     res: dict[str, Any] = {"size": size, "labels": n_labels, "model": "svd" if svd else "sd21"}
     for name, over in (("before", REUSE_OFF), ("after", REUSE_ON)):
         f = stage3_unet_flops(bb, x, base.replace(**over), n_labels, cond)
-        res[name] = {k: v / 1e12 for k, v in f.items() if k != "modules"}
+        res[name] = {k: v / 1e12 for k, v in f.items() if not k.endswith("modules")}
     res["drop"] = 1 - res["after"]["unet"] / res["before"]["unet"]
     return res
 

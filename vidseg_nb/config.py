@@ -115,6 +115,11 @@ class SegConfig:
     skip_qk_projections: bool = _f(
         True, "run", "injected attentions take the reference q/k without computing to_q/to_k"
     )
+    one_key_attention: bool = _f(
+        True,
+        "run",
+        "cross-attentions over one token (SVD's image embedding) skip q/k, QK^T, P V: output to_out(to_v(c))",
+    )
     shared_attention: bool = _f(
         True, "run", "on CUDA: softmax(QK^T) once per frame and step for all modulated runs (float noise)"
     )

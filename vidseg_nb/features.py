@@ -26,6 +26,7 @@ from .names import NAME_BLOCKS
 from .probe import (
     CORR_BLOCK,
     FEATURE_BLOCKS,
+    OneKeyAttention,
     Probe,
     QKStore,
     RecordCrossQuery,
@@ -191,7 +192,8 @@ def reference_run(
     # prefix reuse (SegConfig.reuse_prefix): the outputs at t_m that every modulated run would recompute
     prefix = RecordOutputs(config.t_m, n_groups=n // g) if record_qk and config.reuse_prefix else None
     extra = [qk, *([prefix] if prefix is not None else [])] if record_qk else []
-    hooks = [query, *names_hook, *extra]
+    one_key = [OneKeyAttention()] if config.one_key_attention else []  # one-token contexts: to_out(to_v(c))
+    hooks = [*one_key, query, *names_hook, *extra]
     with Probe(backbone.unet, *hooks, layout=layout) as probe:
         n_groups = len(groups)
         for a in tqdm(

@@ -25,7 +25,7 @@ from .authors import authors_diff_maps, authors_filter_masks, authors_last_blend
 from .backbone import Backbone
 from .config import SegConfig
 from .features import Reference
-from .probe import AddToOutput, InjectAttention, InjectQK, Probe, ReplayOutputs
+from .probe import AddToOutput, InjectAttention, InjectQK, OneKeyAttention, Probe, ReplayOutputs
 
 
 @dataclass
@@ -141,15 +141,18 @@ def final_labels(
 def reuse_hooks(backbone: Backbone, ref: Reference, config: SegConfig, gidx: torch.Tensor) -> list:
     """The q/k injection of the modulated runs ``gidx`` (reference groups) and the work reuse chosen in
     ``config`` (issue 12): :class:`~vidseg_nb.probe.ReplayOutputs` of the recorded prefix at t_m
-    (``reuse_prefix``), :class:`~vidseg_nb.probe.InjectAttention` (no ``to_q``/``to_k``,
+    (``reuse_prefix``), :class:`~vidseg_nb.probe.OneKeyAttention` (``one_key_attention``),
+    :class:`~vidseg_nb.probe.InjectAttention` (no ``to_q``/``to_k``,
     ``skip_qk_projections``; softmax(QK^T) once per group, ``shared_attention`` on CUDA, elsewhere with
     ``shared_attention_cpu``), else
     :class:`~vidseg_nb.probe.InjectQK`."""
     shared = config.shared_attention and (backbone.device.type == "cuda" or config.shared_attention_cpu)
+    # OneKeyAttention first: InjectAttention's processors fall back to it
+    hooks: list = [OneKeyAttention()] if config.one_key_attention else []
     if config.skip_qk_projections or shared:
-        hooks: list = [InjectAttention(ref.qk, gidx, shared=shared)]
+        hooks.append(InjectAttention(ref.qk, gidx, shared=shared))
     else:
-        hooks = [InjectQK(ref.qk, gidx)]
+        hooks.append(InjectQK(ref.qk, gidx))
     if config.reuse_prefix and ref.prefix is not None:
         hooks.append(ReplayOutputs(ref.prefix, gidx))
     return hooks

@@ -11,7 +11,9 @@ Each hook has one job, at the step indices the sampler announces (:meth:`Probe.s
   ``attn2``, after ``to_out``, before the residual add) at one step, on both CFG halves: +/- lambda * M_l;
 - :class:`RecordQK`: record the ``to_q``/``to_k`` outputs of ``attn1``/``attn2`` of every transformer block
   in ``up_blocks[1..3]`` at every step;
-- :class:`InjectQK`: replace them by recorded ones in another run (EmerDiff's fixed QK^T).
+- :class:`InjectQK`: replace them by recorded ones in another run (EmerDiff's fixed QK^T);
+- :class:`OneKeyAttention`: cross-attentions over a one-token context (SVD's image embedding) computed as
+  ``to_out(to_v(c))``, the exact value of softmax over one key (issue 12).
 
 :class:`Probe` installs the hooks it is given (``with Probe(unet, *hooks, layout=...)``), refuses a UNet
 whose attention projections are fused, and removes every hook on exit. Everything a hook needs is given to
@@ -356,9 +358,14 @@ class InjectQK(Hook):
 
     def install(self, mods: dict[str, torch.nn.Module], layout: Layout, probe: Probe) -> list[Any]:
         def make(site: str, kind: str):
-            def hook(_m: torch.nn.Module, _inp: Any, out: torch.Tensor) -> torch.Tensor:
+            def hook(_m: torch.nn.Module, _inp: Any, out: torch.Tensor) -> torch.Tensor | None:
+                key = (probe.step, site, kind)
+                if key not in self.store.data and site.endswith("attn2"):
+                    # the reference ran this cross-attention with OneKeyAttention (a one-token context):
+                    # nothing was recorded, and injecting q/k there would not change its output
+                    return None
                 group = (out.shape[0] // 2) // len(self.index)
-                return self.store.get((probe.step, site, kind), self.index, group).to(out.dtype)
+                return self.store.get(key, self.index, group).to(out.dtype)
 
             return hook
 
@@ -629,6 +636,69 @@ class InjectAttention(Hook):
         return handles
 
 
+# ---------------------------------------------------------------------------------- one-key attention (12.2)
+def one_key_context(attn: Any, hidden_states: torch.Tensor, context: torch.Tensor | None, mask: Any) -> bool:
+    """Whether this attention call attends to a single key with the plain diffusers arithmetic: then
+    softmax over that one key is exactly 1 and the output is ``to_out(to_v(c))`` for every query."""
+    return (
+        context is not None
+        and context.ndim == 3
+        and context.shape[1] == 1
+        and mask is None
+        and hidden_states.ndim == 3
+        and getattr(attn, "spatial_norm", None) is None
+        and getattr(attn, "group_norm", None) is None
+    )
+
+
+class OneKeyAttnProcessor:
+    """Attention processor of a cross-attention whose context is one token (SVD's CLIP image embedding):
+    softmax(q k^T / sqrt(d)) over one key is exactly 1, so the output is ``to_out(to_v(c))`` broadcast to
+    every query, independent of q and k. ``to_q``/``to_k``, QK^T and P V are not computed, and ``to_out``
+    runs on one row per sample instead of one per query (float noise: the matmul's row count differs).
+    Any other call (more than one key, a mask, 4-D input, spatial/group norm) goes to ``fallback``."""
+
+    def __init__(self, fallback: Any) -> None:
+        self.fallback = fallback
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        if not one_key_context(attn, hidden_states, encoder_hidden_states, attention_mask):
+            return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+        ctx = encoder_hidden_states
+        if attn.norm_cross:
+            ctx = attn.norm_encoder_hidden_states(ctx)
+        out = attn.to_out[1](attn.to_out[0](attn.to_v(ctx)))  # (B, 1, C): one row per sample
+        out = out.to(hidden_states.dtype).expand(-1, hidden_states.shape[1], -1)
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor if attn.rescale_output_factor != 1.0 else out
+
+
+class OneKeyAttention(Hook):
+    """Every ``attn2`` of the UNet gets :class:`OneKeyAttnProcessor` (issue 12, ``SegConfig.one_key_attention``):
+    cross-attentions over a one-token context skip their q/k projections, QK^T and P V and run ``to_out``
+    once per sample; others (SD's 77 text tokens) run as before. Install it before :class:`InjectAttention`
+    (whose fallback it then is). q/k recorded or injected at such a site would not change its output:
+    they are neither recorded nor injected. The previous processors are restored on exit."""
+
+    def install(self, mods: dict[str, torch.nn.Module], layout: Layout, probe: Probe) -> list[Any]:
+        handles = []
+        for name, attn in mods.items():
+            if name.endswith("attn2") and hasattr(attn, "set_processor") and hasattr(attn, "to_v"):
+                old = attn.processor
+                attn.set_processor(OneKeyAttnProcessor(old))
+                handles.append(_Restore(lambda attn=attn, old=old: attn.set_processor(old)))
+        return handles
+
+
 class Probe:
     """The one context manager composing hooks on a UNet: ``with Probe(unet, RecordQuery(24), layout=L) as p:
     backbone.sample(..., listener=p)``. The sampler tells it the step (:meth:`set_step`); every hook acts
@@ -657,7 +727,7 @@ class Probe:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for h in self._handles:
+        for h in reversed(self._handles):  # last installed first: stacked processors unwind in order
             h.remove()
         self._handles.clear()
 
