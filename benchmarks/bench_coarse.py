@@ -27,7 +27,8 @@ import platform
 import resource
 import subprocess
 import sys
-import time
+
+from _batch import add_batch_arguments, best_seconds, planted_features
 
 STAGES = (
     "kmeans",
@@ -45,18 +46,8 @@ STAGES = (
 
 
 def make_features(frames: int, h: int, w: int, c: int, seed: int = 0):
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((20, c)).astype(np.float32)
-    yy, xx = np.mgrid[0:h, 0 : w + frames]
-    layout = (yy // 7) * 5 + (xx // 11) % 5  # 20 block-shaped regions
-    feats = []
-    for j in range(2 * frames):  # two consecutive batches
-        lab = layout[:, j // 2 : j // 2 + w] % 20
-        f = centres[lab] + 0.6 * rng.standard_normal((h, w, c)).astype(np.float32)
-        feats.append(f / np.abs(f).max(axis=-1, keepdims=True))
-    f = np.stack(feats).astype(np.float32)
+    """Two consecutive batches (frames, h, w, c) of the planted features."""
+    f = planted_features(frames, h, w, c, batches=2, seed=seed)
     return f[:frames], f[frames:]
 
 
@@ -132,9 +123,8 @@ def run_stage(name: str, args: argparse.Namespace) -> dict:
     gc.collect()
     base, reset_ok = reset_peak()
     cuda0 = torch.cuda.memory_allocated() if cuda else 0
-    times = []
-    for _ in range(args.repeat):
-        t0 = time.perf_counter()
+
+    def stage() -> None:
         if name.startswith("kmeans"):
             model().start(b1)
         elif name.endswith("_fit"):
@@ -147,19 +137,15 @@ def run_stage(name: str, args: argparse.Namespace) -> dict:
             coarse_batch(model(), b1, update=True)
         elif name.startswith("coarse_batch_next"):
             coarse_batch(prep, b2, update=True)
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+
+    seconds, _ = best_seconds(stage, args.repeat, torch.cuda.synchronize if cuda else None)
     peak = (torch.cuda.max_memory_allocated() - cuda0) / 2**20 if cuda else peak_mib(reset_ok) - base
-    return {"stage": name, "seconds": min(times), "peak_extra_mib": peak, "base_mib": base, "cuda": cuda}
+    return {"stage": name, "seconds": seconds, "peak_extra_mib": peak, "base_mib": base, "cuda": cuda}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=14)
-    ap.add_argument("--h", type=int, default=28)
-    ap.add_argument("--w", type=int, default=52)
-    ap.add_argument("--c", type=int, default=640)
+    add_batch_arguments(ap)
     ap.add_argument("--repeat", type=int, default=1, help="repetitions per stage; the minimum is reported")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device of the torch stages")
     ap.add_argument("--stage", choices=STAGES, help="(internal) run one stage and print JSON")

@@ -18,30 +18,21 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 
 import numpy as np
 import sklearn
 import torch
+from _batch import add_batch_arguments, best_seconds, planted_features
 from sklearn.cluster import KMeans
 
 from vidseg_nb.kmeans import TorchKMeans
 
 
 def make_features(frames: int, h: int, w: int, c: int, data: str, seed: int = 0) -> np.ndarray:
-    """(frames * h * w, c) float32 features (the planted layout of benchmarks/bench_coarse.py)."""
-    rng = np.random.default_rng(seed)
+    """(frames * h * w, c) float32 features: the planted ones of benchmarks/bench_coarse.py, or noise."""
     if data == "gauss":
-        return rng.standard_normal((frames * h * w, c)).astype(np.float32)
-    centres = rng.standard_normal((20, c)).astype(np.float32)
-    yy, xx = np.mgrid[0:h, 0 : w + frames]
-    layout = (yy // 7) * 5 + (xx // 11) % 5  # 20 block-shaped regions
-    feats = []
-    for j in range(frames):
-        lab = layout[:, j // 2 : j // 2 + w] % 20
-        f = centres[lab] + 0.6 * rng.standard_normal((h, w, c)).astype(np.float32)
-        feats.append(f / np.abs(f).max(axis=-1, keepdims=True))
-    return np.stack(feats).astype(np.float32).reshape(-1, c)
+        return np.random.default_rng(seed).standard_normal((frames * h * w, c)).astype(np.float32)
+    return planted_features(frames, h, w, c, seed=seed).reshape(-1, c)
 
 
 def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
@@ -49,17 +40,9 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     return len(pairs) == len(np.unique(a)) == len(np.unique(b))
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=14)
-    ap.add_argument("--h", type=int, default=28)
-    ap.add_argument("--w", type=int, default=52)
-    ap.add_argument("--c", type=int, default=640)
+    add_batch_arguments(ap)
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--n-init", type=int, default=10)
     ap.add_argument("--device", default="cpu")
@@ -75,23 +58,19 @@ def main() -> None:
     xt = torch.from_numpy(x).to(args.device)
     rows = []
 
-    best = float("inf")
-    for _ in range(args.repeat):
-        _sync(args.device)
-        t0 = time.perf_counter()
-        tk = TorchKMeans(n_clusters=args.k, n_init=args.n_init, random_state=0).fit(xt)
-        _sync(args.device)
-        best = min(best, time.perf_counter() - t0)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
+    best, tk = best_seconds(
+        lambda: TorchKMeans(n_clusters=args.k, n_init=args.n_init, random_state=0).fit(xt), args.repeat, sync
+    )
     tk_labels = tk.labels_.cpu().numpy()
     rows.append((f"TorchKMeans ({args.device})", best, tk.n_iter_, tk.inertia_))
 
     sk_labels = None
     if not args.skip_sklearn:
-        best = float("inf")
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            sk = KMeans(n_clusters=args.k, n_init=args.n_init, random_state=0, algorithm="lloyd").fit(x)
-            best = min(best, time.perf_counter() - t0)
+        best, sk = best_seconds(
+            lambda: KMeans(n_clusters=args.k, n_init=args.n_init, random_state=0, algorithm="lloyd").fit(x),
+            args.repeat,
+        )
         sk_labels = sk.labels_
         rows.append(("scikit-learn KMeans (lloyd, cpu)", best, sk.n_iter_, float(sk.inertia_)))
 

@@ -32,12 +32,14 @@ from vidseg_nb.names import (
     QueryRecorder,
     TextEncoderError,
     VocabularyError,
+    name_clusters,
     site_name,
     unet_word_attention,
 )
 from vidseg_nb.palette import PALETTE
 from vidseg_nb.pipeline import VideoSegmenter, parse_vocabulary
 from vidseg_nb.synthetic import make_clip
+from vidseg_nb.video import read_label_png
 from vidseg_nb.viz import draw_legend, legend_entries, legend_html
 
 WORDS = ["person", "dog", "grass", "sky"]
@@ -135,6 +137,31 @@ def test_names_after_a_plain_run_cost_one_first_batch_feature_run(tiny, clip):
     assert named.work["unet_samples"] == plain.work["unet_samples"] * b // n
 
 
+def test_clip_namer_decides_on_the_first_batch_and_carries_the_names(tiny, clip):
+    seg = VideoSegmenter(tiny, cfg(), cache_frames=0)
+    frames = seg.prepare(clip, cfg())[1]
+    b0, b1 = seg.iter_batches(frames, cfg(), mode="preview", progress=False, record_names=True)
+    assert b0.name_queries and b1.name_queries is None
+    namer = seg.name_tracker(", ".join(WORDS))
+    assert namer.names == {} and namer.vocabulary == tuple(WORDS) and namer.attention is None
+    first = namer.update(b0)
+    # A from the recorded queries (text encoder + to_k), the names of M~ of the first batch from A
+    att = unet_word_attention(b0.name_queries, tiny.unet, seg.vocabulary(WORDS), tuple(b0.after.shape[1:]))
+    torch.testing.assert_close(namer.attention, att)
+    assert first == name_clusters(att, b0.after, WORDS, seg.name_margin) and "names" in b0.timings
+    assert set(first) == set(np.unique(b0.after).tolist())
+    namer.update(b1)  # later batches need no queries: the names go with the cluster ids
+    assert namer.names == dict(sorted(first.items()))
+    namer.update_coarse(np.full_like(b1.after, 99), start=4)  # an id never seen: unnamed, listed late
+    assert namer.names[99].name == UNNAMED and namer.tracker.late == {99}
+    resumed = seg.name_tracker(WORDS)  # a resumed run: the names of its first batch, no A needed
+    resumed.resume(first)
+    resumed.update(b1)
+    assert resumed.names == dict(sorted(first.items())) and resumed.attention is None
+    with pytest.raises(VocabularyError, match="no cross-attention queries"):
+        seg.name_tracker(WORDS).update(b1)  # a fresh one given a batch without queries
+
+
 def test_rename_needs_recorded_queries(tiny, clip):
     seg = VideoSegmenter(tiny, cfg(), cache_frames=0)
     res = seg.segment(clip, progress=False)
@@ -214,6 +241,55 @@ def test_cli_segment_writes_names_json_and_legend(tmp_path, capsys):
     # same labels, so the overlays differ only where the legend is drawn (top-left); mp4 noise elsewhere
     assert np.abs(a - b)[:, :12, :20].mean() > 20
     assert np.abs(a - b)[:, 40:, 40:].mean() < 3
+
+
+def _names_json(path: Path) -> dict:
+    return json.loads(path.read_text())["labels"]
+
+
+def _as_json(names: dict) -> dict:
+    """``result.names`` as ``OUT_names.json`` writes them (6 decimals, NaN as null)."""
+    num = lambda x: None if not np.isfinite(x) else round(float(x), 6)  # noqa: E731
+    return {
+        str(i): dict(name=n.name, score=num(n.score), margin=num(n.margin), best=n.best)
+        for i, n in names.items()
+    }
+
+
+def test_cli_streamed_names_equal_segment_names_and_survive_a_resume(tiny, tmp_path, monkeypatch):
+    """The streamed CLI and ``segment(names=...)`` name with one ClipNamer: the same names on the same
+    labels; a run killed after batch 1 and resumed keeps the names its first batch decided."""
+    clip = tmp_path / "c.mp4"
+    assert cli.main(["example", str(clip), "--frames", "5", "--height", "64", "--width", "64"]) == 0
+    monkeypatch.setattr(cli, "_open", lambda args: tiny)
+    words = "person, dog, grass"
+    argv = ["segment", str(clip), "-o", str(tmp_path / "o.mp4"), "--names", words, *FAST, "--batch-size", "2"]
+    assert cli.main([*argv, "--quiet"]) == 0
+    config = cli.config_from_args(cli.build_parser().parse_args(argv))
+    res = VideoSegmenter(tiny, config, cache_frames=0).segment(str(clip), progress=False, names=words)
+    pngs = np.stack([read_label_png(p) for p in sorted((tmp_path / "o_labels").glob("*.png"))])
+    np.testing.assert_array_equal(pngs, res.labels)  # the same run ...
+    assert res.names and _names_json(tmp_path / "o_names.json") == _as_json(res.names)  # ... the same names
+
+    real_ckpt, calls = cli._save_checkpoint, []
+
+    def ckpt(*a):
+        real_ckpt(*a)
+        calls.append(1)
+        raise _Stop  # killed after batch 1 (its checkpoint saved, with the names)
+
+    out = tmp_path / "r.mp4"
+    monkeypatch.setattr(cli, "_save_checkpoint", ckpt)
+    run = ["segment", str(clip), "-o", str(out), "--names", words, *FAST, "--batch-size", "2", "--quiet"]
+    with pytest.raises(_Stop):
+        cli.main(run)
+    monkeypatch.setattr(cli, "_save_checkpoint", real_ckpt)
+    assert cli.main([*run, "--resume"]) == 0
+    assert _names_json(tmp_path / "r_names.json") == _as_json(res.names)
+
+
+class _Stop(Exception):
+    pass
 
 
 def test_cli_bad_names_are_one_line_exit_2(tmp_path, capsys):

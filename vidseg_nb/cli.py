@@ -317,37 +317,31 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 class _Names:
-    """``--names`` on the streamed run (issue 13): the vocabulary embedded before any UNet work (bad words
-    fail first), names decided on the first batch from its recorded cross-attention queries and carried
-    with the cluster ids; a resumed run takes them from the checkpoint. ``vocabulary``/``names`` as a
+    """``--names`` on the streamed run (issue 13): the segmenter's
+    :class:`~vidseg_nb.pipeline.ClipNamer` (the vocabulary embedded before any UNet work, so bad words
+    fail first; the names decided on the first batch and carried with the cluster ids, as
+    ``VideoSegmenter.segment(names=...)`` does); a resumed run takes them from the checkpoint, and this
+    draws the legend and saves them. ``vocabulary``/``names`` as a
     :class:`~vidseg_nb.pipeline.SegmentationResult` has them (for :func:`_write_names`)."""
 
     def __init__(self, seg: Any, words: str | None, checkpoint: Path | None) -> None:
-        from .names import ClusterName, NameTracker
-
-        self.seg, self.wanted = seg, words is not None
-        self.vocab = seg.vocabulary(words) if self.wanted else None
-        self.vocabulary: tuple[str, ...] = tuple(self.vocab.words) if self.vocab is not None else ()
-        self.tracker = NameTracker(list(self.vocabulary), seg.name_margin) if self.wanted else None
-        self.names: dict[int, Any] = {}
-        if self.wanted and checkpoint is not None:  # resumed: the names the first batch decided
+        self.wanted = words is not None
+        self.namer = seg.name_tracker(words) if words is not None else None
+        self.vocabulary: tuple[str, ...] = self.namer.vocabulary if self.namer is not None else ()
+        if self.namer is not None and checkpoint is not None:  # resumed: the names the first batch decided
+            from .names import ClusterName
             from .pipeline import StreamState
 
             saved = StreamState.load(checkpoint)[1].get("names") or {}
-            self.names = {int(k): ClusterName(**v) for k, v in saved.items()}
-            self.tracker.names.update(self.names)
-            self.tracker.decided = bool(self.names)
+            self.namer.resume({int(k): ClusterName(**v) for k, v in saved.items()})
+
+    @property
+    def names(self) -> dict[int, Any]:
+        return self.namer.names if self.namer is not None else {}
 
     def update(self, sb: Any) -> None:
-        if self.tracker is None:
-            return
-        res = sb.result
-        if not self.names:  # the first batch (name queries recorded for it)
-            att = self.seg._word_attention(res.name_queries, self.vocab, tuple(res.after.shape[1:]))
-            self.tracker.update(res.after, att)
-        else:
-            self.tracker.update(res.after, None)
-        self.names = dict(sorted(self.tracker.names.items()))
+        if self.namer is not None:
+            self.namer.update(sb.result)
 
     def legend(self, frames: Any, labels: Any) -> Any:
         """Overlay frames with the names legend drawn on each (only with ``--names``)."""

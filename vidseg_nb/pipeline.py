@@ -27,8 +27,9 @@ cached, and intermediates are kept only for the frames asked for, so memory stay
 Names (issue 13, :mod:`vidseg_nb.names`): ``segment(clip, names=[...])`` also records the cross-attention
 queries of the first batch's reference run (decoder blocks 3-8 at the feature step; ``name_blocks`` /
 ``name_step`` of the segmenter), names the clusters of M~ of the first batch and carries the names with
-the cluster ids (``result.names``). The queries are kept on the result and cached per clip, so
-:meth:`VideoSegmenter.rename` (another vocabulary) costs zero UNet samples.
+the cluster ids (``result.names``; :class:`ClipNamer`, from :meth:`VideoSegmenter.name_tracker`, does
+this batch by batch, also for a caller of :meth:`~VideoSegmenter.stream`). The queries are kept on the
+result and cached per clip, so :meth:`VideoSegmenter.rename` (another vocabulary) costs zero UNet samples.
 
 The authors' code (issue 15, :mod:`vidseg_nb.authors`; each switch off by default) runs in the same loop
 body; its overlapping last batch (``shifted_last_batch``) and first-frame ground truth (``gt_merge``) need
@@ -42,7 +43,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -76,6 +77,7 @@ from .video import Clip, VideoStream, open_video, read_video, resize_frames, res
 
 __all__ = [
     "BatchResult",
+    "ClipNamer",
     "FrameDetail",
     "SegmentationResult",
     "StreamBatch",
@@ -265,10 +267,9 @@ class VideoSegmenter:
         later, with no UNet work. Without either, nothing changes (the default path's labels and work are the same).
         """
         config = config or self.config
-        vocab = self.vocabulary(names) if names is not None else None  # bad input fails before any UNet run
-        record = vocab is not None or bool(self.record_names if record_names is None else record_names)
-        tracker = NameTracker(list(vocab.words), self.name_margin) if vocab is not None else None
-        attention, queries = None, None
+        namer = self.name_tracker(names) if names is not None else None  # bad words fail before any UNet run
+        record = namer is not None or bool(self.record_names if record_names is None else record_names)
+        queries = None
         mode = mode or ("full" if config.modulation else "preview")
         details: dict[int, FrameDetail] = {}
         timings: dict[str, float] = {}
@@ -276,15 +277,11 @@ class VideoSegmenter:
         counters0 = self.backbone.counters.snapshot()
 
         def collect(batch: BatchResult) -> None:
-            nonlocal attention, queries
+            nonlocal queries
             if batch.name_queries is not None:
                 queries = batch.name_queries
-            if tracker is not None:  # names decided on the first batch, carried with the cluster ids
-                t0 = time.perf_counter()
-                if batch.start == 0:
-                    attention = self._word_attention(queries, vocab, tuple(batch.after.shape[1:]))
-                tracker.update(batch.after, attention if batch.start == 0 else None)
-                batch.timings["names"] = batch.timings.get("names", 0.0) + time.perf_counter() - t0
+            if namer is not None:  # names decided on the first batch, carried with the cluster ids
+                namer.update(batch)
             details.update(batch.details)
             for name, sec in batch.timings.items():
                 timings[name] = timings.get(name, 0.0) + sec
@@ -353,9 +350,9 @@ class VideoSegmenter:
             work=self.backbone.counters.since(counters0),
             is_random_model=self.backbone.is_random,
             computed=tuple(computed),
-            names=dict(sorted(tracker.names.items())) if tracker is not None else {},
-            vocabulary=tuple(vocab.words) if vocab is not None else (),
-            word_attention=attention,
+            names=namer.names if namer is not None else {},
+            vocabulary=namer.vocabulary if namer is not None else (),
+            word_attention=namer.attention if namer is not None else None,
             name_queries=queries,
         )
 
@@ -561,6 +558,13 @@ class VideoSegmenter:
         tokenizer, text_encoder = require_text_encoder(self.backbone)
         return encode_vocabulary(tokenizer, text_encoder, parse_vocabulary(words))
 
+    def name_tracker(self, words: Sequence[str] | str, margin: float | None = None) -> ClipNamer:
+        """A :class:`ClipNamer` for one clip: ``words`` embedded now (bad words fail before any UNet
+        work), the names decided on the first batch it is given and carried with the cluster ids;
+        ``margin`` defaults to ``self.name_margin``."""
+        vocab = self.vocabulary(words)
+        return ClipNamer(self, vocab, self.name_margin if margin is None else margin)
+
     def _cached_queries(self, key: tuple) -> dict[str, torch.Tensor] | None:
         """The cached first-batch queries of the clip/feature setting ``key`` (one entry), else None."""
         return self._name_queries[1] if self._name_queries and self._name_queries[0] == key else None
@@ -579,23 +583,65 @@ class VideoSegmenter:
     ) -> SegmentationResult:
         """``result`` named with another vocabulary, from its cached first-batch queries: zero UNet samples
         (the text encoder embeds the words; each site's ``to_k`` projects them). Labels are unchanged."""
-        vocab = self.vocabulary(words)
+        namer = self.name_tracker(words, margin)
         if not result.name_queries:
             raise VocabularyError(
                 "this result kept no cross-attention queries: segment with names=[...] (or record_names=True)"
             )
         after = result.coarse_after
         bsz = result.config.batch_size
-        attention = self._word_attention(result.name_queries, vocab, tuple(after.shape[1:]))
-        tracker = NameTracker(list(vocab.words), self.name_margin if margin is None else margin)
         for a in range(0, len(after), bsz):
-            tracker.update(after[a : a + bsz], attention if a == 0 else None)
+            namer.update_coarse(after[a : a + bsz], a, result.name_queries)
         return dataclasses.replace(
-            result,
-            names=dict(sorted(tracker.names.items())),
-            vocabulary=tuple(vocab.words),
-            word_attention=attention,
+            result, names=namer.names, vocabulary=namer.vocabulary, word_attention=namer.attention
         )
+
+
+class ClipNamer:
+    """The segments of one clip named batch by batch (issue 13; from :meth:`VideoSegmenter.name_tracker`).
+
+    The first batch given decides the names: the word attention A (N, h, w, V) from its recorded
+    cross-attention queries (the text encoder and each site's ``to_k`` only, no UNet call) names the
+    clusters of its M~; later batches carry the names with the cluster ids
+    (:class:`~vidseg_nb.names.NameTracker`). ``names`` (label id -> ClusterName, sorted), ``vocabulary``
+    and ``attention`` (A of the first batch) are what a :class:`SegmentationResult` holds.
+    """
+
+    def __init__(self, segmenter: VideoSegmenter, vocab: Vocabulary, margin: float) -> None:
+        self.vocab = vocab
+        self.vocabulary: tuple[str, ...] = tuple(vocab.words)
+        self.tracker = NameTracker(list(vocab.words), margin)
+        self.attention: torch.Tensor | None = None
+        self._segmenter = segmenter
+
+    @property
+    def names(self) -> dict[int, ClusterName]:
+        """Label id -> name of the clusters seen so far, sorted by id."""
+        return dict(sorted(self.tracker.names.items()))
+
+    def resume(self, names: Mapping[int, ClusterName]) -> None:
+        """Continue a clip whose first batch decided ``names`` (a resumed run): later batches carry them."""
+        self.tracker.names.update(names)
+        self.tracker.decided = bool(names)
+
+    def update_coarse(
+        self, after: np.ndarray | torch.Tensor, start: int, queries: dict[str, torch.Tensor] | None = None
+    ) -> dict[int, ClusterName]:
+        """Names of the clusters of M~ ``after`` (B, h, w) of the batch at frame ``start``. The first batch
+        needs its recorded ``queries`` (A is computed from them once); A also goes with a batch that
+        starts at frame 0 again (the authors' overlapping plan, issue 15 row 7), to name an id new there."""
+        first = not self.tracker.decided or start == 0
+        if first and self.attention is None:
+            self.attention = self._segmenter._word_attention(queries, self.vocab, tuple(after.shape[1:]))
+        return self.tracker.update(after, self.attention if first else None)
+
+    def update(self, batch: BatchResult) -> dict[int, ClusterName]:
+        """:meth:`update_coarse` on a batch of :meth:`~VideoSegmenter.iter_batches` (or a
+        :class:`StreamBatch`'s ``result``); its seconds are added to ``batch.timings["names"]``."""
+        t0 = time.perf_counter()
+        out = self.update_coarse(batch.after, batch.start, batch.name_queries)
+        batch.timings["names"] = batch.timings.get("names", 0.0) + time.perf_counter() - t0
+        return out
 
 
 def parse_vocabulary(words: Sequence[str] | str) -> list[str]:

@@ -130,6 +130,15 @@ def eval_sample(
     )
     annotated = [p is not None for p in sample.label_paths[:n]]
     seg = VideoSegmenter(backbone, config, cache_frames=0)
+    # what both paths score with; they differ in how frames and ground truth are read, and the assignment
+    scoring: dict[str, Any] = dict(
+        config=config,
+        num_classes=sample.num_classes,
+        ignore_index=sample.ignore_index,
+        mode=mode,
+        davis=davis,
+        annotated=annotated,
+    )
     streamable = assign == "first-frame" and not config.gt_merge and not config.shifted_last_batch
     if n > stream_frames and streamable:
         from ..video import open_video
@@ -140,36 +149,14 @@ def eval_sample(
         def gt_batch(a: int, b: int) -> np.ndarray:
             return np.stack([void if p is None else sample.read_label(p) for p in sample.label_paths[a:b]])
 
-        res = evaluate_stream(
-            seg,
-            frames,
-            gt_batch,
-            config,
-            sample.num_classes,
-            sample.ignore_index,
-            mode=mode,
-            davis=davis,
-            annotated=annotated,
-        )
-        return to_json({"video": sample.name, **res})
-    frames = sample.load_frames(config.max_frames)
+        res = evaluate_stream(seg, frames, gt_batch, **scoring)
+    else:
+        frames = sample.load_frames(config.max_frames)
 
-    def gt() -> Any:
-        return sample.load_labels(config.max_frames)
+        def gt() -> Any:
+            return sample.load_labels(config.max_frames)
 
-    res = evaluate_clip(
-        seg,
-        frames,
-        gt,
-        config,
-        sample.num_classes,
-        sample.ignore_index,
-        mode=mode,
-        davis=davis,
-        annotated=annotated,
-        assign=assign,
-        vocabulary=vocabulary,
-    )
+        res = evaluate_clip(seg, frames, gt, **scoring, assign=assign, vocabulary=vocabulary)
     return to_json({"video": sample.name, **res})
 
 
