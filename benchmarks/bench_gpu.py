@@ -5,7 +5,8 @@ run, stages 1-2, modulated runs, VAE decode) seconds per frame at 512x512 and 83
 labels, peak GPU memory, frames/s and MFU against the card's dense bf16 peak, for these variants:
 
 - ``base``: UNet bf16, VAE fp32 (TF32), no stage-3 reuse (``bench.REUSE_OFF``);
-- ``reuse``: + prefix replay, no q/k projections, shared softmax(QK^T) (``bench.REUSE_ON``);
+- ``reuse``: + prefix replay, no q/k projections, shared softmax(QK^T), one-token cross-attentions
+  (``bench.REUSE_ON``);
 - ``bf16-vae``: + VAE in bf16;
 - ``channels-last``: + UNet weights channels_last;
 - ``compile`` (``--compile``): + ``torch.compile`` of the UNet.
