@@ -158,6 +158,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import ConfigError
 from .metrics import assign_labels
 
 __all__ = [
@@ -167,7 +168,12 @@ __all__ = [
     "UNMERGED",
     "authors_argmax_labels",
     "authors_batch_starts",
+    "AUTHORS_INSTALL",
+    "authors_decoded_images",
     "authors_diff_maps",
+    "authors_noise",
+    "authors_resize_decoded",
+    "require_cv2",
     "authors_encode",
     "authors_filter_masks",
     "authors_last_blend_step",
@@ -669,8 +675,42 @@ def start_latents(backbone: Any, frames: np.ndarray, config: Any) -> tuple[torch
     """
     gen = torch.Generator().manual_seed(int(config.seed))
     z0 = authors_encode(backbone, frames, gen) if config.vae_sample else backbone.encode(frames)
-    eps = torch.randn(tuple(z0.shape), generator=gen, dtype=torch.float32) if config.batch_noise else None
+    if not config.batch_noise:
+        return z0, None
+    joint = backbone.frames_per_group(len(frames)) > 1
+    eps = authors_noise(tuple(z0.shape), int(config.seed), backbone.device, cpu_generator=gen,
+                        condition_shape=(1, 3, *np.asarray(frames).shape[1:3]) if joint else None)  # fmt: skip
     return z0, eps
+
+
+def authors_noise(
+    shape: tuple[int, ...],
+    seed: int,
+    device: torch.device | str = "cpu",
+    *,
+    cpu_generator: torch.Generator | None = None,
+    condition_shape: tuple[int, ...] | None = None,
+) -> torch.Tensor:
+    """Row 9: eps of ``EDMSampler.add_noise`` (``torch.randn_like(z)``, float32, ``shape`` (B, 4, h, w)).
+
+    Their ``z`` is on the GPU, so eps comes from the **CUDA** generator that ``seed_everything(seed)`` has
+    just seeded, and it is that generator's first draw (the posterior sample of row 1 is a CPU draw; the
+    sampler itself draws nothing). On a CUDA ``device`` eps is drawn there from a CUDA
+    ``torch.Generator`` seeded with ``seed`` (the same Philox stream: their values on a GPU with the same
+    launch grid, see docs/authors.md). Their SVD pipeline draws ``cond_aug * randn_like(image)`` on the
+    GPU first: ``condition_shape`` (1, 3, H, W) draws (and drops) that one before eps. Elsewhere (CPU,
+    MPS) eps is the next draw of ``cpu_generator`` (after the posterior sample), or of a CPU generator
+    seeded with ``seed``: CPU and CUDA streams differ, so those values are not theirs. Returned on
+    ``device`` (CUDA) or the CPU.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        gen = torch.Generator(device=device).manual_seed(int(seed))
+        if condition_shape is not None:
+            torch.randn(condition_shape, generator=gen, device=device, dtype=torch.float32)
+        return torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
+    gen = cpu_generator if cpu_generator is not None else torch.Generator().manual_seed(int(seed))
+    return torch.randn(shape, generator=gen, dtype=torch.float32)
 
 
 @torch.no_grad()
@@ -716,13 +756,62 @@ def authors_unit_to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images.detach().float().permute(0, 2, 3, 1) * 255).cpu().numpy().astype(np.uint8)
 
 
+AUTHORS_INSTALL = 'pip install "vidseg_nb[authors]"'
+"""How to get the optional OpenCV of row 3's resize (``opencv-python-headless``, the authors' 4.10.0)."""
+
+
+def require_cv2() -> Any:
+    """OpenCV's ``cv2`` module, the optional dependency of row 3's resize (``SegConfig.resize_decoded``);
+    without it a :class:`~vidseg_nb.errors.ConfigError` naming :data:`AUTHORS_INSTALL`."""
+    try:
+        import cv2
+    except ImportError as e:
+        raise ConfigError(
+            "SegConfig.resize_decoded (issue 15 row 3: the authors' cv2.resize of the decoded images to the "
+            f"input frame size) needs OpenCV: {AUTHORS_INSTALL} (or turn resize_decoded off; {e})"
+        ) from e
+    return cv2
+
+
+def authors_resize_decoded(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Row 3: uint8 RGB images (N, h, w, 3) -> (N, H, W, 3) as ``sample_video`` writes and
+    ``compute_difference`` reads them: ``cv2.cvtColor(RGB2BGR)``, ``cv2.resize(frame, (W, H))`` (default
+    INTER_LINEAR, 8-bit fixed point; a copy when the size is already ``size = (H, W)``), ``cv2.imwrite``
+    PNG (lossless) read back by Pillow as RGB. The resize is channel-wise, but it runs on the BGR array
+    as theirs. Its pixels are OpenCV's: equal for the same OpenCV build and CPU family (SIMD dispatch,
+    HAL), see the Row 3 notes of this module."""
+    cv2 = require_cv2()
+    a = np.asarray(images)
+    if a.ndim != 4 or a.shape[-1] != 3 or a.dtype != np.uint8:
+        raise ValueError(f"need uint8 images (N, h, w, 3), got {a.dtype}{a.shape}")
+    h, w = int(size[0]), int(size[1])
+    out = np.empty((len(a), h, w, 3), np.uint8)
+    for i, img in enumerate(a):
+        bgr = cv2.resize(cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR), (w, h))
+        out[i] = bgr[..., ::-1]  # the PNG holds BGR as written by cv2; Pillow reads it back as RGB
+    return out
+
+
+def authors_decoded_images(images: torch.Tensor, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Row 3: decoded images (N, 3, h, w) in [0, 1] -> the uint8 RGB (N, H, W, 3) their difference map
+    reads: :func:`authors_unit_to_uint8` (truncation), then with ``size`` (the original frame size (H, W))
+    :func:`authors_resize_decoded` (``SegConfig.resize_decoded``)."""
+    u8 = authors_unit_to_uint8(images)
+    return u8 if size is None else authors_resize_decoded(u8, size)
+
+
 def authors_diff_maps(
-    plus: torch.Tensor, minus: torch.Tensor, ksize: int = 5, sigma: float = 3.0
+    plus: torch.Tensor,
+    minus: torch.Tensor,
+    ksize: int = 5,
+    sigma: float = 3.0,
+    size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """Row 3 at the D_l call site: decoded I+ and I- (N, 3, H, W) in [0, 1] -> their D_l (N, H, W)
-    float64: :func:`authors_unit_to_uint8` then :func:`authors_difference_map` (uint8 wrap, square root,
-    cv2 blur, 8-bit JPEG and back, ``d / (max + 1e-5)``)."""
-    p, m = authors_unit_to_uint8(plus), authors_unit_to_uint8(minus)
+    """Row 3 at the D_l call site: decoded I+ and I- (N, 3, h, w) in [0, 1] -> their D_l (N, H, W)
+    float64: :func:`authors_decoded_images` (uint8 truncation; with ``size`` = (H, W) the cv2 resize to
+    the original frame size, else (H, W) = (h, w)) then :func:`authors_difference_map` (uint8 wrap,
+    square root, cv2 blur, 8-bit JPEG and back, ``d / (max + 1e-5)``)."""
+    p, m = authors_decoded_images(plus, size), authors_decoded_images(minus, size)
     return torch.from_numpy(
         np.stack([authors_difference_map(a, b, ksize=ksize, sigma=sigma) for a, b in zip(p, m)])
     )

@@ -107,6 +107,11 @@ class SegConfig:
     uint8_diff: bool = _f(
         False, "diff", "D_l on uint8 images: wrapping square, sqrt, blur, 8-bit JPEG (row 3)"
     )
+    resize_decoded: bool = _f(
+        False,
+        "diff",
+        "I+/I- cv2-resized to the input frame size; D_l, filter, Y there (row 3; uint8_diff, cv2)",
+    )
     lanczos_filter: bool = _f(False, "filter", "filter masks upsampled with LANCZOS (row 4; off: bilinear)")
     # --- work reuse in stage 3 (issue 12): same labels, less UNet work; none changes a cache key
     reuse_prefix: bool = _f(
@@ -185,6 +190,8 @@ class SegConfig:
             bad("chunk_size", "must be >= 1 or None")
         if self.blend_two_steps and self.t_f is not None:
             bad("t_f", "blend_two_steps (row 2) ends blending at t_m + 1 itself; leave t_f None")
+        if self.resize_decoded and not self.uint8_diff:
+            bad("resize_decoded", "resizes the uint8 images of uint8_diff (row 3): turn uint8_diff on too")
         if self.keep_qk_budget_gb is not None and self.keep_qk_budget_gb < 0:
             bad("keep_qk_budget_gb", "must be >= 0 or None")
 
@@ -227,6 +234,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         authors_cbr=True,
         blend_two_steps=True,
         uint8_diff=True,
+        resize_decoded=True,
         lanczos_filter=True,
     ),
     # the paper's "Ours (SVD)" (Table 3; run with an SVD model: --model tiny-svd or an SVD id): t_m = 17,
