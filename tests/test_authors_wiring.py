@@ -23,7 +23,15 @@ from vidseg_nb.config import PRESETS, ConfigError, SegConfig, preset
 from vidseg_nb.context import SceneContextModel
 from vidseg_nb.evaluation import evaluate_clip, score_result
 from vidseg_nb.features import frame_noise, reference_run
-from vidseg_nb.modulation import FrameDiff, filter_maps, final_labels, modulate, plan_runs, upsample_masks
+from vidseg_nb.modulation import (
+    FrameDiff,
+    difference_map,
+    filter_maps,
+    final_labels,
+    modulate,
+    plan_runs,
+    upsample_masks,
+)
 from vidseg_nb.pipeline import VideoSegmenter
 from vidseg_nb.refine import refine
 from vidseg_nb.synthetic import make_clip
@@ -338,8 +346,25 @@ def test_row3_resize_decoded_without_opencv_is_a_clear_error(tiny, odd_clip, mon
     assert not any(tiny.counters.since(before).values())
     res = seg.segment(odd_clip.frames, cfg(**RESIZE), mode="preview", progress=False)  # no D_l: no cv2
     assert res.labels.shape == (3, *ODD)
-    with pytest.raises(ConfigError, match="uint8_diff"):
-        cfg(resize_decoded=True)
+
+
+def test_row3_resize_alone_is_the_papers_d_l_of_their_8bit_images(tiny, odd_clip, monkeypatch):
+    pytest.importorskip("cv2", reason="the authors extra (opencv-python-headless) is not installed")
+    seen = _capture_decodes(monkeypatch, tiny)
+    config = cfg(resize_decoded=True)  # without uint8_diff: the resize's effect alone
+    res = VideoSegmenter(tiny, config, cache_frames=0).segment(
+        odd_clip.frames, config, keep="all", progress=False
+    )
+    imgs, runs = torch.cat(seen), plan_runs(res.coarse_after)
+    for f, d in res.details.items():
+        assert d.diff.raw.dtype == np.float32 and d.diff.raw.shape[1:] == ODD
+        for li, lab in enumerate(d.diff.labels if len(d.diff.labels) > 1 else []):
+            j = runs.index((f, int(lab), 1))
+            big = torch.from_numpy(A.authors_resize_decoded(A.authors_unit_to_uint8(imgs[j : j + 2]), ODD))
+            big = big.permute(0, 3, 1, 2) / 255
+            np.testing.assert_array_equal(d.diff.raw[li], difference_map(big[:1], big[1:])[0].numpy())
+        _, y = final_labels(d.diff, res.coarse_after[f], config.s)
+        np.testing.assert_array_equal(res.labels[f], y)
 
 
 # ---------------------------------------------------------------------------------------------- row 4

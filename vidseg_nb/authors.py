@@ -55,12 +55,16 @@ Row 3 - the difference map
 rounding; :func:`authors_to_uint8`), converts RGB -> BGR, ``cv2.resize`` s to the original frame size and
 writes a PNG (lossless). So D_l, the filter masks and the labels all live at the original frame size. The
 resize changes pixels only when a side is not a multiple of 64 (VSPW's 853 x 480 frames are fed as
-832 x 448, see :func:`authors_input_frame`, and come back to 853 x 480); it is **not reproduced here**:
-OpenCV's 8-bit INTER_LINEAR is fixed point (11-bit coefficients) and its vertical pass rounds differently in
-the SIMD lanes (``VResizeLinearVec_32s8u``: ``((b0 (S0 >> 4)) >> 16 + (b1 (S1 >> 4)) >> 16 + 2) >> 2``) and in
-the scalar tail (``(b0 S0 + b1 S1 + 2^21) >> 22``), with the SIMD width chosen by CPU dispatch (and a HAL
-may replace it), so the pixels depend on their OpenCV build and CPU and cannot be pinned without cv2. With
-frame sizes that are multiples of 64 the resize is the identity. ``compute_difference`` reads both PNGs
+832 x 448, see :func:`authors_input_frame`, and come back to 853 x 480; with sides that are multiples of 64
+it is a copy). It is reproduced with OpenCV itself (:func:`authors_resize_decoded`, the optional
+``authors`` extra: ``opencv-python-headless==4.10.0.84``, the same OpenCV 4.10.0 as their pinned
+opencv-python 4.10.0.82, whose wheel is built against numpy 1.x and does not import under numpy 2, which
+they also pin), on the BGR array as theirs. Its limits: OpenCV's 8-bit INTER_LINEAR is fixed point (11-bit
+coefficients) and its vertical pass rounds differently in the SIMD lanes (``VResizeLinearVec_32s8u``:
+``((b0 (S0 >> 4)) >> 16 + (b1 (S1 >> 4)) >> 16 + 2) >> 2``) and in the scalar tail (``(b0 S0 + b1 S1 +
+2^21) >> 22``), with the SIMD width chosen by CPU dispatch (and a HAL may replace it), so pixel equality
+with their files holds for the same OpenCV build on the same CPU family (x86-64 with the same dispatched
+SIMD width), not across every machine. ``compute_difference`` reads both PNGs
 back with Pillow (RGB uint8) and computes ``sqrt(sum_c (I+ - I-)^2)`` **in uint8**: the subtraction and the
 square wrap modulo 256 (**bug**), the channel sum is promoted by numpy to uint64 (no wrap), then a square
 root (the paper has none), ``cv2.GaussianBlur(d, (5, 5), 3)`` on float64 (sigmaY = sigmaX = 3, border
@@ -72,7 +76,14 @@ defaults (quality 75; a grey image has no chroma subsampling). ``get_seg_map_mai
 (uint8) and normalises ``d / (max(d) + 1e-5)``. See :func:`authors_difference_map`.
 *Wiring* (``SegConfig.uint8_diff``): in ``modulation.modulate`` where D_l is computed from I+ and I-,
 :func:`authors_diff_maps` (:func:`authors_unit_to_uint8` on the decoded images, then
-:func:`authors_difference_map`).
+:func:`authors_difference_map`). ``SegConfig.resize_decoded`` (needs OpenCV, checked when the segmenter or a
+run starts: :func:`require_cv2`) adds the resize (without ``uint8_diff``: the paper's float D_l of the
+truncated, resized 8-bit images, the resize's effect alone): the pipeline passes the clip's
+input frame size (``iter_batches(..., original_size=...)``, ``stream``, ``segment``) to ``modulate``
+(``out_size``), where :func:`authors_decoded_images` resizes the truncated images before
+:func:`authors_difference_map`; so D_l, the LANCZOS masks of row 4 and the argmax are at the input size, and
+no label resize follows. The D_l cache key then holds the input size (``cache.diff_key``); a new s
+re-filters the cached maps at that size.
 
 Row 4 - the filter mask upsampled with LANCZOS
 ----------------------------------------------
@@ -136,16 +147,31 @@ Row 9 - seeding
 ---------------
 ``seed_everything(seed)`` (``torch.manual_seed``, ``torch.cuda.manual_seed``, ``np.random.seed``;
 ``--seed`` defaults to 1) is called at the start of **every** batch, so every batch draws the same random
-numbers: the posterior sample (row 1, CPU generator, shape (B, 4, h, w)) and then the noising
-``EDMSampler.add_noise``: the sampler starts from ``z + sigma_{t_m} * randn_like(z)`` (the
-``sqrt(1 + sigma_0^2)`` factors of ``prepare_sampling_loop`` and ``add_noise`` cancel; CUDA generator, same
-shape; CUDA and CPU streams differ, so their noise cannot be reproduced on CPU). The sampler itself draws
-nothing (``s_churn = 0``). Frame k of every batch therefore gets the same noise, and the noise of a frame
+numbers: the posterior sample (row 1: ``distributions.py`` ``DiagonalGaussianDistribution.sample``,
+``torch.randn(self.mean.shape).to(device)``, the **CPU** global generator, shape (B, 4, h, w), one draw for
+the batch: ``en_and_decode_n_samples_a_time`` is unset in ``configs/inference/sd_2_1.yaml``) and then the
+noising ``EDMSampler.add_noise`` (``sampling.py``: ``eps = torch.randn_like(x) * sigma``, with ``x`` the
+latents of frames moved ``.to(device)``, ``device="cuda"``): the **CUDA** default generator, seeded by the
+same ``seed_everything`` (``torch.manual_seed`` seeds every CUDA device too), float32 (first-stage autocast
+disabled), same shape, and its first draw (nothing before it draws on the GPU: the VAE and text encoder
+have no active dropout, ``get_unconditional_conditioning`` zeroes ``ucg_rate``). The sampler starts from
+``z + sigma_{t_m} * randn_like(z)`` (the ``sqrt(1 + sigma_0^2)`` factors of ``prepare_sampling_loop`` and
+``add_noise`` cancel). The sampler itself draws nothing (``EulerEDMSampler`` with ``s_churn: 0`` in
+``sd_2_1.yaml``, so ``gamma = 0`` and ``sampler_step`` skips its ``randn_like``). Their SVD pipeline
+(``svd_pipeline_vspw.py``) draws ``cond_aug * torch.randn_like(image)`` (1, 3, H, W) on the GPU before
+``add_noise``, so there the noise is the CUDA generator's second draw. See :func:`authors_noise`. Frame k of every batch therefore gets the same noise, and the noise of a frame
 depends on its position in the batch (and on B). ``KMeans`` has no ``random_state`` and so uses numpy's global
 ``RandomState``, which ``seed_everything`` has just seeded; nothing in between draws from it, so their
 K-Means is in fact seeded by ``seed`` (:func:`authors_kmeans_first_frame` makes this explicit).
-*Wiring* (``SegConfig.batch_noise``): :func:`start_latents`: one generator seeded with ``seed`` per batch,
-drawing (B, 4, h, w) at once (after the posterior sample of row 1).
+*Wiring* (``SegConfig.batch_noise``): :func:`start_latents` -> :func:`authors_noise`: with the backbone on
+CUDA, eps is drawn there from a CUDA generator seeded with ``seed`` per batch: their values for the same
+PyTorch CUDA kernel (theirs: torch 2.0.1) and launch grid (``calc_execution_policy`` of
+``DistributionTemplates.h`` launches min(ceil(n / 256), SMs x threads per SM / 256) blocks, so when n = B x
+4 x h x w is above that cap the values depend on the GPU's SM count: VSPW's 14 x 4 x 56 x 104 differs
+between an H200, 132 SMs, and an A100, 108; their GPU is not stated); on another device (CPU, MPS)
+it is the next draw of the batch's CPU generator after the posterior sample, the same structure with other
+values. The posterior sample stays a CPU draw everywhere, as theirs. With an SVD backbone on CUDA their
+``cond_aug`` draw is drawn and dropped first (vidseg_nb's SVD conditioning noise is its own).
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ class SegConfig:
     resize_decoded: bool = _f(
         False,
         "diff",
-        "I+/I- cv2-resized to the input frame size; D_l, filter, Y there (row 3; uint8_diff, cv2)",
+        "I+/I- as 8-bit images cv2-resized to the input frame size; D_l, filter, Y there (row 3)",
     )
     lanczos_filter: bool = _f(False, "filter", "filter masks upsampled with LANCZOS (row 4; off: bilinear)")
     # --- work reuse in stage 3 (issue 12): same labels, less UNet work; none changes a cache key
@@ -190,8 +190,6 @@ class SegConfig:
             bad("chunk_size", "must be >= 1 or None")
         if self.blend_two_steps and self.t_f is not None:
             bad("t_f", "blend_two_steps (row 2) ends blending at t_m + 1 itself; leave t_f None")
-        if self.resize_decoded and not self.uint8_diff:
-            bad("resize_decoded", "resizes the uint8 images of uint8_diff (row 3): turn uint8_diff on too")
         if self.keep_qk_budget_gb is not None and self.keep_qk_budget_gb < 0:
             bad("keep_qk_budget_gb", "must be >= 0 or None")
 

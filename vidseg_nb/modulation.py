@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .authors import authors_diff_maps, authors_filter_masks, authors_last_blend_step
+from .authors import authors_decoded_images, authors_diff_maps, authors_filter_masks, authors_last_blend_step
 from .backbone import Backbone
 from .config import SegConfig
 from .features import Reference
@@ -185,7 +185,8 @@ def modulate(
 
     ``out_size``: the clip's input frame size (H0, W0). With ``config.resize_decoded`` (issue 15 row 3)
     the decoded, uint8-truncated I+ and I- are resized there by OpenCV (``cv2.resize``, as the authors'
-    ``sample_video``) and D_l (so the filter and Y after it) lives at (H0, W0); otherwise, and without
+    ``sample_video``) and D_l (so the filter and Y after it) lives at (H0, W0): their D_l with
+    ``uint8_diff``, else the paper's float D_l of those 8-bit images (/ 255). Otherwise, and without
     ``out_size``, D_l is at the processing size (so with sides that are multiples of 64 nothing changes).
     The kept I+/I- (``keep_images``) are the decoded images at the processing size either way.
     """
@@ -254,6 +255,12 @@ def modulate(
                 d = authors_diff_maps(
                     img[j, fr], img[j + 1, fr], config.blur_kernel, config.blur_sigma, size=resize_to
                 )
+            elif resize_to is not None:  # row 3's resize alone: the paper's float D_l of their 8-bit images
+                p8, m8 = (
+                    torch.from_numpy(authors_decoded_images(img[jj, fr], resize_to)) for jj in (j, j + 1)
+                )
+                d = difference_map(p8.permute(0, 3, 1, 2) / 255, m8.permute(0, 3, 1, 2) / 255,
+                                   config.blur_kernel, config.blur_sigma)  # fmt: skip
             else:
                 d = difference_map(img[j, fr], img[j + 1, fr], config.blur_kernel, config.blur_sigma).cpu()
             for i, f in enumerate(fr):
