@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import math
+import re
+import sys
 from collections import Counter
 
 import numpy as np
@@ -13,6 +15,7 @@ import torch
 from PIL import Image
 
 from vidseg_nb import authors as A
+from vidseg_nb.errors import ConfigError
 from vidseg_nb.metrics import assign_labels
 from vidseg_nb.modulation import upsample_masks
 from vidseg_nb.refine import refine
@@ -26,6 +29,42 @@ def test_posterior_sample_is_mean_plus_std_noise_from_the_cpu_generator():
     eps = torch.randn((1, 1, 1, 2), generator=torch.Generator().manual_seed(3))
     want = 0.18215 * (mean + torch.tensor([[[[2.0, math.exp(10.0)]]]]) * eps)
     torch.testing.assert_close(z, want)
+
+
+def test_noise_off_cuda_is_the_next_cpu_draw():
+    # row 9 on the CPU: the noise is the next draw of the batch's CPU generator (after the posterior)
+    g = torch.Generator().manual_seed(5)
+    torch.randn((2, 4, 3, 3), generator=g)
+    want = torch.randn((2, 4, 3, 3), generator=g)
+    g2 = torch.Generator().manual_seed(5)
+    torch.randn((2, 4, 3, 3), generator=g2)
+    got = A.authors_noise((2, 4, 3, 3), 5, "cpu", cpu_generator=g2, condition_shape=(1, 3, 24, 24))
+    torch.testing.assert_close(got, want, rtol=0, atol=0)  # (the SVD condition draw is a CUDA one only)
+    fresh = A.authors_noise((2, 4, 3, 3), 5)
+    torch.testing.assert_close(fresh, torch.randn((2, 4, 3, 3), generator=torch.Generator().manual_seed(5)))
+    assert fresh.device.type == "cpu" and fresh.dtype == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: their add_noise draw is on the GPU")
+def test_noise_on_cuda_is_their_seed_everything_then_randn_like():
+    shape = (14, 4, 7, 13)
+    with torch.random.fork_rng(devices=[0]):
+        torch.manual_seed(1)  # their seed_everything(1): torch.manual_seed, torch.cuda.manual_seed
+        torch.cuda.manual_seed(1)
+        z = torch.zeros(shape, device="cuda")
+        want = torch.randn_like(z)  # EDMSampler.add_noise: the first CUDA draw after the seed
+        torch.manual_seed(1)
+        torch.cuda.manual_seed(1)
+        image = torch.zeros((1, 3, 56, 104), device="cuda")
+        torch.randn_like(image)  # their SVD pipeline: cond_aug * randn_like(image) comes first
+        want_svd = torch.randn_like(z)
+    got = A.authors_noise(shape, 1, "cuda")
+    assert got.device.type == "cuda"
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(A.authors_noise(shape, 1, "cuda", condition_shape=(1, 3, 56, 104)), want_svd,
+                               rtol=0, atol=0)  # fmt: skip
+    cpu = A.authors_noise(shape, 1, "cpu")
+    assert (cpu - got.cpu()).abs().max() > 0.5  # the CPU stream is another one
 
 
 # ---------------------------------------------------------------------------------------------- row 2
@@ -141,6 +180,75 @@ def test_difference_map_jpeg_round_trip():
     default = np.array(Image.open(io.BytesIO(buf.getvalue())))
     np.testing.assert_array_equal(A.jpeg_roundtrip_l(np.array(grey)), default)
     assert not np.array_equal(A.jpeg_roundtrip_l(np.array(grey), quality=95), default)
+
+
+def _their_d_l_from_pngs(
+    plus_unit: np.ndarray, minus_unit: np.ndarray, size: tuple[int, int], tmp
+) -> np.ndarray:
+    """Their ``sample_video`` + ``compute_difference`` + ``get_seg_map_main``, literally, on files: decoded
+    (3, h, w) in [0, 1] -> ``* 255`` ``astype(uint8)`` -> RGB2BGR -> ``cv2.resize(frame, (W, H))`` ->
+    ``cv2.imwrite`` PNG; Pillow reads both back, uint8 ``(a - b) ** 2`` summed, sqrt, ``cv2.GaussianBlur``,
+    ``Image.fromarray(d).convert("L")`` saved as JPEG, read back, ``d / (max + 1e-5)``."""
+    cv2 = pytest.importorskip("cv2", reason="the authors extra (opencv-python-headless) is not installed")
+    paths = []
+    for name, unit in (("plus", plus_unit), ("minus", minus_unit)):
+        frame = (np.transpose(unit, (1, 2, 0)) * 255).astype(np.uint8)
+        frame = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        frame = cv2.resize(frame, (size[1], size[0]))
+        cv2.imwrite(str(tmp / f"{name}.png"), frame)
+        paths.append(tmp / f"{name}.png")
+    a, b = (np.array(Image.open(p)) for p in paths)
+    d = np.sqrt(np.sum((a - b) ** 2, axis=2))
+    d = cv2.GaussianBlur(d, (5, 5), 3)
+    Image.fromarray(d).convert("L").save(tmp / "d.jpg")
+    d8 = np.array(Image.open(tmp / "d.jpg"))
+    return d8 / (np.max(d8) + 1e-5)
+
+
+def test_resized_difference_map_at_the_original_size_equals_their_files(tmp_path):
+    # a hand-made pair at the processing size 448 x 832 (VSPW's 480 x 853 floored to 64): I+ a textured
+    # ramp, I- = I+ minus 16 (left third: 16^2 = 256 wraps to 0), 17 (middle: 289 -> 33 per channel) or 3
+    pytest.importorskip("cv2", reason="the authors extra (opencv-python-headless) is not installed")
+    h, w = 448, 832
+    y, x = np.mgrid[0:h, 0:w]
+    plus8 = np.stack(
+        [(3 * x + 2 * y + 40 * c + 7 * ((x // 5 + y // 3) % 4)) % 190 + 40 for c in range(3)], -1
+    )
+    delta = np.where(x < w // 3, 16, np.where(x < 2 * w // 3, 17, 3))[..., None]
+    minus8 = plus8 - delta
+    plus8, minus8 = plus8.astype(np.uint8), minus8.astype(np.uint8)
+    # as decoded images in [0, 1] whose truncation gives back these pixels
+    unit = [
+        (torch.from_numpy(u.astype(np.float32)).permute(2, 0, 1)[None] + 0.5) / 255 for u in (plus8, minus8)
+    ]
+    np.testing.assert_array_equal(A.authors_unit_to_uint8(unit[0])[0], plus8)
+    size = (480, 853)
+    got = A.authors_diff_maps(unit[0], unit[1], size=size).numpy()[0]
+    assert got.shape == size and got.dtype == np.float64
+    np.testing.assert_array_equal(
+        got, _their_d_l_from_pngs(unit[0][0].numpy(), unit[1][0].numpy(), size, tmp_path)
+    )
+    # the wrap survives the resize where the offset does: 16 stays 16 (0 after the wrapping square) for
+    # most pixels; cv2's 8-bit fixed point rounds the two images apart by one elsewhere (15 or 17)
+    big = A.authors_resize_decoded(np.stack([plus8, minus8]), size)
+    off = big[0].astype(int) - big[1].astype(int)
+    left = off[:, : size[1] // 3 - 3]
+    assert set(np.unique(left)) <= {15, 16, 17} and (left == 16).mean() > 0.9
+    raw = A.authors_raw_difference(big[0], big[1])[:, : size[1] // 3 - 3]
+    assert np.all(raw[(left == 16).all(axis=-1)] == 0.0)
+    # the same size is a copy: nothing changes at sides that are multiples of 64
+    np.testing.assert_array_equal(A.authors_resize_decoded(np.stack([plus8]), (h, w))[0], plus8)
+    np.testing.assert_array_equal(
+        A.authors_diff_maps(unit[0], unit[1], size=(h, w)), A.authors_diff_maps(*unit)
+    )
+
+
+def test_require_cv2_names_the_extra_when_opencv_is_absent(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # `import cv2` raises ImportError
+    with pytest.raises(ConfigError, match=re.escape('pip install "vidseg_nb[authors]"')):
+        A.require_cv2()
+    with pytest.raises(ConfigError, match="authors"):
+        A.authors_resize_decoded(np.zeros((1, 4, 4, 3), np.uint8), (5, 5))
 
 
 # ---------------------------------------------------------------------------------------------- row 4

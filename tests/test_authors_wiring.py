@@ -8,6 +8,8 @@ of :mod:`vidseg_nb.authors`; plus the ``authors`` preset end to end and ``vidseg
 from __future__ import annotations
 
 import json
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +23,19 @@ from vidseg_nb.config import PRESETS, ConfigError, SegConfig, preset
 from vidseg_nb.context import SceneContextModel
 from vidseg_nb.evaluation import evaluate_clip, score_result
 from vidseg_nb.features import frame_noise, reference_run
-from vidseg_nb.modulation import FrameDiff, filter_maps, final_labels, modulate, upsample_masks
+from vidseg_nb.modulation import (
+    FrameDiff,
+    difference_map,
+    filter_maps,
+    final_labels,
+    modulate,
+    plan_runs,
+    upsample_masks,
+)
 from vidseg_nb.pipeline import VideoSegmenter
 from vidseg_nb.refine import refine
 from vidseg_nb.synthetic import make_clip
+from vidseg_nb.video import resize_frames, resize_labels
 
 # 64 x 64 frames: latents 8 x 8, feature grid 4 x 4; 3 sampler steps (t_m = 22 of 25)
 FAST = dict(n_clusters=3, kmeans_n_init=2, max_side=64, batch_size=3)
@@ -64,6 +75,7 @@ def test_authors_preset_sets_every_row_and_vidseg_none():
         assert getattr(a, name) is True, (row, name)
         assert getattr(v, name) is False and getattr(SegConfig(), name) is False, (row, name)
     assert a.seed == 1 and not a.aggregate and a.preset == "authors" and "authors" in PRESETS
+    assert a.resize_decoded and not v.resize_decoded and not SegConfig().resize_decoded  # row 3's resize
     assert A.authors_last_blend_step(a) == a.t_m + 1 and A.authors_last_blend_step(v) == v.n_steps - 1
     assert A.authors_last_blend_step(a, joint_frames=True) == a.n_steps - 1  # their SVD: every step
     with pytest.raises(ConfigError, match="t_f"):
@@ -115,6 +127,27 @@ def test_row9_same_noise_for_every_batch(tiny, clip):
     assert seg.feature_key(cfg()) == seg.feature_key(cfg(batch_size=2))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: their add_noise draw is on the GPU")
+def test_row9_noise_on_cuda_as_their_global_generators(clip):
+    from vidseg_nb.loading import load_backbone
+
+    gpu = load_backbone("tiny", device="cuda")
+    frames = clip.frames[:3]
+    config = cfg(seed=1, vae_sample=True, batch_noise=True)
+    z0, eps = A.start_latents(gpu, frames, config)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().cuda() / 127.5 - 1.0
+    with torch.no_grad(), torch.random.fork_rng(devices=[0]):
+        dist = gpu.vae.encode(x.to(gpu.vae_dtype)).latent_dist
+        torch.manual_seed(1)  # their seed_everything at the batch
+        torch.cuda.manual_seed(1)
+        std = torch.exp(0.5 * dist.logvar.float().clamp(-30, 20))
+        post = dist.mean.float() + std * torch.randn(dist.mean.shape).to("cuda")  # CPU draw, moved
+        noise = torch.randn_like(post)  # add_noise: the CUDA generator's first draw
+    assert eps.device.type == "cuda"
+    torch.testing.assert_close(eps, noise, rtol=0, atol=0)
+    torch.testing.assert_close(z0, gpu.scaling_factor * post, rtol=1e-3, atol=1e-3)
+
+
 # ---------------------------------------------------------------------------------------------- rows 2, 3
 @pytest.fixture(scope="module")
 def mod_setup(tiny, clip):
@@ -159,20 +192,179 @@ def test_row3_hand_made_pair_wraps_and_truncates():
     np.testing.assert_array_equal(u8, A.authors_to_uint8(plus * 2 - 1))
 
 
-def test_row3_modulation_d_l_is_the_authors_map(tiny, mod_setup):
+def _capture_decodes(monkeypatch, backbone) -> list[torch.Tensor]:
+    """Every image batch ``backbone.decode`` returns from now on (I+/I- of stage 3, in run order)."""
+    seen: list[torch.Tensor] = []
+    decode = backbone.decode
+
+    def rec(z, *args, **kw):
+        img = decode(z, *args, **kw)
+        seen.append(img.detach().cpu().clone())
+        return img
+
+    monkeypatch.setattr(backbone, "decode", rec)
+    return seen
+
+
+def test_row3_modulation_d_l_is_the_authors_map(tiny, mod_setup, monkeypatch):
+    seen = _capture_decodes(monkeypatch, tiny)
     out = _run(tiny, mod_setup, uint8_diff=True)
+    img = torch.cat(seen)  # the decoded I+/I- of the runs, as the run saw them (a re-decode in another
+    seen.clear()  # batch shape can round a last bit apart, which the uint8 truncation can expose)
     base = _run(tiny, mod_setup)
-    img = tiny.decode(out.final_latents)  # the same runs, decoded again
+    torch.testing.assert_close(torch.cat(seen), img, rtol=0, atol=0)  # the same runs
     fd = out.frames[0]
     assert fd.raw.dtype == np.float64 and base.frames[0].raw.dtype == np.float32
     for li, lab in enumerate(fd.labels):
-        j = [i for i, (_, lb, sg) in enumerate(out.runs) if lb == lab and sg == 1][0]
+        j = out.runs.index((0, int(lab), 1))
         expect = A.authors_difference_map(A.authors_unit_to_uint8(img[j : j + 1])[0],
                                           A.authors_unit_to_uint8(img[j + 1 : j + 2])[0])  # fmt: skip
         np.testing.assert_array_equal(fd.raw[li], expect)
     # the runs themselves are unchanged (row 3 only changes D_l)
     torch.testing.assert_close(out.final_latents, base.final_latents, rtol=0, atol=0)
     assert not np.allclose(fd.raw, base.frames[0].raw)
+
+
+# ------------------------------------------------------------------------------ row 3: resize to the input size
+ODD = (70, 100)  # input frame size (H0, W0), not multiples of 64; processed at 64 x 64 (max_side 64)
+RESIZE = dict(uint8_diff=True, resize_decoded=True)
+
+
+@pytest.fixture(scope="module")
+def odd_clip():
+    return make_clip(n_frames=3, height=ODD[0], width=ODD[1], n_objects=2, seed=3, speed=3.0)
+
+
+def _expected_from_decodes(res, imgs: torch.Tensor, size: tuple[int, int] | None, s: float = 0.7):
+    """D_l and Y of a one-batch result recomputed from its decoded I+/I- (N runs, in run order): uint8
+    truncation, with ``size`` their cv2 resize (BGR) to it, their D_l, the LANCZOS filter, the argmax."""
+    cv2 = pytest.importorskip("cv2")
+    runs = plan_runs(res.coarse_after)
+    assert len(imgs) == len(runs)
+    raws, labels = {}, []
+    for f in range(len(res)):
+        labs = np.unique(res.coarse_after[f])
+        raw = []
+        for lab in labs:
+            j = runs.index((f, int(lab), 1))
+            pair = A.authors_unit_to_uint8(imgs[j : j + 2])
+            if size is not None:
+                pair = [cv2.cvtColor(cv2.resize(cv2.cvtColor(u, cv2.COLOR_RGB2BGR), size[::-1]),
+                                     cv2.COLOR_BGR2RGB) for u in pair]  # fmt: skip
+            raw.append(A.authors_difference_map(pair[0], pair[1]))
+        raws[f] = np.stack(raw)
+        filt = np.stack(
+            [A.authors_filter_map(raws[f][i], res.coarse_after[f] == lab, s) for i, lab in enumerate(labs)]
+        )
+        labels.append(A.authors_argmax_labels(filt, labs))
+    return raws, np.stack(labels)
+
+
+def test_row3_resize_decoded_d_l_and_labels_at_the_input_size(tiny, odd_clip, monkeypatch):
+    pytest.importorskip("cv2", reason="the authors extra (opencv-python-headless) is not installed")
+    seen = _capture_decodes(monkeypatch, tiny)
+    config = cfg(**RESIZE, lanczos_filter=True)
+    res = VideoSegmenter(tiny, config, cache_frames=0).segment(
+        odd_clip.frames, config, keep="all", progress=False
+    )
+    imgs = torch.cat(seen)
+    assert res.size == (64, 64) and res.original_size == ODD and res.labels.shape == (3, *ODD)
+    assert any(len(np.unique(m)) > 1 for m in res.coarse_after)  # some frame is modulated
+    raws, labels = _expected_from_decodes(res, imgs, ODD)
+    for f, d in res.details.items():
+        assert d.diff.raw.shape[1:] == ODD and d.final.shape == ODD and d.filtered.shape[1:] == ODD
+        np.testing.assert_array_equal(d.diff.raw, raws[f])
+        assert d.diff.plus.shape[1:3] == (64, 64)  # kept I+/I-: the decoded images at the processing size
+    np.testing.assert_array_equal(res.labels, labels)
+    # switch off: D_l at the processing size, Y nearest-resized to the input size, as before the switch
+    seen.clear()
+    off = cfg(uint8_diff=True, lanczos_filter=True)
+    res0 = VideoSegmenter(tiny, off, cache_frames=0).segment(odd_clip.frames, off, keep="all", progress=False)
+    torch.testing.assert_close(torch.cat(seen), imgs, rtol=0, atol=0)  # the same modulated runs
+    raws0, _ = _expected_from_decodes(res0, imgs, None)
+    for f, d in res0.details.items():
+        assert d.diff.raw.shape[1:] == (64, 64) and d.final.shape == (64, 64)
+        np.testing.assert_array_equal(d.diff.raw, raws0[f])
+    np.testing.assert_array_equal(
+        res0.labels, resize_labels(np.stack([res0.details[f].final for f in range(3)]), ODD)
+    )
+    assert not np.array_equal(res0.labels, res.labels)
+
+
+def test_row3_resize_decoded_is_the_identity_at_multiples_of_64(tiny):
+    pytest.importorskip("cv2", reason="the authors extra (opencv-python-headless) is not installed")
+    c = make_clip(n_frames=3, height=64, width=128, n_objects=2, seed=4, speed=3.0)
+    out = {}
+    for name, over in (("off", {"uint8_diff": True}), ("on", RESIZE)):
+        config = cfg(max_side=128, lanczos_filter=True, **over)
+        out[name] = VideoSegmenter(tiny, config, cache_frames=0).segment(
+            c.frames, config, keep="all", progress=False
+        )
+    assert out["on"].size == out["on"].original_size == (64, 128)
+    np.testing.assert_array_equal(out["on"].labels, out["off"].labels)
+    for f in range(3):
+        np.testing.assert_array_equal(out["on"].details[f].diff.raw, out["off"].details[f].diff.raw)
+
+
+def test_row3_resize_decoded_through_the_stage_cache(tiny, odd_clip):
+    pytest.importorskip("cv2", reason="the authors extra (opencv-python-headless) is not installed")
+    config = cfg(**RESIZE, lanczos_filter=True)
+    seg = VideoSegmenter(tiny, config)
+    first = seg.segment(odd_clip.frames, config, keep="all", progress=False)
+    # a new s only re-filters the cached D_l, at the input size
+    again = seg.segment(odd_clip.frames, config.replace(s=0.4), keep="all", progress=False)
+    assert "stage 3" not in again.computed and "filter" in again.computed and again.labels.shape == (3, *ODD)
+    for f in range(3):
+        d = first.details[f].diff
+        if len(d.labels) > 1:
+            filt = np.stack([A.authors_filter_map(d.raw[i], first.coarse_after[f] == lab, 0.4)
+                             for i, lab in enumerate(d.labels)])  # fmt: skip
+            np.testing.assert_array_equal(again.labels[f], A.authors_argmax_labels(filt, d.labels))
+    # the same processed frames from a 64 x 64 input: features cached, D_l recomputed at 64 x 64
+    small = resize_frames(odd_clip.frames, (64, 64))
+    res = seg.segment(small, config, keep="all", progress=False)
+    assert "features" not in res.computed and "stage 3" in res.computed
+    assert res.labels.shape == (3, 64, 64) and res.details[0].diff.raw.shape[1:] == (64, 64)
+    assert seg.diff_key(config, ODD) != seg.diff_key(config, (64, 64)) and seg.diff_key(
+        cfg(), ODD
+    ) == seg.diff_key(cfg())
+
+
+def test_row3_resize_decoded_without_opencv_is_a_clear_error(tiny, odd_clip, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # `import cv2` raises ImportError
+    msg = re.escape('pip install "vidseg_nb[authors]"')
+    config = preset("authors", **FAST)  # a config alone needs no OpenCV
+    assert config.resize_decoded
+    with pytest.raises(ConfigError, match=msg):
+        VideoSegmenter(tiny, config)
+    seg = VideoSegmenter(tiny, cfg(), cache_frames=0)
+    before = tiny.counters.snapshot()
+    with pytest.raises(ConfigError, match=msg):  # a run with it fails before any UNet work
+        seg.segment(odd_clip.frames, cfg(**RESIZE), progress=False)
+    with pytest.raises(ConfigError, match=msg):
+        next(seg.stream(odd_clip.frames, cfg(**RESIZE), progress=False))
+    assert not any(tiny.counters.since(before).values())
+    res = seg.segment(odd_clip.frames, cfg(**RESIZE), mode="preview", progress=False)  # no D_l: no cv2
+    assert res.labels.shape == (3, *ODD)
+
+
+def test_row3_resize_alone_is_the_papers_d_l_of_their_8bit_images(tiny, odd_clip, monkeypatch):
+    pytest.importorskip("cv2", reason="the authors extra (opencv-python-headless) is not installed")
+    seen = _capture_decodes(monkeypatch, tiny)
+    config = cfg(resize_decoded=True)  # without uint8_diff: the resize's effect alone
+    res = VideoSegmenter(tiny, config, cache_frames=0).segment(
+        odd_clip.frames, config, keep="all", progress=False
+    )
+    imgs, runs = torch.cat(seen), plan_runs(res.coarse_after)
+    for f, d in res.details.items():
+        assert d.diff.raw.dtype == np.float32 and d.diff.raw.shape[1:] == ODD
+        for li, lab in enumerate(d.diff.labels if len(d.diff.labels) > 1 else []):
+            j = runs.index((f, int(lab), 1))
+            big = torch.from_numpy(A.authors_resize_decoded(A.authors_unit_to_uint8(imgs[j : j + 2]), ODD))
+            big = big.permute(0, 3, 1, 2) / 255
+            np.testing.assert_array_equal(d.diff.raw[li], difference_map(big[:1], big[1:])[0].numpy())
+        _, y = final_labels(d.diff, res.coarse_after[f], config.s)
+        np.testing.assert_array_equal(res.labels[f], y)
 
 
 # ---------------------------------------------------------------------------------------------- row 4

@@ -23,7 +23,7 @@ BEFORE_FILTER = BEFORE_DIFF + ("s",)
 ISSUE15 = {
     "features": ("vae_sample", "batch_noise", "shifted_last_batch"),
     "coarse": ("knn_first_frame", "gt_merge", "authors_cbr"),
-    "diff": ("blend_two_steps", "uint8_diff"),
+    "diff": ("blend_two_steps", "uint8_diff", "resize_decoded"),
     "filter": ("lanczos_filter",),
 }
 

@@ -30,7 +30,7 @@ IMPORT_TO_DIST = {
     "PIL": "pillow",
     "sklearn": "scikit-learn",
     "skimage": "scikit-image",
-    "cv2": "opencv-python",
+    "cv2": "opencv-python-headless",
     "yaml": "pyyaml",
     "imageio_ffmpeg": "imageio-ffmpeg",
     "huggingface_hub": "huggingface-hub",
@@ -39,7 +39,7 @@ IMPORT_TO_DIST = {
 # distributions that an extra of another one brings: imageio[ffmpeg] -> imageio-ffmpeg
 PROVIDED_BY_EXTRA = {"imageio-ffmpeg": ("imageio", "ffmpeg")}
 # modules the library imports only behind a guard (a clear error when absent), and the extra declaring them
-OPTIONAL_IMPORTS = {"ray": "cluster"}
+OPTIONAL_IMPORTS = {"ray": "cluster", "cv2": "authors"}
 # runtime dependencies the library does not import itself, and who uses them
 INDIRECT = {
     "accelerate": "diffusers' low-memory loading (from_pretrained / from_single_file)",
@@ -156,11 +156,13 @@ def test_demo_imports_are_declared_for_the_space():
 def test_dev_composes_the_other_extras():
     extras = PYPROJECT["project"]["optional-dependencies"]
     dev = set(_declared(sync.expand_extras(PYPROJECT, ["dev"])))
-    for name in ("demo", "notebooks", "cluster", "test"):
+    for name in ("demo", "notebooks", "cluster", "authors", "test"):
         assert name in extras
         part = set(_declared(sync.expand_extras(PYPROJECT, [name])))
         assert part and part <= dev, f"dev lacks {sorted(part - dev)} of [{name}]"
-    assert dev == set(_declared(sync.expand_extras(PYPROJECT, ["demo", "notebooks", "cluster", "test"])))
+    assert dev == set(
+        _declared(sync.expand_extras(PYPROJECT, ["demo", "notebooks", "cluster", "authors", "test"]))
+    )
 
 
 def test_setuptools_floor_reads_an_spdx_license():
@@ -176,7 +178,8 @@ def test_setuptools_floor_reads_an_spdx_license():
 
 def test_major_versions_are_bounded():
     reqs = PYPROJECT["project"]["dependencies"] + sync.expand_extras(PYPROJECT, ["dev"])
-    unbounded = [r for r in reqs if "<" not in sync.parse(r)[2]]
+    # an exact pin (``==``, the authors' OpenCV build) is bounded too
+    unbounded = [r for r in reqs if "<" not in sync.parse(r)[2] and not sync.parse(r)[2].startswith("==")]
     assert not unbounded, f"no upper bound: {unbounded}"
 
 

@@ -55,12 +55,16 @@ Row 3 - the difference map
 rounding; :func:`authors_to_uint8`), converts RGB -> BGR, ``cv2.resize`` s to the original frame size and
 writes a PNG (lossless). So D_l, the filter masks and the labels all live at the original frame size. The
 resize changes pixels only when a side is not a multiple of 64 (VSPW's 853 x 480 frames are fed as
-832 x 448, see :func:`authors_input_frame`, and come back to 853 x 480); it is **not reproduced here**:
-OpenCV's 8-bit INTER_LINEAR is fixed point (11-bit coefficients) and its vertical pass rounds differently in
-the SIMD lanes (``VResizeLinearVec_32s8u``: ``((b0 (S0 >> 4)) >> 16 + (b1 (S1 >> 4)) >> 16 + 2) >> 2``) and in
-the scalar tail (``(b0 S0 + b1 S1 + 2^21) >> 22``), with the SIMD width chosen by CPU dispatch (and a HAL
-may replace it), so the pixels depend on their OpenCV build and CPU and cannot be pinned without cv2. With
-frame sizes that are multiples of 64 the resize is the identity. ``compute_difference`` reads both PNGs
+832 x 448, see :func:`authors_input_frame`, and come back to 853 x 480; with sides that are multiples of 64
+it is a copy). It is reproduced with OpenCV itself (:func:`authors_resize_decoded`, the optional
+``authors`` extra: ``opencv-python-headless==4.10.0.84``, the same OpenCV 4.10.0 as their pinned
+opencv-python 4.10.0.82, whose wheel is built against numpy 1.x and does not import under numpy 2, which
+they also pin), on the BGR array as theirs. Its limits: OpenCV's 8-bit INTER_LINEAR is fixed point (11-bit
+coefficients) and its vertical pass rounds differently in the SIMD lanes (``VResizeLinearVec_32s8u``:
+``((b0 (S0 >> 4)) >> 16 + (b1 (S1 >> 4)) >> 16 + 2) >> 2``) and in the scalar tail (``(b0 S0 + b1 S1 +
+2^21) >> 22``), with the SIMD width chosen by CPU dispatch (and a HAL may replace it), so pixel equality
+with their files holds for the same OpenCV build on the same CPU family (x86-64 with the same dispatched
+SIMD width), not across every machine. ``compute_difference`` reads both PNGs
 back with Pillow (RGB uint8) and computes ``sqrt(sum_c (I+ - I-)^2)`` **in uint8**: the subtraction and the
 square wrap modulo 256 (**bug**), the channel sum is promoted by numpy to uint64 (no wrap), then a square
 root (the paper has none), ``cv2.GaussianBlur(d, (5, 5), 3)`` on float64 (sigmaY = sigmaX = 3, border
@@ -72,7 +76,14 @@ defaults (quality 75; a grey image has no chroma subsampling). ``get_seg_map_mai
 (uint8) and normalises ``d / (max(d) + 1e-5)``. See :func:`authors_difference_map`.
 *Wiring* (``SegConfig.uint8_diff``): in ``modulation.modulate`` where D_l is computed from I+ and I-,
 :func:`authors_diff_maps` (:func:`authors_unit_to_uint8` on the decoded images, then
-:func:`authors_difference_map`).
+:func:`authors_difference_map`). ``SegConfig.resize_decoded`` (needs OpenCV, checked when the segmenter or a
+run starts: :func:`require_cv2`) adds the resize (without ``uint8_diff``: the paper's float D_l of the
+truncated, resized 8-bit images, the resize's effect alone): the pipeline passes the clip's
+input frame size (``iter_batches(..., original_size=...)``, ``stream``, ``segment``) to ``modulate``
+(``out_size``), where :func:`authors_decoded_images` resizes the truncated images before
+:func:`authors_difference_map`; so D_l, the LANCZOS masks of row 4 and the argmax are at the input size, and
+no label resize follows. The D_l cache key then holds the input size (``cache.diff_key``); a new s
+re-filters the cached maps at that size.
 
 Row 4 - the filter mask upsampled with LANCZOS
 ----------------------------------------------
@@ -136,16 +147,31 @@ Row 9 - seeding
 ---------------
 ``seed_everything(seed)`` (``torch.manual_seed``, ``torch.cuda.manual_seed``, ``np.random.seed``;
 ``--seed`` defaults to 1) is called at the start of **every** batch, so every batch draws the same random
-numbers: the posterior sample (row 1, CPU generator, shape (B, 4, h, w)) and then the noising
-``EDMSampler.add_noise``: the sampler starts from ``z + sigma_{t_m} * randn_like(z)`` (the
-``sqrt(1 + sigma_0^2)`` factors of ``prepare_sampling_loop`` and ``add_noise`` cancel; CUDA generator, same
-shape; CUDA and CPU streams differ, so their noise cannot be reproduced on CPU). The sampler itself draws
-nothing (``s_churn = 0``). Frame k of every batch therefore gets the same noise, and the noise of a frame
+numbers: the posterior sample (row 1: ``distributions.py`` ``DiagonalGaussianDistribution.sample``,
+``torch.randn(self.mean.shape).to(device)``, the **CPU** global generator, shape (B, 4, h, w), one draw for
+the batch: ``en_and_decode_n_samples_a_time`` is unset in ``configs/inference/sd_2_1.yaml``) and then the
+noising ``EDMSampler.add_noise`` (``sampling.py``: ``eps = torch.randn_like(x) * sigma``, with ``x`` the
+latents of frames moved ``.to(device)``, ``device="cuda"``): the **CUDA** default generator, seeded by the
+same ``seed_everything`` (``torch.manual_seed`` seeds every CUDA device too), float32 (first-stage autocast
+disabled), same shape, and its first draw (nothing before it draws on the GPU: the VAE and text encoder
+have no active dropout, ``get_unconditional_conditioning`` zeroes ``ucg_rate``). The sampler starts from
+``z + sigma_{t_m} * randn_like(z)`` (the ``sqrt(1 + sigma_0^2)`` factors of ``prepare_sampling_loop`` and
+``add_noise`` cancel). The sampler itself draws nothing (``EulerEDMSampler`` with ``s_churn: 0`` in
+``sd_2_1.yaml``, so ``gamma = 0`` and ``sampler_step`` skips its ``randn_like``). Their SVD pipeline
+(``svd_pipeline_vspw.py``) draws ``cond_aug * torch.randn_like(image)`` (1, 3, H, W) on the GPU before
+``add_noise``, so there the noise is the CUDA generator's second draw. See :func:`authors_noise`. Frame k of every batch therefore gets the same noise, and the noise of a frame
 depends on its position in the batch (and on B). ``KMeans`` has no ``random_state`` and so uses numpy's global
 ``RandomState``, which ``seed_everything`` has just seeded; nothing in between draws from it, so their
 K-Means is in fact seeded by ``seed`` (:func:`authors_kmeans_first_frame` makes this explicit).
-*Wiring* (``SegConfig.batch_noise``): :func:`start_latents`: one generator seeded with ``seed`` per batch,
-drawing (B, 4, h, w) at once (after the posterior sample of row 1).
+*Wiring* (``SegConfig.batch_noise``): :func:`start_latents` -> :func:`authors_noise`: with the backbone on
+CUDA, eps is drawn there from a CUDA generator seeded with ``seed`` per batch: their values for the same
+PyTorch CUDA kernel (theirs: torch 2.0.1) and launch grid (``calc_execution_policy`` of
+``DistributionTemplates.h`` launches min(ceil(n / 256), SMs x threads per SM / 256) blocks, so when n = B x
+4 x h x w is above that cap the values depend on the GPU's SM count: VSPW's 14 x 4 x 56 x 104 differs
+between an H200, 132 SMs, and an A100, 108; their GPU is not stated); on another device (CPU, MPS)
+it is the next draw of the batch's CPU generator after the posterior sample, the same structure with other
+values. The posterior sample stays a CPU draw everywhere, as theirs. With an SVD backbone on CUDA their
+``cond_aug`` draw is drawn and dropped first (vidseg_nb's SVD conditioning noise is its own).
 """
 
 from __future__ import annotations
@@ -158,6 +184,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import ConfigError
 from .metrics import assign_labels
 
 __all__ = [
@@ -167,7 +194,12 @@ __all__ = [
     "UNMERGED",
     "authors_argmax_labels",
     "authors_batch_starts",
+    "AUTHORS_INSTALL",
+    "authors_decoded_images",
     "authors_diff_maps",
+    "authors_noise",
+    "authors_resize_decoded",
+    "require_cv2",
     "authors_encode",
     "authors_filter_masks",
     "authors_last_blend_step",
@@ -669,8 +701,42 @@ def start_latents(backbone: Any, frames: np.ndarray, config: Any) -> tuple[torch
     """
     gen = torch.Generator().manual_seed(int(config.seed))
     z0 = authors_encode(backbone, frames, gen) if config.vae_sample else backbone.encode(frames)
-    eps = torch.randn(tuple(z0.shape), generator=gen, dtype=torch.float32) if config.batch_noise else None
+    if not config.batch_noise:
+        return z0, None
+    joint = backbone.frames_per_group(len(frames)) > 1
+    eps = authors_noise(tuple(z0.shape), int(config.seed), backbone.device, cpu_generator=gen,
+                        condition_shape=(1, 3, *np.asarray(frames).shape[1:3]) if joint else None)  # fmt: skip
     return z0, eps
+
+
+def authors_noise(
+    shape: tuple[int, ...],
+    seed: int,
+    device: torch.device | str = "cpu",
+    *,
+    cpu_generator: torch.Generator | None = None,
+    condition_shape: tuple[int, ...] | None = None,
+) -> torch.Tensor:
+    """Row 9: eps of ``EDMSampler.add_noise`` (``torch.randn_like(z)``, float32, ``shape`` (B, 4, h, w)).
+
+    Their ``z`` is on the GPU, so eps comes from the **CUDA** generator that ``seed_everything(seed)`` has
+    just seeded, and it is that generator's first draw (the posterior sample of row 1 is a CPU draw; the
+    sampler itself draws nothing). On a CUDA ``device`` eps is drawn there from a CUDA
+    ``torch.Generator`` seeded with ``seed`` (the same Philox stream: their values on a GPU with the same
+    launch grid, see docs/authors.md). Their SVD pipeline draws ``cond_aug * randn_like(image)`` on the
+    GPU first: ``condition_shape`` (1, 3, H, W) draws (and drops) that one before eps. Elsewhere (CPU,
+    MPS) eps is the next draw of ``cpu_generator`` (after the posterior sample), or of a CPU generator
+    seeded with ``seed``: CPU and CUDA streams differ, so those values are not theirs. Returned on
+    ``device`` (CUDA) or the CPU.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        gen = torch.Generator(device=device).manual_seed(int(seed))
+        if condition_shape is not None:
+            torch.randn(condition_shape, generator=gen, device=device, dtype=torch.float32)
+        return torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
+    gen = cpu_generator if cpu_generator is not None else torch.Generator().manual_seed(int(seed))
+    return torch.randn(shape, generator=gen, dtype=torch.float32)
 
 
 @torch.no_grad()
@@ -716,13 +782,62 @@ def authors_unit_to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images.detach().float().permute(0, 2, 3, 1) * 255).cpu().numpy().astype(np.uint8)
 
 
+AUTHORS_INSTALL = 'pip install "vidseg_nb[authors]"'
+"""How to get the optional OpenCV of row 3's resize (``opencv-python-headless``, the authors' 4.10.0)."""
+
+
+def require_cv2() -> Any:
+    """OpenCV's ``cv2`` module, the optional dependency of row 3's resize (``SegConfig.resize_decoded``);
+    without it a :class:`~vidseg_nb.errors.ConfigError` naming :data:`AUTHORS_INSTALL`."""
+    try:
+        import cv2
+    except ImportError as e:
+        raise ConfigError(
+            "SegConfig.resize_decoded (issue 15 row 3: the authors' cv2.resize of the decoded images to the "
+            f"input frame size) needs OpenCV: {AUTHORS_INSTALL} (or turn resize_decoded off; {e})"
+        ) from e
+    return cv2
+
+
+def authors_resize_decoded(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Row 3: uint8 RGB images (N, h, w, 3) -> (N, H, W, 3) as ``sample_video`` writes and
+    ``compute_difference`` reads them: ``cv2.cvtColor(RGB2BGR)``, ``cv2.resize(frame, (W, H))`` (default
+    INTER_LINEAR, 8-bit fixed point; a copy when the size is already ``size = (H, W)``), ``cv2.imwrite``
+    PNG (lossless) read back by Pillow as RGB. The resize is channel-wise, but it runs on the BGR array
+    as theirs. Its pixels are OpenCV's: equal for the same OpenCV build and CPU family (SIMD dispatch,
+    HAL), see the Row 3 notes of this module."""
+    cv2 = require_cv2()
+    a = np.asarray(images)
+    if a.ndim != 4 or a.shape[-1] != 3 or a.dtype != np.uint8:
+        raise ValueError(f"need uint8 images (N, h, w, 3), got {a.dtype}{a.shape}")
+    h, w = int(size[0]), int(size[1])
+    out = np.empty((len(a), h, w, 3), np.uint8)
+    for i, img in enumerate(a):
+        bgr = cv2.resize(cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR), (w, h))
+        out[i] = bgr[..., ::-1]  # the PNG holds BGR as written by cv2; Pillow reads it back as RGB
+    return out
+
+
+def authors_decoded_images(images: torch.Tensor, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Row 3: decoded images (N, 3, h, w) in [0, 1] -> the uint8 RGB (N, H, W, 3) their difference map
+    reads: :func:`authors_unit_to_uint8` (truncation), then with ``size`` (the original frame size (H, W))
+    :func:`authors_resize_decoded` (``SegConfig.resize_decoded``)."""
+    u8 = authors_unit_to_uint8(images)
+    return u8 if size is None else authors_resize_decoded(u8, size)
+
+
 def authors_diff_maps(
-    plus: torch.Tensor, minus: torch.Tensor, ksize: int = 5, sigma: float = 3.0
+    plus: torch.Tensor,
+    minus: torch.Tensor,
+    ksize: int = 5,
+    sigma: float = 3.0,
+    size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """Row 3 at the D_l call site: decoded I+ and I- (N, 3, H, W) in [0, 1] -> their D_l (N, H, W)
-    float64: :func:`authors_unit_to_uint8` then :func:`authors_difference_map` (uint8 wrap, square root,
-    cv2 blur, 8-bit JPEG and back, ``d / (max + 1e-5)``)."""
-    p, m = authors_unit_to_uint8(plus), authors_unit_to_uint8(minus)
+    """Row 3 at the D_l call site: decoded I+ and I- (N, 3, h, w) in [0, 1] -> their D_l (N, H, W)
+    float64: :func:`authors_decoded_images` (uint8 truncation; with ``size`` = (H, W) the cv2 resize to
+    the original frame size, else (H, W) = (h, w)) then :func:`authors_difference_map` (uint8 wrap,
+    square root, cv2 blur, 8-bit JPEG and back, ``d / (max + 1e-5)``)."""
+    p, m = authors_decoded_images(plus, size), authors_decoded_images(minus, size)
     return torch.from_numpy(
         np.stack([authors_difference_map(a, b, ksize=ksize, sigma=sigma) for a, b in zip(p, m)])
     )

@@ -4,7 +4,8 @@ One clip at a time (keyed on a content hash of its frames at the processing size
 
 - ``features``: the reference run's features F~ (all blocks + F_c), keyed on :func:`feature_key`;
 - ``coarse``: the coarse maps (M^j, M~^j), keyed on :func:`stage_key` ``(config, "coarse")``;
-- ``diffs``: the raw difference maps D_l, keyed on :func:`stage_key` ``(config, "diff")``.
+- ``diffs``: the raw difference maps D_l, keyed on :func:`diff_key` (:func:`stage_key` ``(config,
+  "diff")``, plus the input frame size when D_l is computed there, ``SegConfig.resize_decoded``).
 
 The keys are the values of exactly the :class:`~vidseg_nb.config.SegConfig` fields each stage reads,
 cumulatively (:func:`vidseg_nb.config.stage_fields`, from the fields' ``stage`` metadata): a new s only
@@ -26,7 +27,7 @@ from .config import SegConfig, stage_fields
 from .features import Features
 from .modulation import FrameDiff
 
-__all__ = ["ClipCache", "StageCache", "StageEntries", "clip_key", "feature_key", "stage_key"]
+__all__ = ["ClipCache", "StageCache", "StageEntries", "clip_key", "diff_key", "feature_key", "stage_key"]
 
 Key = tuple
 
@@ -50,6 +51,16 @@ def feature_key(config: SegConfig, *, joint_frames: bool = False) -> Key:
     key = stage_key(config, "features")
     if joint_frames:
         key += config.key(("batch_size",))
+    return key
+
+
+def diff_key(config: SegConfig, original_size: tuple[int, int] | None = None) -> Key:
+    """Key of the raw D_l: the ``"diff"`` fields, plus ``original_size`` (the clip's input frame size)
+    with ``config.resize_decoded`` (issue 15 row 3), where D_l is computed at that size: the clip key
+    hashes the frames at the processing size only, which two input sizes can share."""
+    key = stage_key(config, "diff")
+    if config.resize_decoded:
+        key += (("original_size", None if original_size is None else tuple(int(v) for v in original_size)),)
     return key
 
 

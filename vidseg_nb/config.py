@@ -107,6 +107,11 @@ class SegConfig:
     uint8_diff: bool = _f(
         False, "diff", "D_l on uint8 images: wrapping square, sqrt, blur, 8-bit JPEG (row 3)"
     )
+    resize_decoded: bool = _f(
+        False,
+        "diff",
+        "I+/I- as 8-bit images cv2-resized to the input frame size; D_l, filter, Y there (row 3)",
+    )
     lanczos_filter: bool = _f(False, "filter", "filter masks upsampled with LANCZOS (row 4; off: bilinear)")
     # --- work reuse in stage 3 (issue 12): same labels, less UNet work; none changes a cache key
     reuse_prefix: bool = _f(
@@ -232,6 +237,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         authors_cbr=True,
         blend_two_steps=True,
         uint8_diff=True,
+        resize_decoded=True,
         lanczos_filter=True,
     ),
     # the paper's "Ours (SVD)" (Table 3; run with an SVD model: --model tiny-svd or an SVD id): t_m = 17,

@@ -6,7 +6,8 @@ modulated runs (sign +1 and -1) start from the reference run's start latent:
 - at step t_m only, +/- lambda * M_l is added to block 7's cross-attention output (both CFG halves);
 - at every step >= t_m the q/k of ``attn1``/``attn2`` in ``up_blocks[1..3]`` are the reference run's;
 - latent blending after every step t_m..t_f: x <- x_mod * M + x_ref_i * (1 - M) (M_l nearest-upsampled);
-- I+ and I- are decoded (VAE fp32); D_l = blur(sum_RGB (I+ - I-)^2) / max (float, full resolution).
+- I+ and I- are decoded (VAE fp32); D_l = blur(sum_RGB (I+ - I-)^2) / max (float, full resolution; the
+  authors' arithmetic, and their resize to the input frame size, behind issue 15's switches).
 
 Filtering D~_l = D_l * M + s * D_l * (1 - M) (M bilinear-upsampled) and Y = argmax_l D~_l give the labels.
 All (frame, label, sign) runs of a batch go through the UNet together, ``chunk`` runs per call.
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .authors import authors_diff_maps, authors_filter_masks, authors_last_blend_step
+from .authors import authors_decoded_images, authors_diff_maps, authors_filter_masks, authors_last_blend_step
 from .backbone import Backbone
 from .config import SegConfig
 from .features import Reference
@@ -31,12 +32,13 @@ from .probe import AddToOutput, InjectAttention, InjectQK, OneKeyAttention, Prob
 @dataclass
 class FrameDiff:
     """Difference maps of one frame: ``labels`` (L,) ids and D_l ``raw`` (L, H, W) in [0, 1] (float32;
-    float16 only with ``SegConfig.diff_fp16``; float64 with ``SegConfig.uint8_diff``)."""
+    float16 only with ``SegConfig.diff_fp16``; float64 with ``SegConfig.uint8_diff``). (H, W) is the
+    processing size, or the input frame size with ``SegConfig.resize_decoded`` (issue 15 row 3)."""
 
     labels: np.ndarray
     raw: np.ndarray
-    plus: np.ndarray | None = None  # (L, H, W, 3) uint8, I+ (kept frames only)
-    minus: np.ndarray | None = None  # (L, H, W, 3) uint8, I-
+    plus: np.ndarray | None = None  # (L, h, w, 3) uint8, I+ rounded, processing size (kept frames only)
+    minus: np.ndarray | None = None  # (L, h, w, 3) uint8, I-
 
 
 @dataclass
@@ -169,6 +171,7 @@ def modulate(
     keep_images: set[int] | None = None,
     return_latents: bool = False,
     progress: bool = True,
+    out_size: tuple[int, int] | None = None,
 ) -> ModulationOutput:
     """Stage 3: the masked-modulation runs of a batch and their difference maps D_l.
 
@@ -182,6 +185,13 @@ def modulate(
     ``chunk`` runs (even: a +/- pair stays together) share one UNet call per step. I+/I- are kept for
     ``keep_images``. ``ModulationOutput.runs`` holds (group, label, sign); ``final_latents`` (R, G, 4,
     h8, w8) when asked.
+
+    ``out_size``: the clip's input frame size (H0, W0). With ``config.resize_decoded`` (issue 15 row 3)
+    the decoded, uint8-truncated I+ and I- are resized there by OpenCV (``cv2.resize``, as the authors'
+    ``sample_video``) and D_l (so the filter and Y after it) lives at (H0, W0): their D_l with
+    ``uint8_diff``, else the paper's float D_l of those 8-bit images (/ 255). Otherwise, and without
+    ``out_size``, D_l is at the processing size (so with sides that are multiples of 64 nothing changes).
+    The kept I+/I- (``keep_images``) are the decoded images at the processing size either way.
     """
     if ref.qk is None:
         raise ValueError("modulate needs a reference run with record_qk=True")
@@ -200,6 +210,10 @@ def modulate(
     diffs: dict[tuple[int, int], torch.Tensor] = {}
     images: dict[tuple[int, int, int], np.ndarray] = {}
     finals = []
+    H, W = lat_h * backbone.vae_scale, lat_w * backbone.vae_scale
+    resize_to = None  # issue 15 row 3: D_l at the input frame size (when that is another size)
+    if config.resize_decoded and out_size is not None and (int(out_size[0]), int(out_size[1])) != (H, W):
+        resize_to = H, W = int(out_size[0]), int(out_size[1])
     for a in tqdm(range(0, len(runs), chunk), desc="modulation", disable=not progress, leave=False):
         part = runs[a : a + chunk]
         r = len(part)
@@ -240,7 +254,16 @@ def modulate(
             if not fr:
                 continue
             if config.uint8_diff:  # issue 15 row 3: the authors' D_l (uint8 wrap, sqrt, 8-bit JPEG), float64
-                d = authors_diff_maps(img[j, fr], img[j + 1, fr], config.blur_kernel, config.blur_sigma)
+                # (with resize_decoded their uint8 images cv2-resized to the input frame size first)
+                d = authors_diff_maps(
+                    img[j, fr], img[j + 1, fr], config.blur_kernel, config.blur_sigma, size=resize_to
+                )
+            elif resize_to is not None:  # row 3's resize alone: the paper's float D_l of their 8-bit images
+                p8, m8 = (
+                    torch.from_numpy(authors_decoded_images(img[jj, fr], resize_to)) for jj in (j, j + 1)
+                )
+                d = difference_map(p8.permute(0, 3, 1, 2) / 255, m8.permute(0, 3, 1, 2) / 255,
+                                   config.blur_kernel, config.blur_sigma)  # fmt: skip
             else:
                 d = difference_map(img[j, fr], img[j + 1, fr], config.blur_kernel, config.blur_sigma).cpu()
             for i, f in enumerate(fr):
@@ -250,7 +273,6 @@ def modulate(
                         images[(k * g + f, lab, sg)] = (
                             (img[jj, f].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
                         )
-    H, W = lat_h * backbone.vae_scale, lat_w * backbone.vae_scale
     out = []
     for f in range(n):
         labs = np.unique(coarse[f])

@@ -52,9 +52,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .authors import authors_coarse_batch, authors_refine, batch_plan, merge_first_batch, plan_overlaps
+from .authors import (
+    authors_coarse_batch,
+    authors_refine,
+    batch_plan,
+    merge_first_batch,
+    plan_overlaps,
+    require_cv2,
+)
 from .backbone import Backbone
-from .cache import ClipCache, StageCache, StageEntries, clip_key, feature_key, stage_key
+from .cache import ClipCache, StageCache, StageEntries, clip_key, diff_key, feature_key, stage_key
 from .config import SegConfig
 from .context import SceneContextModel
 from .errors import ConfigError
@@ -100,9 +107,9 @@ class FrameDetail:
     features: dict[int, np.ndarray]  # block -> (h, w, C); key 0 is the stage-1 feature (F~ or block 7)
     coarse_before: np.ndarray  # M^j (h, w)
     coarse_after: np.ndarray  # M~^j (h, w)
-    final: np.ndarray  # Y (H, W)
-    diff: FrameDiff | None = None  # D_l before filtering (+ I+/I-)
-    filtered: np.ndarray | None = None  # D~_l (L, H, W)
+    final: np.ndarray  # Y (H, W) (the input size H0 x W0 with SegConfig.resize_decoded, issue 15 row 3)
+    diff: FrameDiff | None = None  # D_l before filtering (+ I+/I-), at Y's size
+    filtered: np.ndarray | None = None  # D~_l (L, H, W), at Y's size
 
 
 @dataclass
@@ -152,7 +159,8 @@ class SegmentationResult:
 class BatchResult:
     """What :meth:`VideoSegmenter.iter_batches` yields for frames ``start:stop`` of one batch.
 
-    ``before`` M^j and ``after`` M~^j (B, h, w) int64; ``final`` Y (B, H, W) int64 at the processing size;
+    ``before`` M^j and ``after`` M~^j (B, h, w) int64; ``final`` Y (B, H, W) int64 at the processing size
+    (at the input frame size with ``SegConfig.resize_decoded`` and the ``original_size`` given, issue 15 row 3);
     ``details`` the kept frames' intermediates; ``features`` the batch's features F~ (served by the cache
     or computed); ``diffs`` the raw D_l per frame (``None`` in preview mode); ``timings`` seconds spent
     in this batch per stage; ``computed`` the stages this batch computed rather than took from the cache
@@ -195,6 +203,8 @@ class VideoSegmenter:
     ) -> None:
         self.backbone = backbone
         self.config = config or SegConfig()
+        if self.config.resize_decoded:  # issue 15 row 3 needs the optional OpenCV: say so now, not mid-run
+            require_cv2()
         self.cache = StageCache(cache_frames)
         # names (issue 13): decoder blocks and step whose attn2 queries are recorded (default 3-8 at the
         # feature step), the margin below which a cluster stays unnamed; one cached set of queries
@@ -222,6 +232,12 @@ class VideoSegmenter:
         joint = self.backbone is not None and self.backbone.frames_per_group(config.batch_size) > 1
         # issue 15 row 9: with one noise draw per batch a frame's features depend on its place in the batch
         return feature_key(config, joint_frames=joint or config.batch_noise)
+
+    @staticmethod
+    def diff_key(config: SegConfig, original_size: tuple[int, int] | None = None) -> tuple:
+        """Cache key of the raw D_l (:func:`~vidseg_nb.cache.diff_key`): the stage-3 fields, plus the input
+        frame size with ``resize_decoded`` (issue 15 row 3: D_l is computed at that size)."""
+        return diff_key(config, original_size)
 
     # ------------------------------------------------------------------ inputs
     def prepare(
@@ -304,6 +320,7 @@ class VideoSegmenter:
                 progress=progress,
                 first_frame_gt=first_frame_gt,
                 record_names=record,
+                original_size=tuple(orig.shape[1:3]),
             ):
                 a, b = batch.start, batch.stop
                 t0 = time.perf_counter()
@@ -366,6 +383,7 @@ class VideoSegmenter:
         progress: bool = True,
         first_frame_gt: np.ndarray | None = None,
         record_names: bool = False,
+        original_size: tuple[int, int] | None = None,
     ) -> Iterator[BatchResult]:
         """Figure 3 over batches of B frames of ``frames`` (already at the processing size).
 
@@ -382,7 +400,9 @@ class VideoSegmenter:
         A plan with overlapping batches, or a ground truth given, bypasses the stage cache.
 
         ``record_names``: the first batch also carries its cross-attention queries (``name_queries``,
-        issue 13; cached per clip).
+        issue 13; cached per clip). ``original_size``: the clip's input frame size (H0, W0) before the
+        resize to the processing size; with ``config.resize_decoded`` (issue 15 row 3) D_l, the filtered
+        maps and Y are computed there (``BatchResult.final`` is (B, H0, W0)); None: the processing size.
         """
         n = len(frames)
         plan = batch_plan(n, config)
@@ -391,7 +411,7 @@ class VideoSegmenter:
         cache: ClipCache | None = self.cache.for_clip(frames)  # (also makes this clip the current one)
         loop = _Loop(
             self, config, mode, keep, progress, cache if cacheable else None,
-            gt_first=gt_first, record_names=record_names,
+            gt_first=gt_first, record_names=record_names, original_size=original_size,
         )  # fmt: skip
         for k, (a, b) in enumerate(tqdm(plan, desc="batches", disable=not progress or len(plan) == 1)):
             # (no update after the last batch: nothing is left to predict; none with the authors' KNN)
@@ -466,8 +486,9 @@ class VideoSegmenter:
                 n = len(frames)
                 cache = self.cache.for_clip(frames)
                 loop = _Loop(
-                    self, config, mode, _stream_keep(keep, n), False, cache, record_names=record_names
-                )
+                    self, config, mode, _stream_keep(keep, n), False, cache, record_names=record_names,
+                    original_size=tuple(clip_frames.shape[1:3]),
+                )  # fmt: skip
                 for k, a in enumerate(range(0, n, bsz)):
                     b = min(n, a + bsz)
                     yield self._stream_batch(
@@ -479,7 +500,7 @@ class VideoSegmenter:
             size = target_size(src.size[0], src.size[1], config.max_side)
             loop = _Loop(
                 self, config, mode, _stream_keep(keep, total if src.n_frames_exact else None), False, None,
-                record_names=record_names,
+                record_names=record_names, original_size=tuple(src.size),
             )  # fmt: skip
             if state is not None:
                 loop.restore(state)
@@ -514,12 +535,13 @@ class VideoSegmenter:
         """
         config = config or self.config
         mode = mode or ("full" if config.modulation else "preview")
-        _, proc, _ = self.prepare(frames, config)
+        orig, proc, _ = self.prepare(frames, config)
         out = StageEntries(clip_key(proc), len(proc), (int(proc.shape[1]), int(proc.shape[2])))
         cache = self.cache.current(len(proc))
         if cache is None or cache.key != out.clip:
             return out
-        fkey, ckey, dkey = self.feature_key(config), stage_key(config, "coarse"), stage_key(config, "diff")
+        fkey, ckey = self.feature_key(config), stage_key(config, "coarse")
+        dkey = self.diff_key(config, tuple(orig.shape[1:3]))
         if fkey in cache.features:
             out.features[fkey] = cache.features[fkey]
         if ckey in cache.coarse:
@@ -736,6 +758,7 @@ class _Loop:
         *,
         gt_first: np.ndarray | None = None,
         record_names: bool = False,
+        original_size: tuple[int, int] | None = None,
     ) -> None:
         self.seg, self.config, self.keep, self.progress, self.cache = (
             seg,
@@ -745,8 +768,12 @@ class _Loop:
             cache,
         )
         self.full = mode == "full"
+        if config.resize_decoded and self.full:  # issue 15 row 3 needs OpenCV: fail before any UNet run
+            require_cv2()
+        # issue 15 row 3 (resize_decoded): D_l, the filter and Y at the input frame size
+        self.original_size = None if original_size is None else (int(original_size[0]), int(original_size[1]))
         self.fkey, self.ckey = seg.feature_key(config), stage_key(config, "coarse")
-        self.dkey = stage_key(config, "diff")
+        self.dkey = seg.diff_key(config, self.original_size)
         self.cached_feats = cache.features.get(self.fkey) if cache else None
         self.cached_coarse = cache.coarse.get(self.ckey) if cache else None
         self.cached_diffs = cache.diffs.get(self.dkey) if cache and self.full else None
@@ -870,8 +897,9 @@ class _Loop:
                 batch_diffs = cached_diffs[a:b]
             else:
                 mo = modulate(
-                    seg.backbone, ref, m_after, config, keep_images=rel_keep, progress=self.progress
-                )
+                    seg.backbone, ref, m_after, config, keep_images=rel_keep, progress=self.progress,
+                    out_size=self.original_size,
+                )  # fmt: skip
                 batch_diffs = mo.frames
                 tick("modulation (stage 3)", t0)
             if self.cache is not None:

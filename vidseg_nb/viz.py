@@ -171,7 +171,8 @@ def frame_panels(detail: Any, pca: np.ndarray | None = None) -> list[tuple[np.nd
             if detail.diff.plus is not None:
                 out.append((detail.diff.plus[k], f"I+ for label {lab}"))
                 out.append((detail.diff.minus[k], f"I- for label {lab}"))
-    out.append((overlay(detail.frame[None], detail.final[None])[0], "final Y"))
+    # (Y is at the input frame size with SegConfig.resize_decoded, issue 15 row 3: shown at the frame's)
+    out.append((overlay(detail.frame[None], upscale(detail.final, size)[None])[0], "final Y"))
     return out
 
 
