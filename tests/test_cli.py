@@ -14,6 +14,7 @@ import sys
 import typing
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from test_evaluate import SIZE, write_camvid
 
@@ -260,3 +261,39 @@ def test_cli_ablate_prints_table2(monkeypatch, capsys, tmp_path) -> None:
     assert [SegConfig(**r["config"]).batch_size for r in saved] == [1, 14, 14, 14, 14, 14]
     assert saved[0]["mVC16"] is None
     assert cli.main(["ablate", *FAST]) == 2  # neither a dataset nor --synthetic
+
+
+def test_cli_segment_with_the_authors_overlapping_last_batch(tiny, tmp_path, monkeypatch, capsys) -> None:
+    """``--shifted-last-batch`` (the ``authors`` preset's row 7) on the CLI: a later batch overwrites frames
+    an earlier one labelled, so the clip goes whole through ``segment()``: the same labels as it, all frames
+    written once, a note saying why; ``--resume`` is refused in one line."""
+    from vidseg_nb.authors import batch_plan
+    from vidseg_nb.pipeline import VideoSegmenter
+    from vidseg_nb.video import read_label_png
+
+    clip = tmp_path / "c.mp4"
+    assert cli.main(["example", str(clip), "--frames", "5", "--height", "64", "--width", "64"]) == 0
+    monkeypatch.setattr(cli, "_open", lambda args: tiny)
+    argv = [
+        "segment",
+        str(clip),
+        "-o",
+        str(tmp_path / "o.mp4"),
+        *FAST,
+        "--batch-size",
+        "2",
+        "--shifted-last-batch",
+    ]
+    capsys.readouterr()
+    assert cli.main([*argv, "--quiet"]) == 0
+    assert "whole clip" in capsys.readouterr().err
+    config = cli.config_from_args(cli.build_parser().parse_args(argv))
+    assert batch_plan(5, config) == [(0, 2), (2, 4), (3, 5)]  # frame 3 is in two batches
+    res = VideoSegmenter(tiny, config).segment(str(clip), progress=False)
+    pngs = sorted((tmp_path / "o_labels").glob("*.png"))
+    assert [p.stem for p in pngs] == [f"{i:05d}" for i in range(5)]
+    np.testing.assert_array_equal(np.stack([read_label_png(p) for p in pngs]), res.labels)
+    assert json.loads((tmp_path / "o_config.json").read_text())["frames"] == 5
+    assert cli.main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "whole clip" in err and "Traceback" not in err

@@ -228,13 +228,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
     A batch's PNGs are written before its checkpoint, so a run killed between the two rewrites that
     batch's PNGs (with the same labels) on resume; PNGs of checkpointed batches are never rewritten.
     Always streamed (``cache_frames=0``): one code path for every length, bounded memory, and a
-    checkpoint for every run; the labels equal ``VideoSegmenter.segment``'s (tests/test_stream.py).
+    checkpoint for every run; the labels equal ``VideoSegmenter.segment``'s (tests/test_stream.py). The
+    exception: the authors' overlapping last batch (``shifted_last_batch``, ``gt_merge``) goes whole through
+    ``segment()`` (:func:`_segment_whole_clip`), without a checkpoint.
     """
     import numpy as np
 
     from .palette import colorize
     from .pipeline import VideoSegmenter
-    from .video import LabelPNGWriter, VideoWriter, open_video, overlay_frames, read_label_png, target_size
+    from .video import LabelPNGWriter, VideoWriter, open_video, overlay_frames, read_label_png
 
     config = config_from_args(args)
     stream = open_video(args.clip, max_frames=config.max_frames)
@@ -250,6 +252,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
         "mode": mode,
         "config": config_json(config),
     }
+    if config.shifted_last_batch or config.gt_merge:  # the authors' overlapping last batch: whole clip
+        if args.resume:
+            raise ConfigError(
+                "--resume: the authors' overlapping last batch (shifted_last_batch / gt_merge) runs on the "
+                "whole clip without checkpoints; run without --resume"
+            )
+        return _segment_whole_clip(args, config, stream, bb, mode, out, labels_dir, label_video)
     state = _check_resume(state_path, meta, labels_dir) if args.resume else None
     bsz = config.batch_size
     start_batch = state.next_batch if state is not None else 0
@@ -289,6 +298,30 @@ def cmd_segment(args: argparse.Namespace) -> int:
             _save_checkpoint(state_path, sb.state(), {**meta, **names.meta()})
     dt = time.perf_counter() - t0
     state_path.unlink(missing_ok=True)
+    _finish_segment(
+        args, config, stream, bb, mode, out, labels_dir, label_video, names, n, done, dt, counters0
+    )
+    return 0
+
+
+def _finish_segment(
+    args: argparse.Namespace,
+    config: Any,
+    stream: Any,
+    bb: Any,
+    mode: str,
+    out: Path,
+    labels_dir: Path,
+    label_video: Path,
+    names: Any,
+    n: int,
+    done: int,
+    dt: float,
+    counters0: Any,
+) -> None:
+    """``OUT_config.json``, the summary line (work per frame), ``OUT_names.json`` and the random-weights note."""
+    from .video import target_size
+
     cfg_path = out.with_name(out.stem + "_config.json")
     run = {
         "clip": str(args.clip),
@@ -313,6 +346,61 @@ def cmd_segment(args: argparse.Namespace) -> int:
     _write_names(out, names, bool(bb.is_random))
     if bb.is_random:
         print(RANDOM_BANNER)
+
+
+def _segment_whole_clip(
+    args: argparse.Namespace,
+    config: Any,
+    stream: Any,
+    bb: Any,
+    mode: str,
+    out: Path,
+    labels_dir: Path,
+    label_video: Path,
+) -> int:
+    """``vidseg segment`` with the authors' overlapping last batch (``shifted_last_batch``, issue 15 row 7)
+    or ``gt_merge``: a later batch overwrites frames an earlier one labelled, so the clip is read whole
+    and segmented by ``VideoSegmenter.segment`` (labels equal to it by construction), then written; no
+    checkpoint. (Without ground truth ``gt_merge`` changes nothing: the CLI has no first-frame GT.)"""
+    import numpy as np
+
+    from .palette import colorize
+    from .pipeline import VideoSegmenter
+    from .video import LabelPNGWriter, VideoWriter, overlay_frames
+
+    print(
+        "note: the authors' overlapping last batch needs the whole clip: it is read into memory and "
+        "segmented in one go (no streaming, no checkpoint, no --resume)",
+        file=sys.stderr,
+    )
+    frames = np.concatenate(list(stream.batches(config.batch_size)))
+    seg = VideoSegmenter(bb, config)
+    counters0 = bb.counters.snapshot()
+    t0 = time.perf_counter()
+    res = seg.segment(frames, config, mode=mode, keep=None, progress=not args.quiet, names=args.names)
+    dt = time.perf_counter() - t0
+    labels = np.asarray(res.labels).astype(np.uint8)
+    with VideoWriter(out, fps=stream.fps) as ov, VideoWriter(label_video, fps=stream.fps) as lv:
+        LabelPNGWriter(labels_dir).append(labels)
+        over = overlay_frames(frames, labels)
+        if res.names:
+            over = _draw_legend(over, labels, res.names)
+        ov.append(over)
+        lv.append(colorize(labels))
+    _finish_segment(
+        args, config, stream, bb, mode, out, labels_dir, label_video, res, len(labels), 0, dt, counters0
+    )
+    return 0
+
+
+def _draw_legend(frames: Any, labels: Any, names: dict[int, Any]) -> Any:
+    """Overlay frames with the names legend of the label ids present drawn on each."""
+    import numpy as np
+
+    from .viz import draw_legend, legend_entries
+
+    entries = legend_entries(names, ids=np.unique(labels).tolist())
+    return np.stack([draw_legend(f, entries) for f in frames])
     return 0
 
 
@@ -345,14 +433,7 @@ class _Names:
 
     def legend(self, frames: Any, labels: Any) -> Any:
         """Overlay frames with the names legend drawn on each (only with ``--names``)."""
-        if not self.names:
-            return frames
-        import numpy as np
-
-        from .viz import draw_legend, legend_entries
-
-        entries = legend_entries(self.names, ids=np.unique(labels).tolist())
-        return np.stack([draw_legend(f, entries) for f in frames])
+        return _draw_legend(frames, labels, self.names) if self.names else frames
 
     def meta(self) -> dict[str, Any]:
         """The names for the checkpoint (JSON)."""
