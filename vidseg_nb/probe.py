@@ -510,12 +510,51 @@ class ReplayOutputs(Hook):
         return handles
 
 
+def _swap_processor(attn: Any, make: Any) -> _Restore:
+    """Give ``attn`` the processor ``make(old)`` (``old``: its current one, the fallback); the handle
+    restores ``old``."""
+    old = attn.processor
+    attn.set_processor(make(old))
+    return _Restore(lambda: attn.set_processor(old))
+
+
 # ---------------------------------------------------------------------------------- injected attention (12.2)
 class UnsupportedAttentionError(VidSegError, ValueError):
     """An injected attention uses a feature the q/k-injecting processor does not implement."""
 
 
-class InjectedAttnProcessor:
+class _FallbackProcessor:
+    """An attention processor (diffusers' extension point) that handles the calls :meth:`applies` accepts
+    in :meth:`run` and hands every other call, unchanged, to ``fallback`` (the processor it replaced)."""
+
+    def __init__(self, fallback: Any) -> None:
+        self.fallback = fallback
+
+    def applies(
+        self, attn: Any, hidden_states: torch.Tensor, context: torch.Tensor | None, mask: Any
+    ) -> bool:
+        raise NotImplementedError
+
+    def run(
+        self, attn: Any, hidden_states: torch.Tensor, context: torch.Tensor | None, mask: Any
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        if not self.applies(attn, hidden_states, encoder_hidden_states, attention_mask):
+            return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+        return self.run(attn, hidden_states, encoder_hidden_states, attention_mask)
+
+
+class InjectedAttnProcessor(_FallbackProcessor):
     """Attention processor (diffusers' extension point) of an injected ``attn1``/``attn2``: q and k are
     the reference run's (``store``), so ``to_q``/``to_k`` are not computed; v = ``to_v`` of this run.
 
@@ -529,23 +568,24 @@ class InjectedAttnProcessor:
     def __init__(
         self, store: QKStore, index: torch.Tensor, site: str, probe: Probe, fallback: Any, *, shared: bool
     ) -> None:
+        super().__init__(fallback)  # steps (and sites) without recorded q/k
         self.store, self.index, self.site, self.probe = store, index, site, probe
-        self.fallback = fallback  # the processor it replaced (steps without recorded q/k)
         self.shared = shared
         self._groups: list[tuple[int, torch.Tensor]] | None = None
 
-    def __call__(
+    def applies(
+        self, attn: Any, hidden_states: torch.Tensor, context: torch.Tensor | None, mask: Any
+    ) -> bool:
+        return (self.probe.step, self.site, "q") in self.store.data
+
+    def run(
         self,
         attn: Any,
         hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-        **kwargs: Any,
+        encoder_hidden_states: torch.Tensor | None,
+        attention_mask: Any,
     ) -> torch.Tensor:
         qkey = (self.probe.step, self.site, "q")
-        if qkey not in self.store.data:
-            return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
         unsupported = [
             name
             for name, bad in (
@@ -625,15 +665,15 @@ class InjectAttention(Hook):
         self.shared = shared
 
     def install(self, mods: dict[str, torch.nn.Module], layout: Layout, probe: Probe) -> list[Any]:
-        handles = []
-        for site in layout.injection_sites(probe.unet, self.up_blocks):
-            attn = mods[site]
-            old = attn.processor
-            attn.set_processor(
-                InjectedAttnProcessor(self.store, self.index, site, probe, old, shared=self.shared)
+        return [
+            _swap_processor(
+                mods[site],
+                lambda old, site=site: InjectedAttnProcessor(
+                    self.store, self.index, site, probe, old, shared=self.shared
+                ),
             )
-            handles.append(_Restore(lambda attn=attn, old=old: attn.set_processor(old)))
-        return handles
+            for site in layout.injection_sites(probe.unet, self.up_blocks)
+        ]
 
 
 # ---------------------------------------------------------------------------------- one-key attention (12.2)
@@ -651,28 +691,22 @@ def one_key_context(attn: Any, hidden_states: torch.Tensor, context: torch.Tenso
     )
 
 
-class OneKeyAttnProcessor:
+class OneKeyAttnProcessor(_FallbackProcessor):
     """Attention processor of a cross-attention whose context is one token (SVD's CLIP image embedding):
     softmax(q k^T / sqrt(d)) over one key is exactly 1, so the output is ``to_out(to_v(c))`` broadcast to
     every query, independent of q and k. ``to_q``/``to_k``, QK^T and P V are not computed, and ``to_out``
     runs on one row per sample instead of one per query (float noise: the matmul's row count differs).
     Any other call (more than one key, a mask, 4-D input, spatial/group norm) goes to ``fallback``."""
 
-    def __init__(self, fallback: Any) -> None:
-        self.fallback = fallback
+    def applies(
+        self, attn: Any, hidden_states: torch.Tensor, context: torch.Tensor | None, mask: Any
+    ) -> bool:
+        return one_key_context(attn, hidden_states, context, mask)
 
-    def __call__(
-        self,
-        attn: Any,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-        **kwargs: Any,
+    def run(
+        self, attn: Any, hidden_states: torch.Tensor, context: torch.Tensor | None, mask: Any
     ) -> torch.Tensor:
-        if not one_key_context(attn, hidden_states, encoder_hidden_states, attention_mask):
-            return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
-        ctx = encoder_hidden_states
+        ctx = context
         if attn.norm_cross:
             ctx = attn.norm_encoder_hidden_states(ctx)
         out = attn.to_out[1](attn.to_out[0](attn.to_v(ctx)))  # (B, 1, C): one row per sample
@@ -690,13 +724,11 @@ class OneKeyAttention(Hook):
     they are neither recorded nor injected. The previous processors are restored on exit."""
 
     def install(self, mods: dict[str, torch.nn.Module], layout: Layout, probe: Probe) -> list[Any]:
-        handles = []
-        for name, attn in mods.items():
-            if name.endswith("attn2") and hasattr(attn, "set_processor") and hasattr(attn, "to_v"):
-                old = attn.processor
-                attn.set_processor(OneKeyAttnProcessor(old))
-                handles.append(_Restore(lambda attn=attn, old=old: attn.set_processor(old)))
-        return handles
+        return [
+            _swap_processor(attn, OneKeyAttnProcessor)
+            for name, attn in mods.items()
+            if name.endswith("attn2") and hasattr(attn, "set_processor") and hasattr(attn, "to_v")
+        ]
 
 
 class Probe:
