@@ -325,9 +325,9 @@ def test_row3_resize_decoded_through_the_stage_cache(tiny, odd_clip):
     res = seg.segment(small, config, keep="all", progress=False)
     assert "features" not in res.computed and "stage 3" in res.computed
     assert res.labels.shape == (3, 64, 64) and res.details[0].diff.raw.shape[1:] == (64, 64)
-    assert seg.diff_key(config, ODD) != seg.diff_key(config, (64, 64)) and seg.diff_key(
-        cfg(), ODD
-    ) == seg.diff_key(cfg())
+    from vidseg_nb.cache import diff_key
+
+    assert diff_key(config, ODD) != diff_key(config, (64, 64)) and diff_key(cfg(), ODD) == diff_key(cfg())
 
 
 def test_row3_resize_decoded_without_opencv_is_a_clear_error(tiny, odd_clip, monkeypatch):

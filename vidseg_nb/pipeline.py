@@ -233,12 +233,6 @@ class VideoSegmenter:
         # issue 15 row 9: with one noise draw per batch a frame's features depend on its place in the batch
         return feature_key(config, joint_frames=joint or config.batch_noise)
 
-    @staticmethod
-    def diff_key(config: SegConfig, original_size: tuple[int, int] | None = None) -> tuple:
-        """Cache key of the raw D_l (:func:`~vidseg_nb.cache.diff_key`): the stage-3 fields, plus the input
-        frame size with ``resize_decoded`` (issue 15 row 3: D_l is computed at that size)."""
-        return diff_key(config, original_size)
-
     # ------------------------------------------------------------------ inputs
     def prepare(
         self, clip: Clip | np.ndarray | str | Any, config: SegConfig
@@ -541,7 +535,7 @@ class VideoSegmenter:
         if cache is None or cache.key != out.clip:
             return out
         fkey, ckey = self.feature_key(config), stage_key(config, "coarse")
-        dkey = self.diff_key(config, tuple(orig.shape[1:3]))
+        dkey = diff_key(config, tuple(orig.shape[1:3]))
         if fkey in cache.features:
             out.features[fkey] = cache.features[fkey]
         if ckey in cache.coarse:
@@ -773,7 +767,7 @@ class _Loop:
         # issue 15 row 3 (resize_decoded): D_l, the filter and Y at the input frame size
         self.original_size = None if original_size is None else (int(original_size[0]), int(original_size[1]))
         self.fkey, self.ckey = seg.feature_key(config), stage_key(config, "coarse")
-        self.dkey = seg.diff_key(config, self.original_size)
+        self.dkey = diff_key(config, self.original_size)
         self.cached_feats = cache.features.get(self.fkey) if cache else None
         self.cached_coarse = cache.coarse.get(self.ckey) if cache else None
         self.cached_diffs = cache.diffs.get(self.dkey) if cache and self.full else None
