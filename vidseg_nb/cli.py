@@ -240,10 +240,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     stream = open_video(args.clip, max_frames=config.max_frames)
-    out = Path(args.output)
-    labels_dir = Path(args.labels_dir) if args.labels_dir else out.with_name(out.stem + "_labels")
-    label_video = out.with_name(out.stem + "_labels.mp4")
-    state_path = out.with_name(out.stem + "_state.npz")
+    paths = _SegmentPaths.of(args)
+    out, labels_dir, label_video, state_path = paths.out, paths.labels_dir, paths.label_video, paths.state
     mode = "full" if config.modulation else "preview"
     bb = _open(args)
     meta = {
@@ -258,7 +256,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 "--resume: the authors' overlapping last batch (shifted_last_batch / gt_merge) runs on the "
                 "whole clip without checkpoints; run without --resume"
             )
-        return _segment_whole_clip(args, config, stream, bb, mode, out, labels_dir, label_video)
+        return _segment_whole_clip(args, config, stream, bb, paths)
     state = _check_resume(state_path, meta, labels_dir) if args.resume else None
     bsz = config.batch_size
     start_batch = state.next_batch if state is not None else 0
@@ -298,10 +296,30 @@ def cmd_segment(args: argparse.Namespace) -> int:
             _save_checkpoint(state_path, sb.state(), {**meta, **names.meta()})
     dt = time.perf_counter() - t0
     state_path.unlink(missing_ok=True)
-    _finish_segment(
-        args, config, stream, bb, mode, out, labels_dir, label_video, names, n, done, dt, counters0
-    )
+    _finish_segment(args, config, stream, bb, paths, names, n, done, dt, bb.counters.since(counters0))
     return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _SegmentPaths:
+    """Where ``vidseg segment -o OUT.mp4`` writes: the overlay ``OUT.mp4``, the label PNGs (``--labels-dir``
+    or ``OUT_labels/``), ``OUT_labels.mp4``, the checkpoint ``OUT_state.npz`` and ``OUT_config.json``."""
+
+    out: Path
+    labels_dir: Path
+    label_video: Path
+    state: Path
+    config: Path
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> _SegmentPaths:
+        out = Path(args.output)
+
+        def side(suffix: str) -> Path:
+            return out.with_name(out.stem + suffix)
+
+        labels = Path(args.labels_dir) if args.labels_dir else side("_labels")
+        return cls(out, labels, side("_labels.mp4"), side("_state.npz"), side("_config.json"))
 
 
 def _finish_segment(
@@ -309,20 +327,19 @@ def _finish_segment(
     config: Any,
     stream: Any,
     bb: Any,
-    mode: str,
-    out: Path,
-    labels_dir: Path,
-    label_video: Path,
+    paths: _SegmentPaths,
     names: Any,
     n: int,
     done: int,
     dt: float,
-    counters0: Any,
+    work: dict[str, Any],
 ) -> None:
-    """``OUT_config.json``, the summary line (work per frame), ``OUT_names.json`` and the random-weights note."""
+    """``OUT_config.json``, the summary line (``work``: the backbone's counters over the ``n - done`` new
+    frames), ``OUT_names.json`` and the random-weights note."""
     from .video import target_size
 
-    cfg_path = out.with_name(out.stem + "_config.json")
+    mode = "full" if config.modulation else "preview"
+    out, cfg_path = paths.out, paths.config
     run = {
         "clip": str(args.clip),
         "model": str(bb.source),
@@ -333,7 +350,6 @@ def _finish_segment(
         "config": config_json(config),
     }
     cfg_path.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
-    work = bb.counters.since(counters0)
     new = max(1, n - done)
     size = target_size(stream.size[0], stream.size[1], config.max_side)
     resumed = f" (resumed at frame {done})" if done else ""
@@ -341,7 +357,7 @@ def _finish_segment(
         f"{n} frames{resumed} in {dt:.1f} s ({mode} mode, {size[1]}x{size[0]} processing size); "
         f"per frame: {work.get('unet_samples', 0) / new:.0f} UNet samples, "
         f"{work.get('vae_decodes', 0) / new:.0f} VAE decodes.\n"
-        f"overlay: {out}\nlabels video: {label_video}\nlabel PNGs: {labels_dir}/\nconfig: {cfg_path}"
+        f"overlay: {out}\nlabels video: {paths.label_video}\nlabel PNGs: {paths.labels_dir}/\nconfig: {cfg_path}"
     )
     _write_names(out, names, bool(bb.is_random))
     if bb.is_random:
@@ -349,14 +365,7 @@ def _finish_segment(
 
 
 def _segment_whole_clip(
-    args: argparse.Namespace,
-    config: Any,
-    stream: Any,
-    bb: Any,
-    mode: str,
-    out: Path,
-    labels_dir: Path,
-    label_video: Path,
+    args: argparse.Namespace, config: Any, stream: Any, bb: Any, paths: _SegmentPaths
 ) -> int:
     """``vidseg segment`` with the authors' overlapping last batch (``shifted_last_batch``, issue 15 row 7)
     or ``gt_merge``: a later batch overwrites frames an earlier one labelled, so the clip is read whole
@@ -373,23 +382,17 @@ def _segment_whole_clip(
         "segmented in one go (no streaming, no checkpoint, no --resume)",
         file=sys.stderr,
     )
-    frames = np.concatenate(list(stream.batches(config.batch_size)))
-    seg = VideoSegmenter(bb, config)
-    counters0 = bb.counters.snapshot()
+    frames = stream.read().frames
     t0 = time.perf_counter()
-    res = seg.segment(frames, config, mode=mode, keep=None, progress=not args.quiet, names=args.names)
+    res = VideoSegmenter(bb, config).segment(frames, keep=None, progress=not args.quiet, names=args.names)
     dt = time.perf_counter() - t0
     labels = np.asarray(res.labels).astype(np.uint8)
-    with VideoWriter(out, fps=stream.fps) as ov, VideoWriter(label_video, fps=stream.fps) as lv:
-        LabelPNGWriter(labels_dir).append(labels)
+    with VideoWriter(paths.out, fps=stream.fps) as ov, VideoWriter(paths.label_video, fps=stream.fps) as lv:
+        LabelPNGWriter(paths.labels_dir).append(labels)
         over = overlay_frames(frames, labels)
-        if res.names:
-            over = _draw_legend(over, labels, res.names)
-        ov.append(over)
+        ov.append(_draw_legend(over, labels, res.names) if res.names else over)
         lv.append(colorize(labels))
-    _finish_segment(
-        args, config, stream, bb, mode, out, labels_dir, label_video, res, len(labels), 0, dt, counters0
-    )
+    _finish_segment(args, config, stream, bb, paths, res, len(labels), 0, dt, res.work)
     return 0
 
 
