@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -166,8 +166,8 @@ for name, f in [
     moving = float(cos[~static].mean()) if (~static).any() else float("nan")
     print(f"{name:<14}{stability[name]:>14.3f}{moving:>14.3f}")
 print(f"most stable at static cells: {max(stability, key=stability.get)}")
-if TINY:
-    print("(tiny random model: these numbers are NOT meaningful)")
+if nb.caveat:
+    print(nb.caveat)
 
 # %% [markdown]
 # **What to look for with the real model.** The PCA colours follow semantic parts (the swan, the

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -210,8 +210,8 @@ print(f"{'':<8}{'flips':>8}{'flips at static cells':>24}{'coarse mIoU':>14}")
 for name, maps in rows.items():
     sc = coarse_scores(maps)
     print(f"{name:<8}{sc['flips']:>8}{sc['flips_static']:>24}{sc['miou']:>14.3f}")
-if TINY:
-    print("(tiny random model: these numbers are NOT meaningful)")
+if nb.caveat:
+    print(nb.caveat)
 show_label_rows(frames, {f"$\\tilde M^j$, {k}": v for k, v in rows.items()})
 
 # %% [markdown]

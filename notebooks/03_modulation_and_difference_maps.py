@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -193,8 +193,8 @@ variants = {
 print(f"{'variant':<28}{'D outside mask':>16}{'Y != coarse':>14}")
 for name, (d, y) in variants.items():
     print(f"{name:<28}{outside_energy(d):>16.1%}{(y != coarse_up).mean():>14.1%}")
-if TINY:
-    print("(tiny random model: these numbers are NOT meaningful)")
+if nb.caveat:
+    print(nb.caveat)
 show_masking_comparison(
     frame, mask, {n: d[k] for n, (d, _) in variants.items()}, {n: y for n, (_, y) in variants.items()}
 )

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -133,8 +133,8 @@ def pct(x: float) -> str:
 print(f"mIoU {pct(scores['mIoU'])}   mVC8 {pct(scores['mVC8'])}   mVC16 {pct(scores['mVC16'])}  (in %)")
 iou = per_class_iou(scores["conf"])[:num_classes]
 print("per-class IoU:", ", ".join(f"{class_names[c]} {pct(v)}" for c, v in enumerate(iou) if np.isfinite(v)))
-if TINY:
-    print("(tiny random model: these numbers are NOT meaningful)")
+if nb.caveat:
+    print(nb.caveat)
 
 pred = apply_label_map(result.labels, scores["mapping"])  # class ids, -1 = unassigned (drawn black)
 show_label_rows(raw, {"ground truth": np.where(gt == ignore, -1, gt), "$Y$ as classes": pred})
@@ -166,8 +166,8 @@ for name, sc in runs.items():
         f"{name:<26} protocol {sc['protocol']:<8} mIoU {pct(sc['mIoU'])}  mVC8 {pct(sc['mVC8'])}  "
         f"mVC16 {pct(sc['mVC16'])}"
     )
-if TINY:
-    print("(tiny random model: these numbers are NOT meaningful)")
+if nb.caveat:
+    print(nb.caveat)
 
 # %% [markdown]
 # ## The Table 2 ablation on this clip
@@ -186,8 +186,8 @@ rows = run_ablation(
 )
 print(f"{len(rows)} rows in {time.perf_counter() - t0:.1f} s")
 display(Markdown(format_table(rows, paper=True)))
-if TINY:
-    print(f"(tiny random model: these numbers are NOT meaningful; {len(raw)} frames < B = 14 is one batch)")
+if nb.caveat:
+    print(f"{nb.caveat}; {len(raw)} frames < B = 14 is one batch")
 
 # %% [markdown]
 # ## Cost per frame

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -55,7 +55,7 @@ from vidseg_nb.video import overlay_frames
 from vidseg_nb.viz import draw_legend, legend_entries, show_images, show_label_rows, word_attention_panels
 
 backbone, TINY, clip = nb.backbone, nb.tiny, nb.clip
-RANDOM = " (tiny random model: random, NOT meaningful)" if TINY else ""
+RANDOM = f" {nb.caveat}" if nb.caveat else ""
 
 # %% [markdown]
 # ## A named segmentation
@@ -66,7 +66,15 @@ RANDOM = " (tiny random model: random, NOT meaningful)" if TINY else ""
 
 # %%
 real_camvid = clip.name.startswith("CamVid")
-words = vocabulary_for_dataset("camvid") if real_camvid else ["person", "car", "road", "tree", "sky"]
+from vidseg_nb.toy import is_toy
+from vidseg_nb.toy.world import COLOURS
+
+if real_camvid:
+    words = vocabulary_for_dataset("camvid")
+elif is_toy(backbone):  # the toy model knows its own colour words (each one token of its tokenizer)
+    words = list(COLOURS)
+else:
+    words = ["person", "car", "road", "tree", "sky"]
 small = dict(n_clusters=3, kmeans_n_init=2, batch_size=3) if TINY else dict(batch_size=8)
 config = preset("vidseg", max_side=128 if TINY else 512, **small)
 segmenter = VideoSegmenter(backbone, config)

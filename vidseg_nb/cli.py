@@ -158,6 +158,11 @@ def open_backbone(
     bb = load_backbone(source, device=device, config=model_config)
     if bb.is_random:
         print(RANDOM_BANNER, file=banner or sys.stderr)
+    else:
+        from .toy import TOY_NOTE, is_toy
+
+        if is_toy(bb):
+            print(TOY_NOTE, file=banner or sys.stderr)
     return bb
 
 
@@ -599,6 +604,11 @@ def cmd_example(args: argparse.Namespace) -> int:
     clip = make_clip(
         n_frames=args.frames, height=args.height, width=args.width, n_objects=args.objects, seed=args.seed
     )
+    if args.toy:
+        from .toy import make_toy_clip
+
+        clip = make_toy_clip(9001 + args.seed, args.frames, args.height, args.objects, speed=3.0)
+        args.width = args.height
     path = save_clip(clip, args.output, labels_dir=args.labels_dir)
     print(
         f"wrote a synthetic clip of {len(clip)} frames ({args.width}x{args.height}, {args.objects} moving objects): {path}"
@@ -765,6 +775,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--objects", type=int, default=3)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--labels-dir", default=None, help="also write the ground-truth label PNGs here")
+    e.add_argument(
+        "--toy",
+        action="store_true",
+        help="a toy-world clip (square, --height px, named objects the toy model was trained on: --model toy)",
+    )
     e.set_defaults(func=cmd_example)
     _add_train_toy(sub)
     b = sub.add_parser("bench", help="cost and speed benchmark (see benchmarks/)")

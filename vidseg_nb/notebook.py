@@ -23,7 +23,10 @@ from .datasets import CamVidDataset, DavisDataset
 from .loading import load_backbone
 from .pipeline import device_info
 from .synthetic import make_clip
+from .toy import EVAL_SEEDS, TOY_NOTE, is_toy, make_toy_clip
 
+NOTEBOOK_MODEL_ENV = "VIDSEG_NOTEBOOK_MODEL"
+"""Environment variable: the notebooks' model, before ``$VIDSEG_MODEL`` (CI: ``toy``)."""
 DATA_ENV = "VIDSEG_DATA"
 """Environment variable: the folder holding ``davis2016/`` and ``camvid/`` (default ``../shared/data``)."""
 RANDOM_MODEL_NOTE = (
@@ -61,8 +64,17 @@ class Notebook:
 
     @property
     def tiny(self) -> bool:
-        """The backbone is the random tiny model (smaller settings, meaningless numbers)."""
-        return self.backbone.is_random
+        """The backbone is a small CPU model, the random tiny one or the toy one (smaller settings)."""
+        return self.backbone.is_random or is_toy(self.backbone)
+
+    @property
+    def caveat(self) -> str:
+        """What the numbers of this backbone mean, in one line ("" for real weights)."""
+        if self.backbone.is_random:
+            return "(tiny random model: these numbers are NOT meaningful)"
+        if is_toy(self.backbone):
+            return "(toy model on a toy-world clip: meaningful for this toy world only, not for real video)"
+        return ""
 
 
 def repo_root() -> Path:
@@ -83,9 +95,15 @@ def pick_clip(
     *,
     synthetic_size: tuple[int, int] = (256, 448),
     seed: int = 0,
+    toy: bool = False,
 ) -> NotebookClip:
     """The first ``n_frames`` of DAVIS 2016 ``blackswan`` / CamVid ``0016E5`` under ``data`` when present,
-    else a synthetic clip of ``synthetic_size`` (H, W) with 3 moving objects and exact labels."""
+    else a synthetic clip of ``synthetic_size`` (H, W) with 3 moving objects and exact labels. ``toy``: always
+    a held-out toy-world clip (256 x 256, 3 named objects), the world the toy model knows."""
+    if toy:
+        t = make_toy_clip(EVAL_SEEDS[0], n_frames, 256, 3, speed=3.0)
+        names = ["background"] + [o.phrase for o in t.objects]
+        return NotebookClip("toy-world clip", t.frames, t.labels, t.n_labels, 255, names, synthetic=True)
     if dataset == "davis" and (data / "davis2016").is_dir():
         seq = "blackswan"
         s = DavisDataset(data / "davis2016", sequences=seq)[seq]
@@ -122,16 +140,19 @@ def setup(
     repo = repo_root()
     data = data_dir(repo)
     t0 = time.perf_counter()
-    backbone = load_backbone(model)
-    if backbone.is_random:
+    backbone = load_backbone(model or os.environ.get(NOTEBOOK_MODEL_ENV) or None)
+    toy = is_toy(backbone)
+    if backbone.is_random or toy:
         torch.set_num_threads(1)
     if verbose:
         took = time.perf_counter() - t0
         print(f"model {backbone.source!r} on {device_info(backbone)}, loaded in {took:.1f} s")
         if backbone.is_random:
             print(RANDOM_MODEL_NOTE)
-    n = frames[0] if backbone.is_random else frames[1]
-    clip = pick_clip(data, n, dataset, synthetic_size=synthetic_size)
+        if toy:
+            print(TOY_NOTE)
+    n = frames[0] if backbone.is_random or toy else frames[1]
+    clip = pick_clip(data, n, dataset, synthetic_size=synthetic_size, toy=toy)
     if verbose:
         f = clip.frames
         print(f"clip: {clip.name}, {len(f)} frames of {f.shape[1]}x{f.shape[2]}, {clip.num_classes} classes")

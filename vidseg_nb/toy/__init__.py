@@ -17,6 +17,8 @@ from .world import EVAL_SEEDS, ToyClip, ToyObject, caption, make_toy_clip, vocab
 __all__ = [
     "EVAL_SEEDS",
     "TOY",
+    "TOY_NOTE",
+    "is_toy",
     "ToyClip",
     "ToyObject",
     "caption",
@@ -25,6 +27,23 @@ __all__ = [
     "model_path",
     "vocabulary",
 ]
+
+
+TOY_NOTE = (
+    "NOTE: this is the toy model (VIDSEG_MODEL=toy): the tiny SD 2.x layout that vidseg_nb trained itself, "
+    "for 40 minutes on 2 CPU cores, on synthetic clips of coloured, textured shapes. On toy-world clips its "
+    "features, maps and numbers mean something (see docs/toy.md for how much); on real video they do not: "
+    "use Stable Diffusion 2.1 weights for that."
+)
+
+
+def is_toy(backbone: Any) -> bool:
+    """``backbone`` is a toy model: loaded as ``"toy"``, or from a folder whose manifest says so."""
+    src = str(getattr(backbone, "source", ""))
+    if src == TOY:
+        return True
+    man = Path(src) / "MANIFEST.json"
+    return man.is_file() and "toy model" in man.read_text()[:400]
 
 
 def model_path() -> Path:

@@ -236,9 +236,13 @@ def train_toy(
     progress: bool = True,
     log: Callable[[str], None] = print,
     command: str | None = None,
-) -> Path:
+    halt: Callable[[str, int], bool] | None = None,
+) -> Path | None:
     """Train (or with ``resume`` continue) a toy model in ``out``; returns the diffusers folder
-    ``out/model`` (with ``MANIFEST.json``). ``out/loss.png`` and ``out/losses.json`` hold the curves."""
+    ``out/model`` (with ``MANIFEST.json``). ``out/loss.png`` and ``out/losses.json`` hold the curves.
+
+    ``halt(phase, step)``, asked after every step: True writes the checkpoint and stops (returns None),
+    as an interruption would; ``resume=True`` continues from there."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ck = out / CHECKPOINT
@@ -254,7 +258,7 @@ def train_toy(
         st.validate()
         state, saved = _State(settings=dataclasses.asdict(st)), None
     comps = build_toy_components(st.seed)
-    vae, unet, te, tok = comps["vae"], comps["unet"], comps["text_encoder"], comps["tokenizer"]
+    vae, unet, te = comps["vae"], comps["unet"], comps["text_encoder"]
     g = torch.Generator().manual_seed(st.seed)
     opts = {
         "vae": torch.optim.Adam(vae.parameters(), lr=st.vae_lr),
@@ -272,11 +276,40 @@ def train_toy(
     last = [time.time()]
 
     def checkpoint(force: bool = False) -> None:
-        if force or time.time() - last[0] >= st.checkpoint_s:
+        stop = halt is not None and state.phase != "done" and halt(state.phase, state.step)
+        if stop or force or time.time() - last[0] >= st.checkpoint_s:
             _save_ckpt(ck, state, comps, opts, g)
             (out / "losses.json").write_text(json.dumps(state.rows))
             last[0] = time.time()
+        if stop:
+            raise _Halted
 
+    try:
+        _run_phases(st, state, comps, opts, pool, g, checkpoint, progress, out, resume)
+    except _Halted:
+        log(f"stopped at {state.phase} step {state.step}; continue with --resume")
+        return None
+    plot_losses(state.rows, out / "loss.png")
+    (out / "losses.json").write_text(json.dumps(state.rows))
+    folder = save_toy_model(comps, out / "model", state.scaling_factor)
+    training = dict(
+        settings=dataclasses.asdict(st),
+        plan=state.plan,
+        seconds=state.seconds,
+        final=_final_losses(state.rows),
+        scaling_factor=state.scaling_factor,
+    )
+    write_manifest(folder, training, command=command)
+    log(f"toy model written to {folder}")
+    return folder
+
+
+class _Halted(Exception):
+    pass
+
+
+def _run_phases(st, state, comps, opts, pool, g, checkpoint, progress, out: Path, resume: bool) -> None:
+    vae, unet, te, tok = comps["vae"], comps["unet"], comps["text_encoder"], comps["tokenizer"]
     if state.phase == "vae":
         _train_vae(st, state, vae, opts["vae"], pool, g, checkpoint, progress)
         state.phase, state.step = "unet", 0
@@ -295,22 +328,6 @@ def train_toy(
         )
         state.phase = "done"
         checkpoint(force=True)
-    plot_losses(state.rows, out / "loss.png")
-    (out / "losses.json").write_text(json.dumps(state.rows))
-    folder = save_toy_model(comps, out / "model", state.scaling_factor)
-    write_manifest(
-        folder,
-        dict(
-            settings=dataclasses.asdict(st),
-            plan=state.plan,
-            seconds=state.seconds,
-            final=_final_losses(state.rows),
-            scaling_factor=state.scaling_factor,
-        ),
-        command=command,
-    )
-    log(f"toy model written to {folder}")
-    return folder
 
 
 def _final_losses(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -358,7 +375,7 @@ def _train_vae(st, state, vae, opt, pool, g, checkpoint, progress) -> None:
             total = _plan_steps(st, (time.time() - t0) / 10, st.vae_share)
             state.plan["vae_steps"] = total
             bar.reset(total)
-            bar.update(state.step)
+            bar.update(state.step - 1)  # the update(1) below counts this step
         bar.update(1)
         if state.step % 25 == 0 or state.step == total:
             a = np.mean(acc, 0)
@@ -440,7 +457,7 @@ def _train_unet(st, state, unet, te, tok, opt, pool, lat, g, checkpoint, progres
             total = max(1, int(budget / ((1 - st.full_share) * per + st.full_share * full_cost)))
             full_from = int(round(total * (1 - st.full_share)))
             bar.reset(total)
-            bar.update(state.step)
+            bar.update(state.step - 1)  # the update(1) below counts this step
         state.plan["unet_steps"], state.plan["full_from"] = total or 0, full_from or 0
         bar.update(1)
         if state.step % 25 == 0 or state.step == total:
