@@ -3,7 +3,7 @@
 Layout and wiring only: each event builds one :class:`demo.handlers.Settings` from the widgets, calls a
 handler of ``demo/handlers.py`` (no Gradio there) and turns its plain answer into widget updates and its
 errors into ``gr.Error``. Run it with ``python demo/app.py [--model M] [--model-config DIR]``
-(``VIDSEG_MODEL=tiny python demo/app.py`` runs the random tiny model offline).
+(``VIDSEG_MODEL=toy python demo/app.py`` runs the toy model offline, ``tiny`` the random one).
 
 Cost model (what each control reruns):
 
@@ -346,7 +346,7 @@ def build_app(
                     )
                     model_id = gr.Textbox(
                         value=rt.default_model, label="model id",
-                        info="SD 2.x or SVD: Hub id, folder, .safetensors file, 'tiny' or 'tiny-svd' (random); loaded on demand",
+                        info="SD 2.x or SVD: Hub id, folder, .safetensors file, 'toy' (trained on toy-world clips), 'tiny' or 'tiny-svd' (random); loaded on demand",
                     )  # fmt: skip
             with gr.Column(scale=3, min_width=400):
                 status = gr.Markdown(elem_id="status")

@@ -539,6 +539,16 @@ def banner_markdown(model_id: str | None = None) -> str:
             "This app runs a randomly initialised model: the whole pipeline works, but its segmentations "
             "are **not meaningful**. Set `VIDSEG_MODEL` to Stable Diffusion 2.1 for real results."
         )
+    from vidseg_nb.toy import is_toy
+
+    if bb is not None and is_toy(bb):
+        return (
+            f"### 🧸 Toy model (`{html.escape(m)}`) on {device_info(bb)}\n\n"
+            "A tiny Stable Diffusion layout that vidseg_nb trained itself (40 minutes, 2 CPU cores) on "
+            "synthetic clips of coloured, textured shapes: it segments such toy-world clips "
+            "(`vidseg example --toy`), not real video, and its names are not reliable yet "
+            "(docs/toy.md). Set `VIDSEG_MODEL` to Stable Diffusion 2.1 for real clips."
+        )
     if bb is not None:
         return f"Model `{html.escape(m)}` on {device_info(bb)}."
     return f"Model `{html.escape(m)}` is loaded at the first run."

@@ -70,6 +70,7 @@ def test_notebook03_sliders_headless(monkeypatch):
     from vidseg_nb.modulation import filter_maps, plan_runs
 
     monkeypatch.setenv("VIDSEG_MODEL", "tiny")
+    monkeypatch.delenv("VIDSEG_NOTEBOOK_MODEL", raising=False)  # this test drives the tiny model
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.chdir(NOTEBOOKS)
     matplotlib.use("Agg")

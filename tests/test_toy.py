@@ -150,3 +150,16 @@ def test_load_toy_offline(monkeypatch):
     assert check_words(bb.tokenizer, world.vocabulary()) == []
     assert next(bb.unet.parameters()).dtype == torch.float32
     json.dumps(manifest())  # plain JSON
+
+
+@needs_model
+def test_demo_banner_says_what_the_toy_model_is(monkeypatch):
+    pytest.importorskip("gradio")
+    import demo.handlers as H
+    from vidseg_nb import load_backbone
+
+    rt = H.runtime()
+    monkeypatch.setattr(rt.models, "peek", lambda m: load_backbone("toy", device="cpu"))
+    monkeypatch.setattr(rt.models, "error", lambda m: None)
+    text = H.banner_markdown("toy")
+    assert "Toy model" in text and "not real video" in text and "not meaningful" not in text
