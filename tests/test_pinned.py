@@ -24,7 +24,16 @@ def two_threads():
 def test_labels_equal_the_pinned_labels(name, case, tiny, two_threads):
     pins = np.load(PIN_FILE)
     got = compute(case, backbone=tiny if name == "sd" else None)
-    for k in ("before", "after", "labels"):
+    for k in ("before", "after"):
         np.testing.assert_array_equal(got[k], pins[f"{name}_{k}"], err_msg=f"{name} {k}")
+    # Y = argmax_l D~_l: a pixel whose two best D~_l are within 1e-5 of max |D~_l| may flip with the CPU's
+    # SIMD kernels (on an AMD EPYC machine one SD pixel of the pins, with a gap of 3e-7, flips). Every other
+    # pixel must be equal, and flips stay rare.
+    differ = got["labels"] != pins[f"{name}_labels"]
+    near_tie = got["margin"] < 1e-5
+    assert not (differ & ~near_tie).any(), (
+        f"{name}: {int((differ & ~near_tie).sum())} labels changed off a near-tie"
+    )
+    assert differ.sum() <= 1e-4 * differ.size, f"{name}: {int(differ.sum())} near-tie flips"
     # the pinned case is not degenerate: several labels, refinement and modulation both matter
     assert len(np.unique(pins[f"{name}_labels"])) >= 2
