@@ -41,6 +41,7 @@ from PIL import Image
 
 from .errors import VidSegError
 from .metrics import apply_label_map, assign_labels
+from .video import resize_labels
 
 __all__ = [
     "VOID",
@@ -54,6 +55,7 @@ __all__ = [
     "object_masks",
     "masks_from_labels",
     "davis_png",
+    "object_overlay",
     "j_and_f",
 ]
 
@@ -290,6 +292,19 @@ def masks_from_labels(labels: np.ndarray, objects: Mapping[int, Iterable[int]]) 
 def object_masks(result: Any, objects: Mapping[int, Iterable[int]]) -> np.ndarray:
     """(N, H0, W0) uint8 object ids of every frame: Y (``result.labels``) through the prompt ``objects``."""
     return masks_from_labels(_views(result)[0], objects)
+
+
+def object_overlay(frames: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Frames (N, H, W, 3) uint8 with each object's pixels blended in its palette colour
+    (:func:`vidseg_nb.video.overlay_frames`); background pixels (id 0) keep the frame's colours."""
+    from .video import overlay_frames
+
+    f = np.asarray(frames)
+    m = np.asarray(masks)
+    over = overlay_frames(f, m, alpha)
+    if m.shape != f.shape[:-1]:
+        m = resize_labels(m, f.shape[-3:-1])
+    return np.where((m == 0)[..., None], f, over)
 
 
 def davis_png(masks: np.ndarray, folder: str | os.PathLike, start: int = 0) -> list[Path]:
