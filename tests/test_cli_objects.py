@@ -7,7 +7,9 @@
 - interrupted and resumed (``--resume``): the object PNGs and video equal an uninterrupted run's, and a
   resume with another mask, or of a run without one, is refused in one line;
 - bad masks (missing, wrong size, no object, unreadable) and a missing ``--gt`` folder give one error line
-  naming the flag, exit 2, no traceback, before any model work.
+  naming the flag, exit 2, no traceback, before any model work;
+- clip errors (missing, not a video, empty folder) say what to give on the command line, not the demo's
+  "Upload ...".
 """
 
 from __future__ import annotations
@@ -156,3 +158,21 @@ def test_bad_masks_give_one_line_before_any_model_work(data, tmp_path, monkeypat
     assert err.count("\n") == 1 and err.startswith("vidseg segment: error: ")
     assert re.search(words, err), err
     assert not (tmp_path / "seg_objects").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# clip errors in command-line words (not the demo's "Upload ...")
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["missing", "not a video", "empty folder"])
+def test_clip_errors_say_cli_words(tmp_path, monkeypatch, capsys, kind) -> None:
+    clip = tmp_path / "clip.mp4"
+    if kind == "not a video":
+        clip.write_bytes(b"this is no video at all" * 10)
+    elif kind == "empty folder":
+        clip = tmp_path / "frames"
+        clip.mkdir()
+    monkeypatch.setattr(loading, "load_backbone", lambda *a, **k: pytest.fail("model loaded"))
+    assert cli.main(["segment", str(clip), "-o", str(tmp_path / "seg.mp4"), *CLI_FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("vidseg segment: error: ")
+    assert "Upload" not in err and cli.CLI_WHAT_TO_GIVE in err, err

@@ -982,6 +982,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+CLI_WHAT_TO_GIVE = "Give an mp4/webm/mov/gif/avi file or a folder of PNG/JPG frames as the clip."
+"""What the command line asks for where the library's clip errors say what to upload (the demo's words)."""
+
+
+def cli_message(error: BaseException) -> str:
+    """One line for a user mistake, in command-line words: the library's clip errors end with what to
+    upload in the demo; here they say what to give on the command line."""
+    from .video import _WHAT_TO_UPLOAD
+
+    return str(error).replace("\n", " ").replace(_WHAT_TO_UPLOAD, CLI_WHAT_TO_GIVE)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import VidSegError
 
@@ -989,7 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (VidSegError, FileNotFoundError) as e:
-        msg = str(e).replace("\n", " ")
+        msg = cli_message(e)
         print(f"vidseg {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
