@@ -73,6 +73,19 @@ def test_first_frame_mask_and_gt(data, tiny, tmp_path, capsys) -> None:
     np.testing.assert_array_equal(read_annotations(tmp_path / "b" / "seg_objects"), want)
 
 
+def test_whole_clip_path_follows_objects_too(data, tiny, tmp_path, capsys) -> None:
+    """The authors' overlapping last batch goes whole through segment(): the same objects output."""
+    clip, frames, gt = data
+    out = tmp_path / "seg.mp4"
+    assert _run(frames, "-o", out, "--gt", gt, "--shifted-last-batch") == 0
+    assert "mean over 2 object(s), 5 frames" in capsys.readouterr().out
+    config = CONFIG.replace(shifted_last_batch=True)
+    res = VideoSegmenter(tiny, config).segment(clip.frames, keep=None, progress=False)
+    want = object_masks(res, objects_from_mask(res, clip.labels[0]))
+    np.testing.assert_array_equal(read_annotations(tmp_path / "seg_objects"), want)
+    assert len(read_video(tmp_path / "seg_objects.mp4").frames) == 5
+
+
 def test_resume_follows_the_same_objects(data, tmp_path, monkeypatch, capsys) -> None:
     clip, frames, gt = data
     mask = gt / "00000.png"
