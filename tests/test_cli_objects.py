@@ -152,16 +152,19 @@ def _bad(tmp_path):
     Image.fromarray(np.zeros((70, 90), np.uint8)).save(empty)
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"no png")
+    short = tmp_path / "short"
+    davis_png(np.ones((2, 70, 90), np.uint8), short)
     return [
         (["--first-frame-mask", tmp_path / "missing.png"], "--first-frame-mask .*missing.png: no such file"),
         (["--first-frame-mask", wrong], "is 45x35 pixels but the clip's frames are 90x70"),
         (["--first-frame-mask", empty], "has no object"),
         (["--first-frame-mask", junk], "--first-frame-mask .*junk.png: not a readable PNG"),
         (["--gt", tmp_path / "nowhere"], "--gt .*nowhere: no such folder"),
+        (["--gt", short], "--gt .*short: 2 annotation PNGs for a clip of 5 frames"),
     ]
 
 
-@pytest.mark.parametrize("case", range(5))
+@pytest.mark.parametrize("case", range(6))
 def test_bad_masks_give_one_line_before_any_model_work(data, tmp_path, monkeypatch, capsys, case) -> None:
     _, frames, _ = data
     flags, words = _bad(tmp_path)[case]

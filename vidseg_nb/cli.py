@@ -459,6 +459,12 @@ class _Objects:
                 )
             if not pngs:
                 raise PromptError(f"--gt {gt}: no PNG files in the folder")
+            n = stream.n_frames if getattr(stream, "n_frames_exact", False) else None
+            if n is not None and len(pngs) < n:
+                raise PromptError(
+                    f"--gt {gt}: {len(pngs)} annotation PNGs for a clip of {n} frames; give one PNG per "
+                    "frame (or fewer frames with --max-frames)"
+                )
         flag, source = ("--first-frame-mask", args.first_frame_mask)
         if source is None:
             flag, source = "--gt", pngs[0]
