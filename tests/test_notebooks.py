@@ -23,6 +23,7 @@ NAMES = [
     "03_modulation_and_difference_maps",
     "04_pipeline_and_evaluation",
     "05_names",
+    "06_follow_objects",
 ]
 
 

@@ -240,7 +240,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .palette import colorize
-    from .pipeline import VideoSegmenter
+    from .pipeline import StreamState, VideoSegmenter
     from .video import LabelPNGWriter, VideoWriter, open_video, overlay_frames, read_label_png
 
     config = config_from_args(args)
@@ -248,6 +248,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     paths = _SegmentPaths.of(args)
     out, labels_dir, label_video, state_path = paths.out, paths.labels_dir, paths.label_video, paths.state
     mode = "full" if config.modulation else "preview"
+    objects = _Objects.of(args, stream, paths)  # bad masks fail here, before the model loads
     bb = _open(args)
     meta = {
         "clip": _clip_identity(stream),
@@ -261,8 +262,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 "--resume: the authors' overlapping last batch (shifted_last_batch / gt_merge) runs on the "
                 "whole clip without checkpoints; run without --resume"
             )
-        return _segment_whole_clip(args, config, stream, bb, paths)
+        return _segment_whole_clip(args, config, stream, bb, paths, objects)
     state = _check_resume(state_path, meta, labels_dir) if args.resume else None
+    if objects is not None and state is not None:
+        objects.resume(StreamState.load(state_path)[1])
     bsz = config.batch_size
     start_batch = state.next_batch if state is not None else 0
     done = state.frames_done if state is not None else 0
@@ -271,7 +274,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
     counters0 = bb.counters.snapshot()
     t0 = time.perf_counter()
     n = done
-    with VideoWriter(out, fps=stream.fps) as ov, VideoWriter(label_video, fps=stream.fps) as lv:
+    with (
+        VideoWriter(out, fps=stream.fps) as ov,
+        VideoWriter(label_video, fps=stream.fps) as lv,
+        _ObjectVideo(objects, stream.fps, done) as obj,
+    ):
         if done:  # rebuild the videos of the frames done: source frames + the label PNGs already written
             k = 0
             for orig in stream.batches(bsz):
@@ -280,6 +287,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 lab = np.stack(lab).astype(np.uint8)
                 ov.append(names.legend(overlay_frames(orig[:m], lab), lab))
                 lv.append(colorize(lab))
+                obj.rebuild(orig[:m], lab)
                 k += m
                 if k >= done:
                     break
@@ -297,24 +305,30 @@ def cmd_segment(args: argparse.Namespace) -> int:
             pngs.append(sb.labels)
             ov.append(names.legend(overlay_frames(sb.frames, sb.labels), sb.labels))
             lv.append(colorize(sb.labels))
+            obj.append(sb)
             n = sb.stop
-            _save_checkpoint(state_path, sb.state(), {**meta, **names.meta()})
+            _save_checkpoint(state_path, sb.state(), {**meta, **names.meta(), **obj.meta()})
     dt = time.perf_counter() - t0
     state_path.unlink(missing_ok=True)
     _finish_segment(args, config, stream, bb, paths, names, n, done, dt, bb.counters.since(counters0))
+    if objects is not None:
+        objects.report(n)
     return 0
 
 
 @dataclasses.dataclass(frozen=True)
 class _SegmentPaths:
     """Where ``vidseg segment -o OUT.mp4`` writes: the overlay ``OUT.mp4``, the label PNGs (``--labels-dir``
-    or ``OUT_labels/``), ``OUT_labels.mp4``, the checkpoint ``OUT_state.npz`` and ``OUT_config.json``."""
+    or ``OUT_labels/``), ``OUT_labels.mp4``, the checkpoint ``OUT_state.npz``, ``OUT_config.json`` and, with
+    ``--first-frame-mask`` / ``--gt``, ``OUT_objects.mp4`` and the object PNGs ``OUT_objects/``."""
 
     out: Path
     labels_dir: Path
     label_video: Path
     state: Path
     config: Path
+    objects_video: Path
+    objects_dir: Path
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> _SegmentPaths:
@@ -324,7 +338,10 @@ class _SegmentPaths:
             return out.with_name(out.stem + suffix)
 
         labels = Path(args.labels_dir) if args.labels_dir else side("_labels")
-        return cls(out, labels, side("_labels.mp4"), side("_state.npz"), side("_config.json"))
+        return cls(
+            out, labels, side("_labels.mp4"), side("_state.npz"), side("_config.json"),
+            side("_objects.mp4"), side("_objects"),
+        )  # fmt: skip
 
 
 def _finish_segment(
@@ -370,7 +387,12 @@ def _finish_segment(
 
 
 def _segment_whole_clip(
-    args: argparse.Namespace, config: Any, stream: Any, bb: Any, paths: _SegmentPaths
+    args: argparse.Namespace,
+    config: Any,
+    stream: Any,
+    bb: Any,
+    paths: _SegmentPaths,
+    objects: _Objects | None = None,
 ) -> int:
     """``vidseg segment`` with the authors' overlapping last batch (``shifted_last_batch``, issue 15 row 7)
     or ``gt_merge``: a later batch overwrites frames an earlier one labelled, so the clip is read whole
@@ -397,8 +419,172 @@ def _segment_whole_clip(
         over = overlay_frames(frames, labels)
         ov.append(_draw_legend(over, labels, res.names) if res.names else over)
         lv.append(colorize(labels))
+    if objects is not None:
+        with _ObjectVideo(objects, stream.fps, 0) as obj:
+            obj.append(res, frames)
     _finish_segment(args, config, stream, bb, paths, res, len(labels), 0, dt, res.work)
+    if objects is not None:
+        objects.report(len(labels))
     return 0
+
+
+class _Objects:
+    """``--first-frame-mask`` / ``--gt`` (issue 22): frame 1's object mask, read and checked before any
+    model work; the cluster -> object prompt (:func:`vidseg_nb.prompts.objects_from_mask`, the assignment
+    of ``vidseg evaluate``) decided on the first batch, which holds frame 1, and saved in the checkpoint
+    for ``--resume``; J&F against ``--gt`` read back from the object PNGs at the end."""
+
+    def __init__(self, mask: Any, mask_name: str, gt: Path | None, paths: _SegmentPaths) -> None:
+        import hashlib
+
+        self.mask = mask
+        self.mask_name = mask_name
+        self.digest = hashlib.sha256(mask.astype("int64").tobytes()).hexdigest()[:16]
+        self.gt = gt
+        self.paths = paths
+        self.prompt: dict[int, set[int]] | None = None
+
+    @classmethod
+    def of(cls, args: argparse.Namespace, stream: Any, paths: _SegmentPaths) -> _Objects | None:
+        from .prompts import PromptError, read_object_mask
+
+        if args.first_frame_mask is None and args.gt is None:
+            return None
+        gt = Path(args.gt) if args.gt else None
+        if gt is not None:
+            pngs = sorted(gt.glob("*.png")) if gt.is_dir() else []
+            if not gt.is_dir():
+                raise PromptError(
+                    f"--gt {gt}: no such folder (give the folder of the clip's annotation PNGs)"
+                )
+            if not pngs:
+                raise PromptError(f"--gt {gt}: no PNG files in the folder")
+            n = stream.n_frames if getattr(stream, "n_frames_exact", False) else None
+            if n is not None and len(pngs) < n:
+                raise PromptError(
+                    f"--gt {gt}: {len(pngs)} annotation PNGs for a clip of {n} frames; give one PNG per "
+                    "frame (or fewer frames with --max-frames)"
+                )
+        flag, source = ("--first-frame-mask", args.first_frame_mask)
+        if source is None:
+            flag, source = "--gt", pngs[0]
+        if not Path(source).is_file():
+            raise PromptError(f"{flag} {source}: no such file")
+        try:
+            mask = read_object_mask(source)
+        except PromptError as e:
+            raise PromptError(f"{flag} {source}: {str(e).replace(f'object mask {source}: ', '')}") from e
+        h0, w0 = stream.size
+        if mask.shape != (h0, w0):
+            raise PromptError(
+                f"{flag} {source} is {mask.shape[1]}x{mask.shape[0]} pixels but the clip's frames are "
+                f"{w0}x{h0}: give the mask of the clip's first frame at the clip's size"
+            )
+        if not ((mask != 0) & (mask != 255)).any():
+            raise PromptError(
+                f"{flag} {source} has no object: every pixel is 0 (background) or 255 (void); mark the "
+                "objects with ids 1, 2, ..."
+            )
+        return cls(mask, str(source), gt, paths)
+
+    def resume(self, saved: dict[str, Any]) -> None:
+        """The prompt of the interrupted run, from its checkpoint's meta (same mask, or an error)."""
+        got = saved.get("objects")
+        if got is None or got.get("mask") != self.digest:
+            why = "had no --first-frame-mask / --gt" if got is None else "used another first-frame mask"
+            raise ConfigError(
+                f"--resume: the interrupted run {why}, and frame 1's coarse map is not kept in the "
+                "checkpoint; rerun without --resume to follow these objects"
+            )
+        self.prompt = {int(k): {int(c) for c in v} for k, v in got["prompt"].items()}
+
+    def decide(self, first: Any) -> None:
+        """The prompt from the first batch (or the whole result); notes objects that got no cluster."""
+        from .prompts import objects_from_mask
+
+        self.prompt = objects_from_mask(first, self.mask)
+        for k, members in sorted(self.prompt.items()):
+            if not members:
+                print(
+                    f"note: object {k} of the first-frame mask is the majority of no cluster of frame 1's "
+                    "coarse map: its masks stay empty (try more --clusters)",
+                    file=sys.stderr,
+                )
+
+    def meta(self) -> dict[str, Any]:
+        if self.prompt is None:
+            return {}
+        prompt = {str(k): sorted(v) for k, v in self.prompt.items()}
+        return {"objects": {"mask": self.digest, "prompt": prompt}}
+
+    def report(self, n: int) -> None:
+        """Where the outputs are and, with ``--gt``, J&F per object and the mean (the first and last
+        frame dropped, as DAVIS)."""
+        from .prompts import j_and_f, read_annotations
+
+        print(f"objects video: {self.paths.objects_video}\nobject PNGs: {self.paths.objects_dir}/")
+        if self.gt is None:
+            return
+        masks = read_annotations(self.paths.objects_dir, max_frames=n)
+        score = j_and_f(masks, self.gt)
+        for k, j, f in zip(score["objects"], score["J_objects"], score["F_objects"]):
+            print(f"object {k}: J {j:.3f}  F {f:.3f}  J&F {(j + f) / 2:.3f}")
+        print(
+            f"mean over {len(score['objects'])} object(s), {n} frames: J {score['J']:.3f}  "
+            f"F {score['F']:.3f}  J&F {score['J&F']:.3f}"
+        )
+
+
+class _ObjectVideo:
+    """``OUT_objects.mp4`` and ``OUT_objects/`` written batch by batch (nothing without ``--first-frame-mask``
+    / ``--gt``); ``start``: frames done by an interrupted run (their PNGs are on disk, the video is rebuilt
+    with :meth:`rebuild`)."""
+
+    def __init__(self, objects: _Objects | None, fps: float, start: int) -> None:
+        self.objects = objects
+        self.fps = fps
+        self.next = start
+        self.writer: Any = None
+
+    def __enter__(self) -> _ObjectVideo:
+        if self.objects is not None:
+            from .video import VideoWriter
+
+            self.writer = VideoWriter(self.objects.paths.objects_video, fps=self.fps).__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.writer is not None:
+            self.writer.__exit__(*exc)
+
+    def _video(self, frames: Any, masks: Any) -> None:
+        from .prompts import object_overlay
+
+        self.writer.append(object_overlay(frames, masks))
+
+    def rebuild(self, frames: Any, labels: Any) -> None:
+        """The video of frames already done (their object PNGs exist)."""
+        if self.objects is not None:
+            from .prompts import masks_from_labels
+
+            self._video(frames, masks_from_labels(labels, self.objects.prompt))
+
+    def append(self, batch: Any, frames: Any = None) -> None:
+        """One StreamBatch (or a whole SegmentationResult with its ``frames``): decide the prompt on the
+        first, then write the batch's object PNGs and video frames."""
+        if self.objects is None:
+            return
+        from .prompts import davis_png, masks_from_labels
+
+        if self.objects.prompt is None:
+            self.objects.decide(batch)
+        masks = masks_from_labels(batch.labels, self.objects.prompt)
+        davis_png(masks, self.objects.paths.objects_dir, start=self.next)
+        self._video(batch.frames if frames is None else frames, masks)
+        self.next += len(masks)
+
+    def meta(self) -> dict[str, Any]:
+        return self.objects.meta() if self.objects is not None else {}
 
 
 def _draw_legend(frames: Any, labels: Any, names: dict[int, Any]) -> Any:
@@ -760,6 +946,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue an interrupted run from its checkpoint OUT_state.npz (same clip, model and settings)",
     )
+    s.add_argument(
+        "--first-frame-mask",
+        default=None,
+        metavar="MASK.png",
+        help="follow objects (issue 22): frame 1's object mask (DAVIS palette PNG of ids, or a 0/255 PNG "
+        "for one object; the clip's size); writes OUT_objects.mp4 and the object PNGs OUT_objects/",
+    )
+    s.add_argument(
+        "--gt",
+        default=None,
+        metavar="DIR",
+        help="folder of DAVIS annotation PNGs of the clip: prints J&F per object and the mean (without "
+        "--first-frame-mask its first PNG is the mask)",
+    )
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_args(s)
     s.set_defaults(func=cmd_segment)
@@ -788,6 +988,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+CLI_WHAT_TO_GIVE = "Give an mp4/webm/mov/gif/avi file or a folder of PNG/JPG frames as the clip."
+"""What the command line asks for where the library's clip errors say what to upload (the demo's words)."""
+
+
+def cli_message(error: BaseException) -> str:
+    """One line for a user mistake, in command-line words: the library's clip errors end with what to
+    upload in the demo; here they say what to give on the command line."""
+    from .video import _WHAT_TO_UPLOAD
+
+    return str(error).replace("\n", " ").replace(_WHAT_TO_UPLOAD, CLI_WHAT_TO_GIVE)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import VidSegError
 
@@ -795,7 +1007,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (VidSegError, FileNotFoundError) as e:
-        msg = str(e).replace("\n", " ")
+        msg = cli_message(e)
         print(f"vidseg {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
