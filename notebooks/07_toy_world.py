@@ -32,13 +32,18 @@
 # laptop CPU.
 
 # %%
+from vidseg_nb.notebook import setup
+
+nb = setup(frames=(4, 4), model="toy")
+
+# %%
+# ruff: noqa: E402  (imports after the set-up cell)
 import json
 import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 from vidseg_nb import load_backbone
 from vidseg_nb.features import extract_features, pca_view
@@ -48,9 +53,8 @@ from vidseg_nb.toy.sample import dominant_colour, generate
 from vidseg_nb.toy.world import COLOURS, EVAL_SEEDS, SHAPE_WORDS, TEXTURES, TRAIN_SEEDS, make_toy_clip
 from vidseg_nb.viz import label_image, tile, upscale
 
-torch.set_num_threads(1)  # the toy tensors are small: on a few cores, threads cost more than they give
-toy = load_backbone("toy", device="cpu")
-tiny = load_backbone("tiny", device="cpu")
+toy = nb.backbone  # setup() ran it single-threaded: on a few cores, threads cost more than they give
+tiny = load_backbone("tiny", device=str(toy.device))
 print("toy model:", model_path())
 
 # %% [markdown]
@@ -100,7 +104,7 @@ print("files:", {k: v[:12] + "…" for k, v in man["files"].items()})
 
 # %%
 # the loss curves saved by the training run (docs/toy/loss.png in the repository)
-loss_png = Path.cwd().parent / "docs" / "toy" / "loss.png"
+loss_png = Path(nb.repo) / "docs" / "toy" / "loss.png"
 if loss_png.is_file():
     plt.figure(figsize=(12, 4))
     plt.imshow(plt.imread(loss_png))

@@ -24,6 +24,7 @@ NAMES = [
     "04_pipeline_and_evaluation",
     "05_names",
     "06_follow_objects",
+    "07_toy_world",
 ]
 
 
