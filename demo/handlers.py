@@ -720,6 +720,8 @@ def refilter(state: SessionState | None, s: Settings) -> dict:
             result = seg.segment(work.clip, config, mode="full", keep=work.kept, progress=False)
         finally:
             seg.backbone = None
+        if result.name_queries is None and r.name_queries is not None:  # same clip and features: the
+            result = dataclasses.replace(result, name_queries=r.name_queries)  # recorded queries carry over
         work.result, work.features_cached = _named(seg, bb, result, s.names), True
         state.config = config
         rt.touch(state)

@@ -811,3 +811,25 @@ def test_gpu_request_grows_with_frames_labels_and_steps(rt):
     assert H.gpu_duration("m", f, big, "full", [], None) == int(1.5 * (20 + 48 * 6 * 41 * 0.02))
     assert H.gpu_duration("m", f, big.replace(max_side=1024), "full", [], None) == 900  # capped
     assert H.gpu_duration("m", f, cfg, "preview", [], None) == 60  # at least a minute
+
+
+# ----------------------------------------------------------------------------------------- issue 22, item 5
+def test_s_with_names_keeps_the_names_and_runs_no_unet(rt, clips, backbone):
+    """Moving s after a segmentation with Names re-filters with the cached D_l and keeps the names (the
+    recorded cross-attention queries carry over): no error, zero UNet samples."""
+    words = "person, dog, grass"
+    out = segment(None, clips["a"], names=words)
+    state = out["state"]
+    assert result(state).names and out["legend"]
+    base = widgets(result(state).config)
+    before = work(backbone)
+    out2 = refilter(state, clips["a"], **{**base, "s": 0.2}, names=words)
+    assert all(v == 0 for v in delta(backbone, before).values()), delta(backbone, before)
+    assert "Re-filtered" in out2["status"] and out2["legend"]
+    r = result(state)
+    assert r.config.s == 0.2 and r.names and r.vocabulary == ("person", "dog", "grass")
+    assert r.name_queries is not None
+    # through the Gradio wrapper too: no gr.Error
+    vals = app.refilter_event(state, str(clips["a"]), **app_kw(**{**base, "s": 0.4}), names=words)
+    assert dict(zip(H.OUTPUT_NAMES, vals))["legend"]
+    assert all(v == 0 for v in delta(backbone, before).values())
