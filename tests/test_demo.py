@@ -833,3 +833,47 @@ def test_s_with_names_keeps_the_names_and_runs_no_unet(rt, clips, backbone):
     vals = app.refilter_event(state, str(clips["a"]), **app_kw(**{**base, "s": 0.4}), names=words)
     assert dict(zip(H.OUTPUT_NAMES, vals))["legend"]
     assert all(v == 0 for v in delta(backbone, before).values())
+
+
+def test_segment_reports_unet_samples_per_stage_inside_a_batch(rt, clips, monkeypatch):
+    """The demo reads the one progress source (vidseg_nb.progress): UNet samples of each stage, with an
+    ETA, while the batch runs (not a bar that jumps at its end)."""
+    monkeypatch.setattr(H, "PROGRESS_EVERY_S", 0.0)  # every update (the tiny model is fast)
+    calls: list[tuple[float, str]] = []
+    H.segment(None, settings(clips["b"], lam=33.0), lambda f, d: calls.append((f, d)))
+    inside = [(f, d) for f, d in calls if "UNet samples" in d]
+    assert any("stage 0" in d for _, d in inside) and any("stage 3, modulation" in d for _, d in inside)
+    assert any(0 < f < 1 and "left" in d for f, d in inside), inside
+
+
+def test_one_progress_display_per_run(rt):
+    """Segment / Preview / s draw their progress on the status line only, not on all 10 outputs."""
+    demo = app.build_app(configure_runtime=False, examples=False)
+    status = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "status")
+    fns = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
+    for name in ("segment", "preview", "refilter"):
+        assert [b._id for b in fns[name].show_progress_on or []] == [status._id], name
+        assert len(fns[name].outputs) > 5
+
+
+def test_one_space_header_read_from_the_readme():
+    """The Space's YAML header is written once, in README.md's front matter; the app reads it."""
+    import yaml
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert text.startswith(app.SPACE_HEADER) and app.SPACE_HEADER.count("---") == 2
+    meta = yaml.safe_load(app.SPACE_HEADER.strip().strip("-"))
+    assert meta["app_file"] == "demo/app.py" and meta["sdk"] == "gradio"
+    assert meta["sdk_version"] == gr.__version__ and meta["python_version"] == "3.10.13"
+    assert "3.11" not in Path(app.__file__).read_text()  # no second copy of the header in the app
+
+
+def test_examples_cache_folder_has_a_stable_name(rt, monkeypatch):
+    monkeypatch.setattr(rt, "cache_examples", True)
+    monkeypatch.delenv("GRADIO_EXAMPLES_CACHE", raising=False)
+    folders = []
+    for _ in range(2):
+        demo = app.build_app(configure_runtime=False, examples=True)
+        folders.append(Path(demo.vidseg_examples.cached_folder))
+    assert folders[0] == folders[1] and folders[0].name == "examples"
+    assert folders[0].parent == H.examples_cache_dir(rt) and folders[0].is_relative_to(rt.workdir)
