@@ -67,9 +67,10 @@ from vidseg_nb.app_support import (
 from vidseg_nb.backbone import Backbone
 from vidseg_nb.cache import StageEntries
 from vidseg_nb.config import COARSE_FIELDS, DIFF_FIELDS, MODEL_ENV, PRESETS, SegConfig, default_model
-from vidseg_nb.errors import BackboneLoadError, VideoError
+from vidseg_nb.errors import BackboneLoadError, ConfigError, VideoError
 from vidseg_nb.features import Features
 from vidseg_nb.modulation import final_labels
+from vidseg_nb.names import DEFAULT_MARGIN, UNNAMED
 from vidseg_nb.pipeline import FrameDetail, SegmentationResult, VideoSegmenter, device_info, parse_vocabulary
 from vidseg_nb.synthetic import example_clips
 from vidseg_nb.video import Clip, read_video, write_video
@@ -124,6 +125,36 @@ def sample_progress(progress: Progress, every_s: float | None = None) -> _progre
             progress(s.fraction, s.line())
 
     return listen
+
+
+# ------------------------------------------------------------------------------------------ errors
+def error_toast(e: BaseException, what: str = "The request") -> tuple[str, str, bool]:
+    """``(message, title, known)`` of the one toast for a failed event ``what``: the message escaped for
+    HTML, a title that says what failed ("Upload refused: not a usable video"); ``known`` False for an
+    unexpected error (the app logs its traceback)."""
+    import html
+
+    msg = html.escape(str(e), quote=False).replace("\n", "<br>")
+    if isinstance(e, NoVideo):
+        return msg, f"{what}: no video yet", True
+    if isinstance(e, BackboneLoadError):
+        return msg, f"{what} failed: the model could not be loaded", True
+    if isinstance(e, (VideoError, ConfigError)):
+        kind = "not a usable video" if isinstance(e, VideoError) else "invalid settings"
+        return msg, f"{what} refused: {kind}", True
+    if isinstance(e, ValueError):
+        return msg, f"{what} refused: invalid input", True
+    oom = "Lower the resolution cap, the batch size or the number of frames (Advanced) and try again."
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return f"The GPU ran out of memory. {oom}", f"{what} failed: out of GPU memory", True
+    if isinstance(e, MemoryError):
+        return f"Out of memory: use a shorter or smaller clip. {oom}", f"{what} failed: out of memory", True
+    return (
+        f"Unexpected error ({type(e).__name__}): {msg}. The app is still running; try another clip or "
+        "other settings.",
+        f"{what} failed: unexpected error",
+        False,
+    )
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -783,12 +814,18 @@ def names_legend(result: SegmentationResult | None) -> str:
     if result is None or not result.names:
         return ""
     entries = legend_entries(result.names, ids=np.unique(result.labels).tolist())
-    note = (
-        '<div style="opacity:.7;font-size:85%">random tiny model: these names are random</div>'
-        if result.is_random_model
-        else ""
-    )
+    small = '<div style="opacity:.7;font-size:85%">{}</div>'
+    note = small.format("random tiny model: these names are random") if result.is_random_model else ""
+    if any(t.startswith(UNNAMED) for _, t, _ in entries):
+        note += small.format(UNNAMED_NOTE)
     return legend_html(entries) + note
+
+
+UNNAMED_NOTE = (
+    f"A segment stays unnamed when no word leads: a word's score is its cross-attention inside the segment "
+    f"over its average in the frame (1 = no preference); the best word needs a lead of {DEFAULT_MARGIN:.2f} "
+    "over the second best (vidseg_nb.names). Try fewer or more distinct words."
+)
 
 
 def name_panels(result: SegmentationResult, frame: float | None) -> list[tuple[np.ndarray, str]]:
@@ -852,6 +889,39 @@ def inspect(video: Any) -> str:
     """Facts about an upload (and the limits) as soon as it arrives; bad files raise :class:`VideoError`."""
     path = video_path(video)
     return "" if path is None else describe_clip(path, runtime().limits)
+
+
+def upload_preview(video: Any) -> str | None:
+    """A clip the browser can play for the upload box: mp4/webm as uploaded, anything else (gif, mov,
+    avi, mkv) as an H.264 mp4 of the frames the app would use (cached per file); None without a file."""
+    path = video_path(video)
+    if path is None:
+        return None
+    if Path(path).suffix.lower() in (".mp4", ".webm"):
+        return path
+    rt = runtime()
+    out = (
+        rt.workdir / "previews" / f"{hashlib.sha1(repr(clip_signature(path)).encode()).hexdigest()[:16]}.mp4"
+    )
+    if not out.is_file():
+        clip = load_clip(path, rt.limits)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_video(out, clip.frames, fps=clip.fps)
+    return str(out)
+
+
+CLEARED = dict(
+    overlay=None, labels=None, gallery=[], xt_features=None, xt_labels=None, zip=None, stats="", legend=""
+)
+"""What the result outputs show after a failed upload or run: nothing of the previous result."""
+
+
+def glossary(readme: Path | None = None) -> str:
+    """The symbols' glossary (README.md's "Glossary" section, between its ``<!-- glossary`` markers)."""
+    readme = readme or README
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    m = re.search(r"<!-- glossary[^>]*-->\n(.*?)<!-- /glossary -->", text, re.S)
+    return m.group(1).strip() if m else "See the README's Glossary."
 
 
 def banner(model_id: str | None = None) -> str:
