@@ -114,7 +114,10 @@ def user_errors(what: str) -> Callable:
                 message, title, known = H.error_toast(e, what)
                 if not known:
                     log.exception("demo event %s failed", getattr(fn, "__name__", fn))
-                raise gr.Error(message, title=title, print_exception=False) from e
+                # Gradio 6 groups toasts by type under the bare word "Error": the title leads the message
+                raise gr.Error(
+                    f"<strong>{title}</strong><br>{message}", title=title, print_exception=False
+                ) from e
 
         return wrapper
 

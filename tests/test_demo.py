@@ -905,6 +905,7 @@ def test_error_toasts_say_what_failed(rt, clips):
         with pytest.raises(gr.Error) as e:
             call()
         assert e.value.title.startswith(title) and e.value.title != "Error", e.value.title
+        assert e.value.message.startswith(f"<strong>{title}")  # Gradio 6 shows "Error" as the toast title
     msg, title, known = H.error_toast(RuntimeError("boom <b>"), "Segment")
     assert not known and title == "Segment failed: unexpected error" and "&lt;b&gt;" in msg
 
