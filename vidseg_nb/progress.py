@@ -21,6 +21,7 @@ import contextvars
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -139,13 +140,17 @@ def batch(a: int, b: int, n_frames: int | None = None) -> None:
 
 def tqdm_listener(**tqdm_kw: object) -> Listener:
     """A CLI reader: one tqdm bar in UNet samples, reset at each stage (its description: the stage and
-    the batch's frames). Close it with ``listener.close()``."""
+    the batch's frames), made at the first report (nothing is drawn when nothing runs, e.g. a bad
+    flag). Close it with ``listener.close()``."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=0, unit="sample", leave=False, dynamic_ncols=True, **tqdm_kw)  # type: ignore[call-overload]
+    bars: list[Any] = []
     key: list[tuple] = [()]
 
     def listen(s: Snapshot) -> None:
+        if not bars:
+            bars.append(tqdm(total=0, unit="sample", leave=False, dynamic_ncols=True, **tqdm_kw))
+        bar = bars[0]
         k = (s.stage, s.frames, s.planned)
         if k != key[0] or s.done < bar.n:
             key[0] = k
@@ -154,5 +159,5 @@ def tqdm_listener(**tqdm_kw: object) -> Listener:
             bar.reset(total=s.planned)
         bar.update(s.done - bar.n)
 
-    listen.close = bar.close  # type: ignore[attr-defined]
+    listen.close = lambda: bars and bars[0].close()  # type: ignore[attr-defined]
     return listen
