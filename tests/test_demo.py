@@ -189,14 +189,14 @@ def test_segment_event_outputs(seg_a, rt):
     captions = [c for _, c in seg_a["gallery"]]
     for want in (
         "frame 0",
-        "PCA of F~",
-        "coarse M^j",
-        "refined M~^j",
-        "(raw)",
-        "(filtered)",
-        "I+",
-        "I-",
-        "final Y",
+        "features F~, PCA",
+        "coarse map M^j",
+        "refined map M~^j",
+        "difference map D_",
+        "difference map D~_",
+        "(I+)",
+        "(I-)",
+        "final labels Y",
     ):
         assert any(want in c for c in captions), (want, captions)
     assert all(img.dtype == np.uint8 and img.ndim == 3 for img, _ in seg_a["gallery"])
@@ -291,7 +291,7 @@ def test_preview_gives_coarse_maps_without_modulation(rt, clips, backbone):
     assert d["vae_decodes"] == 0 and d["unet_samples"] == 0 and d["unet_partial_samples"] > 0
     assert "features" in r.timings and "modulation (stage 3)" not in r.timings
     captions = [c for _, c in out["gallery"]]
-    assert "final Y" in captions and not any("(raw)" in c for c in captions)
+    assert "final labels Y" in captions and not any(", raw" in c for c in captions)
     assert len(read_video(out["overlay"])) == 5
     # s does nothing to a preview, and says so
     assert "preview" in refilter(out["state"], clips["b"], s=0.2)["status"]
@@ -566,7 +566,7 @@ def test_client_segment_refilter_browse(server, clips):
     assert len(clip) == 4 and clip.size == (128, 128)
     assert len(read_video(out["labels"])) == 4
     captions = [g["caption"] for g in out["gallery"]]
-    assert captions[0] == "frame 0" and "final Y" in captions
+    assert captions[0] == "frame 0" and "final labels Y" in captions
     assert Image.open(out["gallery"][0]["image"]).size == (64, 64)  # processing size
     assert zipfile.is_zipfile(out["zip"])
     out2 = _api(c.predict(video=handle_file(str(clips["a"])), **{**API_KW, "s": 0.2}, api_name="/refilter"))
@@ -811,3 +811,140 @@ def test_gpu_request_grows_with_frames_labels_and_steps(rt):
     assert H.gpu_duration("m", f, big, "full", [], None) == int(1.5 * (20 + 48 * 6 * 41 * 0.02))
     assert H.gpu_duration("m", f, big.replace(max_side=1024), "full", [], None) == 900  # capped
     assert H.gpu_duration("m", f, cfg, "preview", [], None) == 60  # at least a minute
+
+
+# ----------------------------------------------------------------------------------------- issue 22, item 5
+def test_s_with_names_keeps_the_names_and_runs_no_unet(rt, clips, backbone):
+    """Moving s after a segmentation with Names re-filters with the cached D_l and keeps the names (the
+    recorded cross-attention queries carry over): no error, zero UNet samples."""
+    words = "person, dog, grass"
+    out = segment(None, clips["a"], names=words)
+    state = out["state"]
+    assert result(state).names and out["legend"]
+    base = widgets(result(state).config)
+    before = work(backbone)
+    out2 = refilter(state, clips["a"], **{**base, "s": 0.2}, names=words)
+    assert all(v == 0 for v in delta(backbone, before).values()), delta(backbone, before)
+    assert "Re-filtered" in out2["status"] and out2["legend"]
+    r = result(state)
+    assert r.config.s == 0.2 and r.names and r.vocabulary == ("person", "dog", "grass")
+    assert r.name_queries is not None
+    # through the Gradio wrapper too: no gr.Error
+    vals = app.refilter_event(state, str(clips["a"]), **app_kw(**{**base, "s": 0.4}), names=words)
+    assert dict(zip(H.OUTPUT_NAMES, vals))["legend"]
+    assert all(v == 0 for v in delta(backbone, before).values())
+
+
+def test_segment_reports_unet_samples_per_stage_inside_a_batch(rt, clips, monkeypatch):
+    """The demo reads the one progress source (vidseg_nb.progress): UNet samples of each stage, with an
+    ETA, while the batch runs (not a bar that jumps at its end)."""
+    monkeypatch.setattr(H, "PROGRESS_EVERY_S", 0.0)  # every update (the tiny model is fast)
+    calls: list[tuple[float, str]] = []
+    H.segment(None, settings(clips["b"], lam=33.0), lambda f, d: calls.append((f, d)))
+    inside = [(f, d) for f, d in calls if "UNet samples" in d]
+    assert any("stage 0" in d for _, d in inside) and any("stage 3, modulation" in d for _, d in inside)
+    assert any(0 < f < 1 and "left" in d for f, d in inside), inside
+
+
+def test_one_progress_display_per_run(rt):
+    """Segment / Preview / s draw their progress on the status line only, not on all 10 outputs."""
+    demo = app.build_app(configure_runtime=False, examples=False)
+    status = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "status")
+    fns = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
+    for name in ("segment", "preview", "refilter"):
+        assert [b._id for b in fns[name].show_progress_on or []] == [status._id], name
+        assert len(fns[name].outputs) > 5
+
+
+def test_one_space_header_read_from_the_readme():
+    """The Space's YAML header is written once, in README.md's front matter; the app reads it."""
+    import yaml
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert text.startswith(app.SPACE_HEADER) and app.SPACE_HEADER.count("---") == 2
+    meta = yaml.safe_load(app.SPACE_HEADER.strip().strip("-"))
+    assert meta["app_file"] == "demo/app.py" and meta["sdk"] == "gradio"
+    assert meta["sdk_version"] == gr.__version__ and meta["python_version"] == "3.10.13"
+    assert "3.11" not in Path(app.__file__).read_text()  # no second copy of the header in the app
+
+
+def test_examples_cache_folder_has_a_stable_name(rt, monkeypatch):
+    monkeypatch.setattr(rt, "cache_examples", True)
+    monkeypatch.delenv("GRADIO_EXAMPLES_CACHE", raising=False)
+    folders = []
+    for _ in range(2):
+        demo = app.build_app(configure_runtime=False, examples=True)
+        folders.append(Path(demo.vidseg_examples.cached_folder))
+    assert folders[0] == folders[1] and folders[0].name == "examples"
+    assert folders[0].parent == H.examples_cache_dir(rt) and folders[0].is_relative_to(rt.workdir)
+
+
+def test_legend_says_why_a_segment_is_unnamed():
+    from types import SimpleNamespace
+
+    from vidseg_nb.names import DEFAULT_MARGIN, UNNAMED, ClusterName
+
+    names = {0: ClusterName("dog", 1.6, 0.5, "dog"), 1: ClusterName(UNNAMED, 1.23, 0.04, "person")}
+    r = SimpleNamespace(names=names, labels=np.array([[0, 1]]), is_random_model=False)
+    html = H.names_legend(r)
+    assert f"unnamed (best: person 1.23, lead 0.04 &lt; {DEFAULT_MARGIN:.2f})" in html
+    assert "needs a lead of" in html and "over the second best" in html
+    named = SimpleNamespace(names={0: names[0]}, labels=np.array([[0]]), is_random_model=False)
+    assert "needs a lead" not in H.names_legend(named)  # no note without an unnamed segment
+
+
+def test_error_toasts_say_what_failed(rt, clips):
+    """One gr.Error per failure, its title naming what failed (not the bare word "Error")."""
+    cases = [
+        (lambda: app.inspect_event(str(clips["text"])), "Upload refused: not a usable video"),
+        (lambda: app.segment_event(None, None, **app_kw()), "Segment: no video yet"),
+        (lambda: app.segment_event(None, str(clips["a"]), **app_kw(preset="nope")), "Segment refused"),
+        (lambda: app.preview_event(None, str(clips["wide"]), **app_kw()), "Preview refused"),
+    ]
+    for call, title in cases:
+        with pytest.raises(gr.Error) as e:
+            call()
+        assert e.value.title.startswith(title) and e.value.title != "Error", e.value.title
+        assert e.value.message.startswith(f"<strong>{title}")  # Gradio 6 shows "Error" as the toast title
+    msg, title, known = H.error_toast(RuntimeError("boom <b>"), "Segment")
+    assert not known and title == "Segment failed: unexpected error" and "&lt;b&gt;" in msg
+
+
+def test_failed_upload_or_run_clears_the_stale_result(seg_a, rt):
+    """A failed Segment / Preview / upload runs clear_event: no previous overlay, gallery, zip or legend."""
+    demo = app.build_app(configure_runtime=False, examples=False)
+    fns = demo.fns
+    clears = [f for f in fns.values() if f.fn is app.clear_event]
+    assert len(clears) == 3 and all(f.trigger_only_on_failure for f in clears)
+    after = {fns[f.trigger_after].api_name for f in clears}
+    assert after == {"segment", "preview", "inspect"}, after
+    vals = dict(zip(H.OUTPUT_NAMES[1:], app.clear_event()))
+    assert vals["overlay"] is None and vals["labels"] is None and vals["gallery"] == []
+    assert vals["legend"] == "" and vals["stats"] == "" and vals["zip"] is None
+    assert all(is_skip(vals[k]) for k in ("frame", "status"))  # the status keeps the error's line
+
+
+def test_upload_preview_and_a_compact_zip(rt, clips):
+    prev = app.upload_preview_event(str(clips["rgba"]))
+    assert prev["visible"] and prev["value"].endswith(".mp4")
+    assert len(read_video(prev["value"])) == 3  # a gif becomes a playable mp4 of its frames
+    assert app.upload_preview_event(str(clips["a"]))["value"] == str(clips["a"])  # an mp4 plays as it is
+    assert app.upload_preview_event(None)["visible"] is False
+    demo = app.build_app(configure_runtime=False, examples=False)
+    zip_box = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "zip")
+    assert isinstance(zip_box, gr.DownloadButton)  # one compact button, not an empty tall file box
+
+
+def test_gallery_captions_in_words_and_a_glossary(seg_a, rt):
+    captions = [c for _, c in seg_a["gallery"]]
+    assert all(c[0].isalpha() and c[0].islower() for c in captions), captions  # words first
+    assert "difference map D_" in " ".join(captions) and not any(
+        c.startswith(("D", "M", "I")) for c in captions
+    )
+    assert "white-space: normal" in app.CSS and "caption" in app.CSS  # captions wrap, never "..."
+    g = H.glossary()
+    for sym in ("F~", "M^j", "M~^j", "D_l", "D~_l", "t_m", "lambda", "| s |"):
+        assert sym in g, sym
+    demo = app.build_app(configure_runtime=False, examples=False)
+    box = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "glossary")
+    assert box.value == g and g in (ROOT / "README.md").read_text(encoding="utf-8")

@@ -69,8 +69,9 @@ def server(request, tmp_path_factory):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     demo.launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, ssr_mode=False
-    )
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, ssr_mode=False,
+        css=app.CSS,
+    )  # fmt: skip
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
@@ -103,6 +104,7 @@ def test_upload_move_s_segment_and_play(server, tmp_path):
             page.wait_for_function(
                 "() => document.querySelector('#clip-info').innerText.includes('160x128')", timeout=60_000
             )
+            page.wait_for_selector("#video-preview video", timeout=30_000)  # a preview of the upload
             _drag(page, s_range, 0.7, 0.3)  # before any result: nothing runs, the status says so
             assert abs(float(page.locator(s_range).input_value()) - 0.3) < 0.051
             page.wait_for_function(
@@ -119,6 +121,14 @@ def test_upload_move_s_segment_and_play(server, tmp_path):
             )
             assert size[:2] == [160, 128] and size[2] > 0
             assert page.locator("#gallery img").count() >= 5
+            # captions in words, none cut off with "..." (they wrap)
+            cut = page.evaluate(
+                "() => [...document.querySelectorAll('#gallery .caption-label')]"
+                ".filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)"
+            )
+            assert cut == [], cut
+            # one progress display per run: no progress on the video panels after the run
+            assert page.locator("#overlay-video .progress-text, #gallery .progress-text").count() == 0
             assert "full run" in page.locator("#stats").inner_text()
 
             _drag(page, s_range, 0.3, 0.9)  # with a result: re-filtered at once, no UNet
@@ -150,6 +160,15 @@ def test_bad_upload_shows_an_error_and_the_page_keeps_working(server, tmp_path):
             toast = page.locator(".toast-body")
             toast.first.wait_for(timeout=60_000)
             assert "not a readable video" in toast.first.inner_text()
+            page.wait_for_timeout(1500)  # a second toast of the same error would have arrived by now
+            texts = page.locator("[data-testid=toast-text]")
+            assert toast.count() == 1 and texts.count() == 1, [t.inner_text() for t in texts.all()]
+            assert (
+                page.locator(".toast-count").count() == 0
+                or "2" not in page.locator(".toast-count").inner_text()
+            )
+            first = texts.first.inner_text().strip()  # says what failed, not only the bare "Error"
+            assert first.startswith("Upload refused: not a usable video"), first
             good = save_clip(make_clip(3, 96, 96, seed=6), tmp_path / "good.mp4")
             page.locator("#video-in button[aria-label='Clear']").first.click()
             page.locator("#video-in input[type=file]").set_input_files(str(good))

@@ -200,7 +200,8 @@ def test_parse_vocabulary():
 def test_draw_legend_swatches_have_the_palette_colours():
     names = {0: ClusterName("dog", 1.5, 0.4, "dog"), 5: ClusterName(UNNAMED, 1.0, 0.01, "sky")}
     entries = legend_entries(names)
-    assert [(i, t) for i, t, _ in entries] == [(0, "dog"), (5, "unnamed (best: sky)")]
+    # an unnamed segment says why: its best word's score and its lead over the second, below the margin
+    assert [(i, t) for i, t, _ in entries] == [(0, "dog"), (5, "unnamed (best: sky 1.00, lead 0.01 < 0.10)")]
     frame = np.full((96, 128, 3), 200, np.uint8)
     out = draw_legend(frame, entries, font_size=12)
     pad, line = 3, 15  # font_size // 4, font_size + pad
@@ -209,7 +210,9 @@ def test_draw_legend_swatches_have_the_palette_colours():
         assert tuple(out[y, pad + 6]) == tuple(PALETTE[i])
     assert np.array_equal(out[90:, 100:], frame[90:, 100:])  # outside the box: untouched
     assert legend_entries(names, ids=[5]) == entries[1:]
-    assert "unnamed (best: sky)" in legend_html(entries) and "#ff7f0e" not in legend_html(entries[:1])
+    assert "unnamed (best: sky 1.00, lead 0.01 &lt; 0.10)" in legend_html(
+        entries
+    ) and "#ff7f0e" not in legend_html(entries[:1])
 
 
 # ------------------------------------------------------------------------------------------ CLI

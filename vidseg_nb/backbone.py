@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import torch
 
+from . import progress
 from .errors import BackboneLoadError
 from .probe import SD_LAYOUT, Layout, StopForward
 
@@ -225,8 +226,10 @@ class Backbone(ABC):
             out = self.model_output(xin, t, cond)
         except StopForward:
             self.counters.unet_partial_samples += 2 * r * g
+            progress.advance(2 * r * g)
             raise
         self.counters.unet_samples += 2 * r * g
+        progress.advance(2 * r * g)  # the one progress source (vidseg_nb.progress): a no-op unless tracked
         if self.prediction_type == "v_prediction":
             xs = torch.cat([xg, xg]).to(out.device, torch.float32)
             x0 = out * (-sigma / (sigma**2 + 1) ** 0.5) + xs / (sigma**2 + 1)

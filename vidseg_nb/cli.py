@@ -224,6 +224,21 @@ def _check_resume(path: Path, meta: dict[str, Any], labels_dir: Path) -> Any:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
+    """``vidseg segment``: :func:`_segment` with a progress bar in UNet samples per stage (unless
+    ``--quiet``), read from the one progress source, :mod:`vidseg_nb.progress` (the demo reads it too)."""
+    from . import progress
+
+    if args.quiet:
+        return _segment(args)
+    listen = progress.tqdm_listener()
+    try:
+        with progress.track(listen):
+            return _segment(args)
+    finally:
+        listen.close()  # type: ignore[attr-defined]
+
+
+def _segment(args: argparse.Namespace) -> int:
     """Segment a clip batch by batch (VideoSegmenter.stream): memory stays flat with the clip length.
 
     Every batch appends to the overlay video, the label video and the label PNGs, then saves the

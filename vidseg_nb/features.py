@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import progress as _progress
 from .authors import start_latents
 from .backbone import Backbone
 from .config import SegConfig
@@ -194,6 +195,8 @@ def reference_run(
     extra = [qk, *([prefix] if prefix is not None else [])] if record_qk else []
     one_key = [OneKeyAttention()] if config.one_key_attention else []  # one-token contexts: to_out(to_v(c))
     hooks = [*one_key, query, *names_hook, *extra]
+    what = "stage 0, reference run (features, q/k for stage 3)" if record_qk else "stage 0, features"
+    _progress.stage(what, 2 * n * (config.n_steps - config.t_m))  # CFG pairs, steps t_m..last
     with Probe(backbone.unet, *hooks, layout=layout) as probe:
         n_groups = len(groups)
         for a in tqdm(

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import progress as _progress
 from .authors import authors_decoded_images, authors_diff_maps, authors_filter_masks, authors_last_blend_step
 from .backbone import Backbone
 from .config import SegConfig
@@ -214,6 +215,7 @@ def modulate(
     resize_to = None  # issue 15 row 3: D_l at the input frame size (when that is another size)
     if config.resize_decoded and out_size is not None and (int(out_size[0]), int(out_size[1])) != (H, W):
         resize_to = H, W = int(out_size[0]), int(out_size[1])
+    _progress.stage("stage 3, modulation", 2 * len(runs) * g * (config.n_steps - config.t_m))
     for a in tqdm(range(0, len(runs), chunk), desc="modulation", disable=not progress, leave=False):
         part = runs[a : a + chunk]
         r = len(part)

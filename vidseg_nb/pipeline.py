@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import progress as _progress
 from .authors import (
     authors_coarse_batch,
     authors_refine,
@@ -808,6 +809,7 @@ class _Loop:
         config, seg, full, dev, omega = self.config, self.seg, self.full, self.dev, self.omega
         cached_feats, cached_coarse, cached_diffs = self.cached_feats, self.cached_coarse, self.cached_diffs
         b = a + len(frames)
+        _progress.batch(a, b)  # the one progress source (vidseg_nb.progress): no-op unless tracked
         timings: dict[str, float] = {"resize": resize_s} if resize_s else {}
 
         def tick(name: str, t0: float) -> None:

@@ -71,10 +71,19 @@ def legend_colors(ids: Sequence[int]) -> dict[int, str]:
 
 
 # ------------------------------------------------------------------ names (issue 13)
-def legend_entries(names: Any, ids: Sequence[int] | None = None) -> list[tuple[int, str, str]]:
+def legend_entries(
+    names: Any, ids: Sequence[int] | None = None, margin: float | None = None
+) -> list[tuple[int, str, str]]:
     """``(label id, text, hex colour)`` per named cluster (``names``: ``{id: ClusterName}`` of
     ``SegmentationResult.names``), ids in order; ``ids`` restricts to the ids shown (e.g. present in the
-    labels). An unnamed cluster reads ``"unnamed (best: w)"``."""
+    labels). An unnamed cluster says why, with its best word's score and lead over the second word,
+    below the ``margin`` a name needs (default ``names.DEFAULT_MARGIN``):
+    ``"unnamed (best: sky 1.00, lead 0.01 < 0.10)"``."""
+    import math
+
+    from .names import DEFAULT_MARGIN
+
+    need = DEFAULT_MARGIN if margin is None else margin
     keys = sorted(int(i) for i in names if ids is None or int(i) in {int(j) for j in ids})
     cols = legend_colors(keys)
     out = []
@@ -82,7 +91,10 @@ def legend_entries(names: Any, ids: Sequence[int] | None = None) -> list[tuple[i
         n = names[i]
         text = n.name
         if n.name == "unnamed" and n.best not in ("unnamed", ""):
-            text = f"unnamed (best: {n.best})"
+            text = f"unnamed (best: {n.best}"
+            if not (math.isnan(n.score) or math.isnan(n.margin)):
+                text += f" {n.score:.2f}, lead {n.margin:.2f} < {need:.2f}"
+            text += ")"
         out.append((i, text, cols[i]))
     return out
 
@@ -149,30 +161,34 @@ def word_attention_panels(
 
 def frame_panels(detail: Any, pca: np.ndarray | None = None) -> list[tuple[np.ndarray, str]]:
     """(image, caption) pairs for one :class:`~vidseg_nb.pipeline.FrameDetail`: frame, PCA of F~, M^j, M~^j,
-    each D_l and D~_l, I+/I-, and Y, in the order of the method."""
+    each D_l and D~_l, I+/I-, and Y, in the order of the method. Captions say it in words, the paper's
+    symbol after (``"difference map D_3, raw"``), for a visitor who has not read the paper."""
     size = detail.frame.shape[:2]
     out: list[tuple[np.ndarray, str]] = [(detail.frame, f"frame {detail.index}")]
     if pca is not None:
-        out.append((upscale(to_uint8(pca), size), "PCA of F~ (joint over frames)"))
+        out.append((upscale(to_uint8(pca), size), "features F~, PCA over the frames"))
     out.append(
         (
             overlay(detail.frame[None], upscale(detail.coarse_before, size)[None])[0],
-            "coarse M^j (context model)",
+            "coarse map M^j (context model)",
         )
     )
     out.append(
-        (overlay(detail.frame[None], upscale(detail.coarse_after, size)[None])[0], "refined M~^j (CBR)")
+        (
+            overlay(detail.frame[None], upscale(detail.coarse_after, size)[None])[0],
+            "refined map M~^j (correspondences)",
+        )
     )
     if detail.diff is not None:
         for k, lab in enumerate(detail.diff.labels):
-            out.append((heatmap(detail.diff.raw[k]), f"D_{lab} (raw)"))
+            out.append((heatmap(detail.diff.raw[k]), f"difference map D_{lab}, raw"))
             if detail.filtered is not None:
-                out.append((heatmap(detail.filtered[k]), f"D~_{lab} (filtered)"))
+                out.append((heatmap(detail.filtered[k]), f"difference map D~_{lab}, filtered"))
             if detail.diff.plus is not None:
-                out.append((detail.diff.plus[k], f"I+ for label {lab}"))
-                out.append((detail.diff.minus[k], f"I- for label {lab}"))
+                out.append((detail.diff.plus[k], f"image, +lambda on label {lab} (I+)"))
+                out.append((detail.diff.minus[k], f"image, -lambda on label {lab} (I-)"))
     # (Y is at the input frame size with SegConfig.resize_decoded, issue 15 row 3: shown at the frame's)
-    out.append((overlay(detail.frame[None], upscale(detail.final, size)[None])[0], "final Y"))
+    out.append((overlay(detail.frame[None], upscale(detail.final, size)[None])[0], "final labels Y"))
     return out
 
 
