@@ -1,6 +1,6 @@
 """The whole method, batch by batch: :class:`VideoSegmenter` (paper Figure 3).
 
-For each batch of B frames (:meth:`VideoSegmenter.iter_batches`):
+For each batch of B frames (:meth:`VideoSegmenter.stream`):
 
 0. reference run: the features F~ (and F_c, and the q/k and latents stage 3 replays);
 1. scene context model Omega: on the first batch K-Means gives M^1 and the KNN fitted on (F~^1, M^1)
@@ -10,10 +10,12 @@ For each batch of B frames (:meth:`VideoSegmenter.iter_batches`):
 4. filtering and argmax: the label maps Y;
 
 then the autoregressive update ``omega.fit(F~, M~)`` on this batch only, for the next batch. One loop
-body (``_Loop.step``) does this for :meth:`~VideoSegmenter.iter_batches` (frames in memory, the stage
-cache) and :meth:`~VideoSegmenter.stream` (a clip read lazily, batch by batch: memory does not grow with
-the clip; yields :class:`StreamBatch` with the labels at input resolution and a :class:`StreamState`
-checkpoint to resume from); :meth:`~VideoSegmenter.segment` collects the stream.
+over a clip, :meth:`~VideoSegmenter.stream` (a clip read lazily, batch by batch, following
+:func:`~vidseg_nb.authors.batch_plan`: memory does not grow with the clip; a short clip is read whole for
+the stage cache; yields :class:`StreamBatch` with the labels at input resolution and a :class:`StreamState`
+checkpoint to resume from), runs the loop body (``_Loop.step``) on each batch;
+:meth:`~VideoSegmenter.segment` collects it and :meth:`~VideoSegmenter.iter_batches` (frames already at
+the processing size) yields its batch results.
 
 Caching (:mod:`vidseg_nb.cache`): a segmenter remembers, per clip, the features (keyed on the fields the
 reference run reads), the coarse maps (plus the stage-1/2 fields) and the raw difference maps D_l (plus
@@ -31,19 +33,20 @@ the cluster ids (``result.names``; :class:`ClipNamer`, from :meth:`VideoSegmente
 this batch by batch, also for a caller of :meth:`~VideoSegmenter.stream`). The queries are kept on the
 result and cached per clip, so :meth:`VideoSegmenter.rename` (another vocabulary) costs zero UNet samples.
 
-The authors' code (issue 15, :mod:`vidseg_nb.authors`; each switch off by default) runs in the same loop
-body; its overlapping last batch (``shifted_last_batch``) and first-frame ground truth (``gt_merge``) need
-the whole clip, so they go through :meth:`~VideoSegmenter.iter_batches` / :meth:`~VideoSegmenter.segment`,
-not :meth:`~VideoSegmenter.stream`.
+The authors' code (issue 15, :mod:`vidseg_nb.authors`; each switch off by default) runs in the same loop:
+their overlapping last batch (``shifted_last_batch``) is the stream's plan (a batch yields its frames up
+to the next batch's start, the overlapped ones are held back for the next batch), their first-frame
+ground truth (``gt_merge``) an input of the stream; both stream, checkpoint and resume as any setting.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -64,7 +67,6 @@ from .backbone import Backbone
 from .cache import ClipCache, StageCache, StageEntries, clip_key, diff_key, feature_key, stage_key
 from .config import SegConfig
 from .context import SceneContextModel
-from .errors import ConfigError
 from .features import Features, reference_run
 from .modulation import FrameDiff, final_labels, modulate
 from .names import (
@@ -266,11 +268,10 @@ class VideoSegmenter:
 
         ``keep``: frames whose intermediates are kept (``"auto"``: all frames of clips up to 32 frames).
         Collects :meth:`stream` (short clips go through the stage cache); for long clips iterate
-        :meth:`stream` instead, which does not hold the whole clip's labels. With the authors' overlapping
-        last batch (``config.shifted_last_batch``) or first-frame ground truth (``config.gt_merge``) it
-        collects :meth:`iter_batches` over the whole clip instead (a later, overlapping batch wins).
+        :meth:`stream` instead, which does not hold the whole clip's labels (with the authors' overlapping
+        last batch, ``config.shifted_last_batch``, the later batch wins the overlap).
         ``first_frame_gt``: frame 1's ground truth (H0, W0), read only with ``config.gt_merge`` (issue 15
-        row 6, the authors' protocol): the labels are then ground-truth classes (see :meth:`iter_batches`).
+        row 6, the authors' protocol): the labels are then ground-truth classes (see :meth:`stream`).
         ``names``: a vocabulary (words, or one comma-separated string) to name the segments with (issue 13:
         ``result.names``); ``record_names`` (default: ``names`` given, or ``self.record_names``) records the
         first batch's cross-attention queries so :meth:`rename` can name the result with any vocabulary
@@ -297,54 +298,28 @@ class VideoSegmenter:
                 timings[name] = timings.get(name, 0.0) + sec
             computed.extend(c for c in batch.computed if c not in computed)
 
-        if config.shifted_last_batch or config.gt_merge:
-            # the authors' plan (overlapping last batch) / first-frame GT: the whole clip, iter_batches
-            if isinstance(clip, VideoStream):
-                clip = clip.read()
-            orig, frames, fps = self.prepare(clip, config)
-            n = len(frames)
-            labels = np.zeros((n, *orig.shape[1:3]), np.uint8)
-            before = np.zeros((n, frames.shape[1] // 16, frames.shape[2] // 16), np.int64)
-            after = before.copy()
-            for batch in self.iter_batches(
-                frames,
-                config,
-                mode=mode,
-                keep=_keep_set(keep, n),
-                progress=progress,
-                first_frame_gt=first_frame_gt,
-                record_names=record,
-                original_size=tuple(orig.shape[1:3]),
-            ):
-                a, b = batch.start, batch.stop
-                t0 = time.perf_counter()
-                labels[a:b] = resize_labels(batch.final, orig.shape[1:3]).astype(np.uint8)  # Y at input size
-                batch.timings["resize"] = batch.timings.get("resize", 0.0) + time.perf_counter() - t0
-                before[a:b], after[a:b] = batch.before, batch.after  # by frame index: a later batch wins
-                collect(batch)
-            size: tuple[int, int] = tuple(frames.shape[1:3])
-            original_size: tuple[int, int] = tuple(orig.shape[1:3])
-        else:
-            src = (
-                clip
-                if isinstance(clip, VideoStream)
-                else open_video(_as_source(clip, config), max_frames=config.max_frames)
-            )
-            size = target_size(src.size[0], src.size[1], config.max_side)
-            original_size = tuple(src.size)
-            fps = float(src.fps)
-            parts: list[np.ndarray] = []
-            before_parts: list[np.ndarray] = []
-            after_parts: list[np.ndarray] = []
-            for sb in self.stream(src, config, mode=mode, keep=keep, progress=progress, record_names=record):
-                batch = sb.result
-                parts.append(sb.labels)
-                before_parts.append(batch.before)
-                after_parts.append(batch.after)
-                collect(batch)
-            labels = np.concatenate(parts)
-            before, after = np.concatenate(before_parts), np.concatenate(after_parts)
-            n = len(labels)
+        src = (
+            clip
+            if isinstance(clip, VideoStream)
+            else open_video(_as_source(clip, config), max_frames=config.max_frames)
+        )
+        size = target_size(src.size[0], src.size[1], config.max_side)
+        original_size = tuple(src.size)
+        fps = float(src.fps)
+        parts: list[np.ndarray] = []
+        before_parts: list[np.ndarray] = []
+        after_parts: list[np.ndarray] = []
+        for sb in self.stream(
+            src, config, mode=mode, keep=keep, progress=progress, record_names=record,
+            first_frame_gt=first_frame_gt,
+        ):  # fmt: skip
+            parts.append(sb.labels)  # the frames this batch is final for (a later batch wins an overlap)
+            before_parts.append(sb.before)
+            after_parts.append(sb.after)
+            collect(sb.result)
+        labels = np.concatenate(parts)
+        before, after = np.concatenate(before_parts), np.concatenate(after_parts)
+        n = len(labels)
         cache = self.cache.current(n)
         return SegmentationResult(
             labels=labels,
@@ -379,38 +354,19 @@ class VideoSegmenter:
         record_names: bool = False,
         original_size: tuple[int, int] | None = None,
     ) -> Iterator[BatchResult]:
-        """Figure 3 over batches of B frames of ``frames`` (already at the processing size).
-
-        Yields one :class:`BatchResult` per batch, in order. Memory is bounded by one batch plus the cache
-        (clips up to ``cache_frames`` frames). Omega's state carries from batch to batch (the
-        autoregressive update), so the batches must be consumed in order.
-
-        Issue 15 (the authors' code; each switch off by default): the batches come from
-        :func:`~vidseg_nb.authors.batch_plan` (row 7: with ``shifted_last_batch`` the last batch overlaps
-        the previous one; a consumer writing by frame index lets the later batch win); stage 1 is their
-        KNN (row 5, ``knn_first_frame``); with ``gt_merge`` and ``first_frame_gt`` the clusters are merged
-        by frame 1's ground truth right after stage 1 of the first batch and the merged labels go through
-        CBR, modulation and the later batches (row 6); stage 2 is their CBR with ``authors_cbr`` (row 8).
-        A plan with overlapping batches, or a ground truth given, bypasses the stage cache.
-
-        ``record_names``: the first batch also carries its cross-attention queries (``name_queries``,
-        issue 13; cached per clip). ``original_size``: the clip's input frame size (H0, W0) before the
-        resize to the processing size; with ``config.resize_decoded`` (issue 15 row 3) D_l, the filtered
-        maps and Y are computed there (``BatchResult.final`` is (B, H0, W0)); None: the processing size.
+        """Figure 3 over batches of B frames of ``frames`` (already at the processing size): the
+        :class:`BatchResult` of each batch of :meth:`stream`'s plan, in order (whole batches, also where
+        the authors' last batch overlaps the previous one: a consumer writing by frame index lets the later
+        batch win). ``original_size``: the clip's input frame size (H0, W0); with
+        ``config.resize_decoded`` (issue 15 row 3) D_l, the filtered maps and Y are computed there; None:
+        the processing size. The other arguments are :meth:`stream`'s.
         """
-        n = len(frames)
-        plan = batch_plan(n, config)
-        gt_first = first_frame_gt if config.gt_merge else None
-        cacheable = not plan_overlaps(plan) and gt_first is None
-        cache: ClipCache | None = self.cache.for_clip(frames)  # (also makes this clip the current one)
-        loop = _Loop(
-            self, config, mode, keep, progress, cache if cacheable else None,
-            gt_first=gt_first, record_names=record_names, original_size=original_size,
-        )  # fmt: skip
-        for k, (a, b) in enumerate(tqdm(plan, desc="batches", disable=not progress or len(plan) == 1)):
-            # (no update after the last batch: nothing is left to predict; none with the authors' KNN)
-            yield loop.step(a, frames[a:b], update=k < len(plan) - 1 and not config.knn_first_frame)
-        loop.finish()
+        frames = np.asarray(frames)
+        for sb in self._drive(
+            frames, config, mode=mode, keep=keep or set(), progress=progress, first_frame_gt=first_frame_gt,
+            record_names=record_names, size=tuple(frames.shape[1:3]), original_size=original_size,
+        ):  # fmt: skip
+            yield sb.result
 
     def stream(
         self,
@@ -423,100 +379,132 @@ class VideoSegmenter:
         start_batch: int = 0,
         state: StreamState | None = None,
         record_names: bool = False,
+        first_frame_gt: np.ndarray | None = None,
     ) -> Iterator[StreamBatch]:
-        """Figure 3 over a clip read lazily (:func:`~vidseg_nb.video.open_video`), batch by batch.
+        """Figure 3 over a clip read lazily (:func:`~vidseg_nb.video.open_video`), batch by batch: the one
+        loop over a clip (:meth:`segment` collects it, :meth:`iter_batches` yields its batch results).
 
-        Holds one batch of frames (original and processing size), Omega's fit data (F~, M~ of the
-        previous batch) and the current outputs; yields one :class:`StreamBatch` per batch, with the labels
-        Y of the batch at input resolution (uint8) and the batch's original frames. The per-batch steps are
-        those of :meth:`iter_batches` (one loop body), so the labels equal :meth:`segment`'s.
+        The batches follow :func:`~vidseg_nb.authors.batch_plan` (computed once from the frame count; a
+        video file whose container gives no exact count is counted first when the plan needs N, else read
+        in batches of B until it ends). Holds at most two batches of frames (original and processing
+        size), Omega's fit data and the current outputs; yields one :class:`StreamBatch` per batch with the
+        labels Y at input resolution (uint8) of the frames it is final for: with the authors' overlapping
+        last batch (``config.shifted_last_batch``, issue 15 row 7) a batch yields its frames only up to the
+        next batch's start (the later batch wins the overlap), so the frames yielded are the clip's, once.
 
         ``start_batch``/``state``: resume after ``start_batch`` finished batches, ``state`` being the
-        :meth:`StreamBatch.state` of the last of them (Omega is refitted on its F~ and M~, so the next
-        prediction is bit-identical; frame noise is seeded by absolute frame index). The frames before
-        are decoded but not processed. A clip whose length is known exactly and within ``cache_frames``
-        (and no resume) goes through the stage cache, as :meth:`segment`.
+        :meth:`StreamBatch.state` of the last of them (Omega is refitted on its F~ and M~, or the authors'
+        KNN reference restored, so the next prediction is bit-identical; frame noise is seeded by absolute
+        frame index). The frames before are decoded but not processed. A clip whose length is known
+        exactly and within ``cache_frames`` (and no resume) is read whole and goes through the stage cache
+        (unless batches overlap or a ground truth is given).
 
-        ``record_names``: the first batch's result also carries its cross-attention queries
-        (``name_queries``, issue 13). The authors' overlapping last batch (``config.shifted_last_batch``)
-        and first-frame ground truth (``config.gt_merge``) need the whole clip: they raise
-        :class:`~vidseg_nb.errors.ConfigError` here (use :meth:`segment` or :meth:`iter_batches`).
-
-        ``progress``: a tqdm bar in frames (total: the clip's frame count when known) with an ETA.
+        ``first_frame_gt``: frame 1's ground truth (H0, W0), read only with ``config.gt_merge`` (issue 15
+        row 6, the authors' protocol): the first batch's clusters are merged by it, so the labels are
+        ground-truth classes. ``record_names``: the first batch's result also carries its cross-attention
+        queries (``name_queries``, issue 13). ``progress``: a tqdm bar in frames (total: the clip's frame
+        count when known) with an ETA.
         """
+        return self._drive(
+            clip, config, mode=mode, keep=keep, progress=progress, start_batch=start_batch, state=state,
+            record_names=record_names, first_frame_gt=first_frame_gt,
+        )  # fmt: skip
+
+    def _drive(
+        self,
+        clip: Clip | np.ndarray | str | VideoStream | Any,
+        config: SegConfig | None,
+        *,
+        mode: Mode | None,
+        keep: Sequence[int] | Literal["all", "auto"] | set[int] | None,
+        progress: bool,
+        start_batch: int = 0,
+        state: StreamState | None = None,
+        record_names: bool = False,
+        first_frame_gt: np.ndarray | None = None,
+        size: tuple[int, int] | None = None,
+        original_size: tuple[int, int] | None | Literal["clip"] = "clip",
+    ) -> Iterator[StreamBatch]:
+        """:meth:`stream` (``size``: the processing size, default from the clip; ``original_size``: the
+        size D_l and Y are computed at with ``resize_decoded``, default the clip's frame size)."""
         config = config or self.config
         mode = mode or ("full" if config.modulation else "preview")
-        if config.shifted_last_batch or config.gt_merge:
-            on = [f for f in ("shifted_last_batch", "gt_merge") if getattr(config, f)]
-            raise ConfigError(
-                f"stream does not support the authors' {' / '.join(on)} (an overlapping last batch, a "
-                "first-frame ground truth): use segment() or iter_batches() on the whole clip for those"
-            )
         if (start_batch > 0) != (state is not None):
             raise ValueError("stream: pass start_batch > 0 together with the state of that batch")
         if state is not None and state.next_batch != start_batch:
             raise ValueError(f"stream: the state is of batch {state.next_batch}, not {start_batch}")
-        if state is not None and config.knn_first_frame:
-            raise ConfigError("stream: resuming is not supported with knn_first_frame (the authors' KNN)")
-        if isinstance(clip, VideoStream):
-            src = clip
+        src = (
+            clip
+            if isinstance(clip, VideoStream)
+            else open_video(_as_source(clip, config), max_frames=config.max_frames)
+        )
+        size = size or target_size(src.size[0], src.size[1], config.max_side)
+        out_size = tuple(src.size) if original_size == "clip" else original_size
+        n = src.n_frames if src.n_frames_exact else None
+        if n is None and config.shifted_last_batch:  # the authors' plan needs N: count the frames first
+            n = sum(1 for _ in src.frames())
+        plan = batch_plan(n, config) if n is not None else None  # None: batches of B until the clip ends
+        if plan is not None and start_batch > len(plan):
+            raise ValueError(
+                f"stream: the clip has {len(plan)} batches, cannot resume at batch {start_batch}"
+            )
+        gt_first = first_frame_gt if config.gt_merge else None
+        if plan is None:
+            first = start_batch * config.batch_size
+        else:  # frames done after start_batch batches: the next batch's start (the clip's end after the last)
+            first = plan[start_batch][0] if start_batch < len(plan) else n
+        if state is not None and state.frames_done != first:
+            raise ValueError(f"stream: the state is at frame {state.frames_done}, the plan at {first}")
+        cache = None
+        if state is None and n is not None and self.cache.accepts(n):
+            # a short clip: read whole (at most cache_frames frames) and go through the stage cache
+            whole = src.read().frames
+            proc = resize_frames(whole, size)
+            cache = self.cache.for_clip(proc)  # (also makes this clip the current one)
+            windows: Iterator[tuple[int, np.ndarray, np.ndarray | None, int]] = (
+                (a, whole[a:b], proc[a:b], b - a) for a, b in plan
+            )
+            if plan_overlaps(plan) or gt_first is not None:
+                cache = None  # a frame in two batches, or clusters merged by a GT: no per-frame cache
         else:
-            src = open_video(_as_source(clip, config), max_frames=config.max_frames)
-        bsz = config.batch_size
-        first = start_batch * bsz
-        total = src.n_frames
-        # (no Omega update with the authors' KNN, as iter_batches)
+            windows = _FrameWindows(src, plan, config.batch_size, start_batch, first)
+        loop = _Loop(
+            self, config, mode, _stream_keep(keep, n), False, cache, gt_first=gt_first,
+            record_names=record_names, original_size=out_size,
+        )  # fmt: skip
+        if state is not None:
+            loop.restore(state)
+        # (no Omega update with the authors' KNN: each batch's KNN is fitted on the previous batch's M~)
         update = not config.knn_first_frame
         bar = tqdm(
-            total=total, initial=first, unit="frame", desc="segment", disable=not progress,
+            total=n, initial=first, unit="frame", desc="segment", disable=not progress,
             dynamic_ncols=True, smoothing=0.1,
         )  # fmt: skip
         try:
-            if state is None and total is not None and self.cache.accepts(total):
-                # a short clip: read whole (at most cache_frames frames) and go through the stage cache
-                clip_frames = src.read().frames
-                size = target_size(clip_frames.shape[1], clip_frames.shape[2], config.max_side)
-                frames = resize_frames(clip_frames, size)
-                n = len(frames)
-                cache = self.cache.for_clip(frames)
-                loop = _Loop(
-                    self, config, mode, _stream_keep(keep, n), False, cache, record_names=record_names,
-                    original_size=tuple(clip_frames.shape[1:3]),
-                )  # fmt: skip
-                for k, a in enumerate(range(0, n, bsz)):
-                    b = min(n, a + bsz)
-                    yield self._stream_batch(
-                        k, clip_frames[a:b], loop.step(a, frames[a:b], update=update), loop
-                    )
-                    bar.update(b - a)
-                loop.finish()
-                return
-            size = target_size(src.size[0], src.size[1], config.max_side)
-            loop = _Loop(
-                self, config, mode, _stream_keep(keep, total if src.n_frames_exact else None), False, None,
-                record_names=record_names, original_size=tuple(src.size),
-            )  # fmt: skip
-            if state is not None:
-                loop.restore(state)
-            for k, orig in enumerate(src.batches(bsz, start=first), start=start_batch):
+            for k, (a, orig, frames, held) in enumerate(windows, start=start_batch):
                 t0 = time.perf_counter()
-                frames = resize_frames(orig, size)
-                res = loop.step(k * bsz, frames, update=update, resize_s=time.perf_counter() - t0)
+                frames = resize_frames(orig, size) if frames is None else frames
+                res = loop.step(a, frames, update=update, resize_s=time.perf_counter() - t0)
                 del frames
-                yield self._stream_batch(k, orig, res, loop)
-                bar.update(len(orig))
+                # the frames this batch is final for: up to the next batch's start (the later batch wins)
+                stop = plan[k + 1][0] if plan is not None and k + 1 < len(plan) else res.stop
+                yield self._stream_batch(k, orig[: stop - a], res, loop, stop, held)
+                bar.update(stop - a)
+            loop.finish()
         finally:
             bar.close()
 
     def _stream_batch(
-        self, k: int, orig: np.ndarray, res: BatchResult, loop: _Loop | None = None
+        self, k: int, orig: np.ndarray, res: BatchResult, loop: _Loop, stop: int, held: int
     ) -> StreamBatch:
         t0 = time.perf_counter()
-        labels = resize_labels(res.final, orig.shape[1:3]).astype(np.uint8)  # Y at input size
+        m = stop - res.start
+        labels = resize_labels(res.final[:m], orig.shape[1:3]).astype(np.uint8)  # Y at input size
         res.timings["resize"] = res.timings.get("resize", 0.0) + time.perf_counter() - t0
         return StreamBatch(
-            index=k, frames=orig, labels=labels, result=res, _fit=loop.last_fit if loop else None
-        )
+            index=k, frames=orig, labels=labels, result=res, stop=stop, held=held,
+            _fit=loop.last_fit, _knn=loop.knn_ref,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ stage entries
     def export_stages(
@@ -679,6 +667,9 @@ class StreamState:
     frames_done: int
     features: np.ndarray
     labels: np.ndarray
+    # issue 15 row 5 (knn_first_frame): the authors' KNN reference, the last batch's tokens (n, C) and M~ (n,)
+    knn_features: np.ndarray | None = None
+    knn_labels: np.ndarray | None = None
 
     def save(self, path: str | Path, **meta: Any) -> Path:
         """Write to ``path`` (.npz) atomically, with JSON-able ``meta`` (identity of the run)."""
@@ -691,6 +682,11 @@ class StreamState:
             features=self.features,
             labels=self.labels,
             meta=np.array(json.dumps(meta)),
+            **(
+                {}
+                if self.knn_features is None
+                else {"knn_features": self.knn_features, "knn_labels": self.knn_labels}
+            ),
         )
         os.replace(tmp, path)
         return path
@@ -699,47 +695,103 @@ class StreamState:
     def load(path: str | Path) -> tuple[StreamState, dict[str, Any]]:
         """(state, meta) written by :meth:`save`."""
         with np.load(Path(path), allow_pickle=False) as z:
-            st = StreamState(int(z["next_batch"]), int(z["frames_done"]), z["features"], z["labels"])
+            knn = (z["knn_features"], z["knn_labels"]) if "knn_features" in z.files else (None, None)
+            st = StreamState(int(z["next_batch"]), int(z["frames_done"]), z["features"], z["labels"], *knn)
             return st, json.loads(str(z["meta"]))
 
 
 @dataclass
 class StreamBatch:
-    """One batch of :meth:`VideoSegmenter.stream`: batch ``index`` (0-based), frames ``start:stop`` of the
-    clip; ``frames`` the original frames (b, H0, W0, 3) uint8; ``labels`` Y at input resolution
-    (b, H0, W0) uint8; ``result`` the :class:`BatchResult` (M^j, M~^j, Y at processing size, details,
-    timings). :meth:`state` is the checkpoint after this batch."""
+    """One batch of :meth:`VideoSegmenter.stream`: batch ``index`` (0-based) of the plan; ``start:stop`` the
+    frames it is final for (``stop``: the next batch's start, which is before ``result.stop`` where the
+    authors' last batch overlaps this one); ``frames`` their original frames (b, H0, W0, 3) uint8;
+    ``labels`` their Y at input resolution (b, H0, W0) uint8; ``result`` the :class:`BatchResult` of the
+    whole batch (M^j, M~^j, Y at processing size, details, timings); ``held``: frames the reader held in
+    memory for this batch (the batch and the frames held back for the next one). :meth:`state` is the
+    checkpoint after this batch."""
 
     index: int
     frames: np.ndarray
     labels: np.ndarray
     result: BatchResult
+    stop: int
+    held: int = 0
     _fit: tuple[Any, np.ndarray] | None = field(default=None, repr=False)
+    _knn: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def start(self) -> int:
         return self.result.start
 
     @property
-    def stop(self) -> int:
-        return self.result.stop
+    def before(self) -> np.ndarray:
+        """M^j (b, h, w) of the frames ``start:stop``."""
+        return self.result.before[: len(self)]
+
+    @property
+    def after(self) -> np.ndarray:
+        """M~^j (b, h, w) of the frames ``start:stop``."""
+        return self.result.after[: len(self)]
 
     def __len__(self) -> int:
         return self.stop - self.start
 
     def state(self) -> StreamState:
-        """The :class:`StreamState` after this batch (F~ kept float32, or float64 if it was: exact)."""
-        if self._fit is None:
+        """The :class:`StreamState` after this batch (F~ kept float32, or float64 if it was: exact; the
+        authors' KNN reference as it is)."""
+        if self._fit is None and self._knn is None:
             raise RuntimeError("no checkpoint: this batch's coarse maps came from the stage cache")
-        f, m = self._fit
-        f = f.detach().cpu() if isinstance(f, torch.Tensor) else torch.as_tensor(f)
-        f = f if f.dtype == torch.float64 else f.float()
-        return StreamState(self.index + 1, self.stop, f.numpy().copy(), np.asarray(m, np.int64).copy())
+        if self._fit is None:
+            f, m = np.zeros((0,), np.float32), np.zeros((0,), np.int64)
+        else:
+            f, m = self._fit
+            f = f.detach().cpu() if isinstance(f, torch.Tensor) else torch.as_tensor(f)
+            f = (f if f.dtype == torch.float64 else f.float()).numpy().copy()
+            m = np.asarray(m, np.int64).copy()
+        kf, kl = (None, None) if self._knn is None else (np.array(self._knn[0]), np.array(self._knn[1]))
+        return StreamState(self.index + 1, self.stop, f, m, kf, kl)
+
+
+class _FrameWindows:
+    """The frames of each batch of a plan, read lazily from a :class:`~vidseg_nb.video.VideoStream`:
+    yields ``(start, frames (b, H0, W0, 3), None, held)`` per batch from ``start_batch`` on (``plan`` None:
+    batches of B until the clip ends). Frames a later batch shares with this one (the authors' overlapping
+    last batch) are held back, not decoded again, so at most two batches of frames are in memory;
+    ``held`` counts the frames held when a batch is handed out, ``peak`` the most ever held."""
+
+    def __init__(
+        self, src: VideoStream, plan: Sequence[tuple[int, int]] | None, bsz: int, start_batch: int, first: int
+    ) -> None:
+        self.src, self.plan, self.bsz, self.start_batch, self.first = src, plan, bsz, start_batch, first
+        self.peak = 0
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray, None, int]]:
+        frames = self.src.frames(self.first)
+        buf: list[np.ndarray] = []  # the frames hi - len(buf) .. hi - 1, read and maybe still needed
+        hi = self.first  # the next frame's index
+        ranges: Iterable[tuple[int, int]] = (
+            self.plan[self.start_batch :]
+            if self.plan is not None
+            else ((a, a + self.bsz) for a in itertools.count(self.first, self.bsz))
+        )
+        for a, b in ranges:
+            del buf[: max(0, a - (hi - len(buf)))]  # frames before this batch: no longer needed
+            while hi < b:
+                f = next(frames, None)
+                if f is None:
+                    break
+                if hi >= a:
+                    buf.append(f)
+                hi += 1
+            if hi <= a:  # the clip ended
+                return
+            self.peak = max(self.peak, len(buf))
+            yield a, np.stack(buf), None, len(buf)
 
 
 class _Loop:
-    """The body of Figure 3 for one batch (:meth:`step`), shared by :meth:`VideoSegmenter.iter_batches`,
-    :meth:`VideoSegmenter.stream` and so :meth:`VideoSegmenter.segment`; Omega carries between steps."""
+    """The body of Figure 3 for one batch (:meth:`step`), run by :meth:`VideoSegmenter.stream` (and so
+    :meth:`~VideoSegmenter.segment` and :meth:`~VideoSegmenter.iter_batches`); Omega carries between steps."""
 
     def __init__(
         self,
@@ -797,9 +849,12 @@ class _Loop:
 
     def restore(self, state: StreamState) -> None:
         """Omega as after batch ``state.next_batch - 1``: the KNN refitted on that batch's (F~, M~)."""
-        f = torch.from_numpy(np.ascontiguousarray(state.features)).to(self.dev)
-        self.omega.fit(f, state.labels)
-        self.last_fit = (f, state.labels)
+        if state.features.size:
+            f = torch.from_numpy(np.ascontiguousarray(state.features)).to(self.dev)
+            self.omega.fit(f, state.labels)
+            self.last_fit = (f, state.labels)
+        if state.knn_features is not None:  # issue 15 row 5: the authors' KNN reference
+            self.knn_ref = (state.knn_features, state.knn_labels)
         self.steps = state.next_batch
 
     def step(self, a: int, frames: np.ndarray, *, update: bool, resize_s: float = 0.0) -> BatchResult:
@@ -1012,16 +1067,6 @@ def _as_source(clip: Any, config: SegConfig) -> Any:
     if isinstance(clip, np.ndarray) and m is not None and clip.ndim == 4 and len(clip) > m:
         return clip[:m]
     return clip
-
-
-def _keep_set(keep: Sequence[int] | str | None, n: int) -> set[int]:
-    if keep is None:
-        return set()
-    if keep == "all":
-        return set(range(n))
-    if keep == "auto":
-        return set(range(n)) if n <= 32 else {0}
-    return {int(i) % n for i in keep}
 
 
 def segment_clip(
