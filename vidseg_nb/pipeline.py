@@ -13,7 +13,8 @@ then the autoregressive update ``omega.fit(F~, M~)`` on this batch only, for the
 over a clip, :meth:`~VideoSegmenter.stream` (a clip read lazily, batch by batch, following
 :func:`~vidseg_nb.authors.batch_plan`: memory does not grow with the clip; a short clip is read whole for
 the stage cache; yields :class:`StreamBatch` with the labels at input resolution and a :class:`StreamState`
-checkpoint to resume from), runs the loop body (``_Loop.step``) on each batch;
+checkpoint to resume from; :mod:`vidseg_nb.streaming`), runs the loop body (``_Loop.step``,
+:mod:`vidseg_nb.stages`: Figure 3's five steps, each stage chosen once from the config) on each batch;
 :meth:`~VideoSegmenter.segment` collects it and :meth:`~VideoSegmenter.iter_batches` (frames already at
 the processing size) yields its batch results.
 
@@ -42,33 +43,20 @@ ground truth (``gt_merge``) an input of the stream; both stream, checkpoint and 
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import json
-import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .authors import (
-    authors_coarse_batch,
-    authors_refine,
-    batch_plan,
-    merge_first_batch,
-    plan_overlaps,
-    require_cv2,
-)
+from .authors import batch_plan, plan_overlaps, require_cv2
 from .backbone import Backbone
-from .cache import ClipCache, StageCache, StageEntries, clip_key, diff_key, feature_key, stage_key
+from .cache import StageCache, StageEntries, clip_key, diff_key, feature_key, stage_key
 from .config import SegConfig
-from .context import SceneContextModel
-from .features import Features, reference_run
-from .modulation import FrameDiff, final_labels, modulate
+from .features import Features
 from .names import (
     DEFAULT_MARGIN,
     NAME_BLOCKS,
@@ -81,7 +69,8 @@ from .names import (
     unet_word_attention,
 )
 from .qkcache import QKCache
-from .refine import refine
+from .stages import BatchResult, FrameDetail, Mode, _choose_stages, _Loop
+from .streaming import StreamBatch, StreamState, _as_source, _FrameWindows, _stream_keep
 from .video import Clip, VideoStream, open_video, read_video, resize_frames, resize_labels, target_size
 
 __all__ = [
@@ -96,22 +85,6 @@ __all__ = [
     "parse_vocabulary",
     "segment_clip",
 ]
-
-Mode = Literal["full", "preview"]
-
-
-@dataclass
-class FrameDetail:
-    """Every intermediate of one frame (processing resolution H x W, feature grid h x w)."""
-
-    index: int
-    frame: np.ndarray  # (H, W, 3) uint8, as fed to the VAE
-    features: dict[int, np.ndarray]  # block -> (h, w, C); key 0 is the stage-1 feature (F~ or block 7)
-    coarse_before: np.ndarray  # M^j (h, w)
-    coarse_after: np.ndarray  # M~^j (h, w)
-    final: np.ndarray  # Y (H, W) (the input size H0 x W0 with SegConfig.resize_decoded, issue 15 row 3)
-    diff: FrameDiff | None = None  # D_l before filtering (+ I+/I-), at Y's size
-    filtered: np.ndarray | None = None  # D~_l (L, H, W), at Y's size
 
 
 @dataclass
@@ -157,34 +130,6 @@ class SegmentationResult:
         return {k: v / n for k, v in self.work.items()}
 
 
-@dataclass
-class BatchResult:
-    """What :meth:`VideoSegmenter.iter_batches` yields for frames ``start:stop`` of one batch.
-
-    ``before`` M^j and ``after`` M~^j (B, h, w) int64; ``final`` Y (B, H, W) int64 at the processing size
-    (at the input frame size with ``SegConfig.resize_decoded`` and the ``original_size`` given, issue 15 row 3);
-    ``details`` the kept frames' intermediates; ``features`` the batch's features F~ (served by the cache
-    or computed); ``diffs`` the raw D_l per frame (``None`` in preview mode); ``timings`` seconds spent
-    in this batch per stage; ``computed`` the stages this batch computed rather than took from the cache
-    (``"features"``, ``"coarse maps"``, ``"stage 3"``, ``"filter"``).
-    """
-
-    start: int
-    stop: int
-    before: np.ndarray
-    after: np.ndarray
-    final: np.ndarray
-    details: dict[int, FrameDetail]
-    features: Features
-    diffs: list[FrameDiff] | None
-    timings: dict[str, float]
-    computed: tuple[str, ...]
-    name_queries: dict[str, torch.Tensor] | None = None  # first batch with ``record_names`` (issue 13)
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-
 class VideoSegmenter:
     """Zero-shot video semantic segmentation with a diffusion backbone (the paper's full method).
 
@@ -205,7 +150,7 @@ class VideoSegmenter:
     ) -> None:
         self.backbone = backbone
         self.config = config or SegConfig()
-        if self.config.resize_decoded:  # issue 15 row 3 needs the optional OpenCV: say so now, not mid-run
+        if _choose_stages(self.config).needs_cv2:  # issue 15 row 3 needs OpenCV: say so now, not mid-run
             require_cv2()
         self.cache = StageCache(cache_frames)
         # names (issue 13): decoder blocks and step whose attn2 queries are recorded (default 3-8 at the
@@ -233,7 +178,7 @@ class VideoSegmenter:
         denoises the frames of a batch jointly (SVD: a frame's features depend on its batch)."""
         joint = self.backbone is not None and self.backbone.frames_per_group(config.batch_size) > 1
         # issue 15 row 9: with one noise draw per batch a frame's features depend on its place in the batch
-        return feature_key(config, joint_frames=joint or config.batch_noise)
+        return feature_key(config, joint_frames=joint or _choose_stages(config).joint_noise)
 
     # ------------------------------------------------------------------ inputs
     def prepare(
@@ -441,14 +386,15 @@ class VideoSegmenter:
         size = size or target_size(src.size[0], src.size[1], config.max_side)
         out_size = tuple(src.size) if original_size == "clip" else original_size
         n = src.n_frames if src.n_frames_exact else None
-        if n is None and config.shifted_last_batch:  # the authors' plan needs N: count the frames first
+        stages = _choose_stages(config)
+        if n is None and stages.count_frames:  # the authors' plan needs N: count the frames first
             n = sum(1 for _ in src.frames())
         plan = batch_plan(n, config) if n is not None else None  # None: batches of B until the clip ends
         if plan is not None and start_batch > len(plan):
             raise ValueError(
                 f"stream: the clip has {len(plan)} batches, cannot resume at batch {start_batch}"
             )
-        gt_first = first_frame_gt if config.gt_merge else None
+        gt_first = first_frame_gt if stages.merge_gt else None
         if plan is None:
             first = start_batch * config.batch_size
         else:  # frames done after start_batch batches: the next batch's start (the clip's end after the last)
@@ -474,8 +420,6 @@ class VideoSegmenter:
         )  # fmt: skip
         if state is not None:
             loop.restore(state)
-        # (no Omega update with the authors' KNN: each batch's KNN is fitted on the previous batch's M~)
-        update = not config.knn_first_frame
         bar = tqdm(
             total=n, initial=first, unit="frame", desc="segment", disable=not progress,
             dynamic_ncols=True, smoothing=0.1,
@@ -484,7 +428,7 @@ class VideoSegmenter:
             for k, (a, orig, frames, held) in enumerate(windows, start=start_batch):
                 t0 = time.perf_counter()
                 frames = resize_frames(orig, size) if frames is None else frames
-                res = loop.step(a, frames, update=update, resize_s=time.perf_counter() - t0)
+                res = loop.step(a, frames, update=True, resize_s=time.perf_counter() - t0)
                 del frames
                 # the frames this batch is final for: up to the next batch's start (the later batch wins)
                 stop = plan[k + 1][0] if plan is not None and k + 1 < len(plan) else res.stop
@@ -655,418 +599,6 @@ def parse_vocabulary(words: Sequence[str] | str) -> list[str]:
         parts = [w.strip() for w in words.replace("\n", ",").split(",")]
         return [] if not any(parts) else parts
     return [str(w).strip() for w in words]
-
-
-@dataclass
-class StreamState:
-    """What a resumed :meth:`VideoSegmenter.stream` needs after ``next_batch`` finished batches
-    (``frames_done`` frames): Omega's fit data, the F~ (b, h, w, C) and M~ (b, h, w) int64 of the last
-    finished batch (Omega is refitted on them: its KNN holds exactly that data)."""
-
-    next_batch: int
-    frames_done: int
-    features: np.ndarray
-    labels: np.ndarray
-    # issue 15 row 5 (knn_first_frame): the authors' KNN reference, the last batch's tokens (n, C) and M~ (n,)
-    knn_features: np.ndarray | None = None
-    knn_labels: np.ndarray | None = None
-
-    def save(self, path: str | Path, **meta: Any) -> Path:
-        """Write to ``path`` (.npz) atomically, with JSON-able ``meta`` (identity of the run)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(
-            tmp,
-            next_batch=np.int64(self.next_batch),
-            frames_done=np.int64(self.frames_done),
-            features=self.features,
-            labels=self.labels,
-            meta=np.array(json.dumps(meta)),
-            **(
-                {}
-                if self.knn_features is None
-                else {"knn_features": self.knn_features, "knn_labels": self.knn_labels}
-            ),
-        )
-        os.replace(tmp, path)
-        return path
-
-    @staticmethod
-    def load(path: str | Path) -> tuple[StreamState, dict[str, Any]]:
-        """(state, meta) written by :meth:`save`."""
-        with np.load(Path(path), allow_pickle=False) as z:
-            knn = (z["knn_features"], z["knn_labels"]) if "knn_features" in z.files else (None, None)
-            st = StreamState(int(z["next_batch"]), int(z["frames_done"]), z["features"], z["labels"], *knn)
-            return st, json.loads(str(z["meta"]))
-
-
-@dataclass
-class StreamBatch:
-    """One batch of :meth:`VideoSegmenter.stream`: batch ``index`` (0-based) of the plan; ``start:stop`` the
-    frames it is final for (``stop``: the next batch's start, which is before ``result.stop`` where the
-    authors' last batch overlaps this one); ``frames`` their original frames (b, H0, W0, 3) uint8;
-    ``labels`` their Y at input resolution (b, H0, W0) uint8; ``result`` the :class:`BatchResult` of the
-    whole batch (M^j, M~^j, Y at processing size, details, timings); ``held``: frames the reader held in
-    memory for this batch (the batch and the frames held back for the next one). :meth:`state` is the
-    checkpoint after this batch."""
-
-    index: int
-    frames: np.ndarray
-    labels: np.ndarray
-    result: BatchResult
-    stop: int
-    held: int = 0
-    _fit: tuple[Any, np.ndarray] | None = field(default=None, repr=False)
-    _knn: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
-
-    @property
-    def start(self) -> int:
-        return self.result.start
-
-    @property
-    def before(self) -> np.ndarray:
-        """M^j (b, h, w) of the frames ``start:stop``."""
-        return self.result.before[: len(self)]
-
-    @property
-    def after(self) -> np.ndarray:
-        """M~^j (b, h, w) of the frames ``start:stop``."""
-        return self.result.after[: len(self)]
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def state(self) -> StreamState:
-        """The :class:`StreamState` after this batch (F~ kept float32, or float64 if it was: exact; the
-        authors' KNN reference as it is)."""
-        if self._fit is None and self._knn is None:
-            raise RuntimeError("no checkpoint: this batch's coarse maps came from the stage cache")
-        if self._fit is None:
-            f, m = np.zeros((0,), np.float32), np.zeros((0,), np.int64)
-        else:
-            f, m = self._fit
-            f = f.detach().cpu() if isinstance(f, torch.Tensor) else torch.as_tensor(f)
-            f = (f if f.dtype == torch.float64 else f.float()).numpy().copy()
-            m = np.asarray(m, np.int64).copy()
-        kf, kl = (None, None) if self._knn is None else (np.array(self._knn[0]), np.array(self._knn[1]))
-        return StreamState(self.index + 1, self.stop, f, m, kf, kl)
-
-
-class _FrameWindows:
-    """The frames of each batch of a plan, read lazily from a :class:`~vidseg_nb.video.VideoStream`:
-    yields ``(start, frames (b, H0, W0, 3), None, held)`` per batch from ``start_batch`` on (``plan`` None:
-    batches of B until the clip ends). Frames a later batch shares with this one (the authors' overlapping
-    last batch) are held back, not decoded again, so at most two batches of frames are in memory;
-    ``held`` counts the frames held when a batch is handed out, ``peak`` the most ever held."""
-
-    def __init__(
-        self, src: VideoStream, plan: Sequence[tuple[int, int]] | None, bsz: int, start_batch: int, first: int
-    ) -> None:
-        self.src, self.plan, self.bsz, self.start_batch, self.first = src, plan, bsz, start_batch, first
-        self.peak = 0
-
-    def __iter__(self) -> Iterator[tuple[int, np.ndarray, None, int]]:
-        frames = self.src.frames(self.first)
-        buf: list[np.ndarray] = []  # the frames hi - len(buf) .. hi - 1, read and maybe still needed
-        hi = self.first  # the next frame's index
-        ranges: Iterable[tuple[int, int]] = (
-            self.plan[self.start_batch :]
-            if self.plan is not None
-            else ((a, a + self.bsz) for a in itertools.count(self.first, self.bsz))
-        )
-        for a, b in ranges:
-            del buf[: max(0, a - (hi - len(buf)))]  # frames before this batch: no longer needed
-            while hi < b:
-                f = next(frames, None)
-                if f is None:
-                    break
-                if hi >= a:
-                    buf.append(f)
-                hi += 1
-            if hi <= a:  # the clip ended
-                return
-            self.peak = max(self.peak, len(buf))
-            yield a, np.stack(buf), None, len(buf)
-
-
-class _Loop:
-    """The body of Figure 3 for one batch (:meth:`step`), run by :meth:`VideoSegmenter.stream` (and so
-    :meth:`~VideoSegmenter.segment` and :meth:`~VideoSegmenter.iter_batches`); Omega carries between steps."""
-
-    def __init__(
-        self,
-        seg: VideoSegmenter,
-        config: SegConfig,
-        mode: Mode,
-        keep: set[int] | Literal["all"] | None,
-        progress: bool,
-        cache: ClipCache | None,
-        *,
-        gt_first: np.ndarray | None = None,
-        record_names: bool = False,
-        original_size: tuple[int, int] | None = None,
-    ) -> None:
-        self.seg, self.config, self.keep, self.progress, self.cache = (
-            seg,
-            config,
-            keep or set(),
-            progress,
-            cache,
-        )
-        self.full = mode == "full"
-        if config.resize_decoded and self.full:  # issue 15 row 3 needs OpenCV: fail before any UNet run
-            require_cv2()
-        # issue 15 row 3 (resize_decoded): D_l, the filter and Y at the input frame size
-        self.original_size = None if original_size is None else (int(original_size[0]), int(original_size[1]))
-        self.fkey, self.ckey = seg.feature_key(config), stage_key(config, "coarse")
-        self.dkey = diff_key(config, self.original_size)
-        self.cached_feats = cache.features.get(self.fkey) if cache else None
-        self.cached_coarse = cache.coarse.get(self.ckey) if cache else None
-        self.cached_diffs = cache.diffs.get(self.dkey) if cache and self.full else None
-        self.computed = tuple(
-            name
-            for name, todo in (
-                ("features", self.cached_feats is None),
-                ("coarse maps", self.cached_coarse is None),
-                ("stage 3", self.full and self.cached_diffs is None),
-                ("filter", self.full),
-            )
-            if todo
-        )
-        self.new_feats: list[Features] = []
-        self.new_coarse: list[tuple[np.ndarray, np.ndarray]] = []
-        self.new_diffs: list[FrameDiff] = []
-        # on a GPU the KNN and the refinement run there (torch backend of Omega)
-        bb = seg.backbone
-        self.dev = bb.device if bb.device.type == "cuda" else torch.device("cpu")
-        self.omega = SceneContextModel.from_config(config)
-        self.last_fit: tuple[Any, np.ndarray] | None = None  # (F~, M~) Omega was last fitted on
-        self.steps = 0  # batches stepped (or, after restore, finished): the first one fits Omega
-        # issue 15: frame 1's GT (row 6, gt_merge) and the authors' KNN reference carried between batches
-        self.gt_first = gt_first
-        self.knn_ref: tuple[np.ndarray, np.ndarray] | None = None  # row 5
-        self.record_names = record_names  # issue 13: the first batch records its attn2 queries
-
-    def restore(self, state: StreamState) -> None:
-        """Omega as after batch ``state.next_batch - 1``: the KNN refitted on that batch's (F~, M~)."""
-        if state.features.size:
-            f = torch.from_numpy(np.ascontiguousarray(state.features)).to(self.dev)
-            self.omega.fit(f, state.labels)
-            self.last_fit = (f, state.labels)
-        if state.knn_features is not None:  # issue 15 row 5: the authors' KNN reference
-            self.knn_ref = (state.knn_features, state.knn_labels)
-        self.steps = state.next_batch
-
-    def step(self, a: int, frames: np.ndarray, *, update: bool, resize_s: float = 0.0) -> BatchResult:
-        """Steps 0-4 for the frames ``a:a+len(frames)`` (processing size), then, with ``update``, the
-        autoregressive update ``omega.fit(F~, M~)`` of this batch for the next one."""
-        config, seg, full, dev, omega = self.config, self.seg, self.full, self.dev, self.omega
-        cached_feats, cached_coarse, cached_diffs = self.cached_feats, self.cached_coarse, self.cached_diffs
-        b = a + len(frames)
-        timings: dict[str, float] = {"resize": resize_s} if resize_s else {}
-
-        def tick(name: str, t0: float) -> None:
-            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
-
-        # step 0: reference run -> F~ (and, when stage 3 follows, the q/k and latents it replays)
-        need_diff = full and cached_diffs is None
-        ref = None
-        t0 = time.perf_counter()
-        # names (issue 13): the first batch's cross-attention queries, recorded once per clip
-        cache, fkey = self.cache, self.fkey
-        nkey = (cache.key if cache else None, fkey, seg.name_blocks, seg.name_step)
-        names_now = self.record_names and a == 0
-        queries = seg._cached_queries(nkey) if names_now else None
-        rec = names_now and queries is None
-        if need_diff or cached_feats is None or rec:
-            # a kept reference run (QKCache, SegConfig.keep_qk) serves a stage-3 rerun, e.g. a new lambda
-            bb_dev = seg.backbone.device
-            ref = seg.qk_cache.get(frames, a, fkey, config, bb_dev) if need_diff and not rec else None
-            if ref is None:
-                ref = reference_run(
-                    seg.backbone,
-                    frames,
-                    config,
-                    frame_offset=a,
-                    record_qk=need_diff,
-                    progress=self.progress,
-                    record_names=rec,
-                    name_blocks=seg.name_blocks,
-                    name_step=seg.name_step,
-                )
-                if need_diff:
-                    seg.qk_cache.put(frames, a, fkey, ref, config, bb_dev)
-            tick("reference run" if need_diff else "features", t0)
-            if rec:
-                queries = ref.name_queries
-                seg._name_queries = (nkey, queries) if cache is not None else None
-        feats = cached_feats[a:b] if cached_feats is not None else ref.features
-        if self.cache is not None:
-            self.new_feats.append(feats)
-
-        t0 = time.perf_counter()
-        f_tilde = None
-        if cached_coarse is not None:
-            m_before, m_after = cached_coarse[0][a:b], cached_coarse[1][a:b]
-        else:
-            f_tilde = feats.stage1(config.aggregate).to(dev)
-            if config.knn_first_frame:  # issue 15 row 5 (and 6): the authors' K-Means + KNN
-                f1 = feats.stage1(config.aggregate)
-                m_before, _, self.knn_ref = authors_coarse_batch(
-                    f1.reshape(b - a, -1, f1.shape[-1]), feats.grid, n_clusters=config.n_clusters,
-                    seed=config.seed, gt_first=self.gt_first, ref=self.knn_ref,
-                )  # fmt: skip
-            else:
-                # step 1: scene context model: K-Means + KNN on the first batch -> M^1..M^B, then Omega
-                first = self.steps == 0
-                m_before = omega.fit_predict(f_tilde) if first else omega.predict(f_tilde)
-                if first and self.gt_first is not None:  # issue 15 row 6: merge clusters by frame 1's GT
-                    m_before, _ = merge_first_batch(m_before, self.gt_first)
-            # step 2: correspondence-based refinement M^j -> M~^j
-            if config.refine and b - a > 1:
-                if config.authors_cbr:  # issue 15 row 8
-                    m_after = authors_refine(m_before, feats.corr)
-                else:
-                    m_after = refine(m_before, feats.corr.to(dev), radius2=config.radius2)
-            else:
-                m_after = m_before.copy()
-            if self.knn_ref is not None:  # row 5: the next batch's KNN is fitted on this batch's M~
-                self.knn_ref = (self.knn_ref[0], m_after.reshape(-1))
-            tick("coarse maps (stages 1-2)", t0)
-        if self.cache is not None:
-            self.new_coarse.append((m_before, m_after))
-
-        rel_keep = set(range(b - a)) if self.keep == "all" else {i - a for i in self.keep if a <= i < b}
-        filtered: list[np.ndarray | None] = [None] * (b - a)
-        batch_diffs: list[FrameDiff] | None = None
-        if full:
-            # step 3: masked modulation -> the difference maps D_l
-            t0 = time.perf_counter()
-            if cached_diffs is not None:
-                batch_diffs = cached_diffs[a:b]
-            else:
-                mo = modulate(
-                    seg.backbone, ref, m_after, config, keep_images=rel_keep, progress=self.progress,
-                    out_size=self.original_size,
-                )  # fmt: skip
-                batch_diffs = mo.frames
-                tick("modulation (stage 3)", t0)
-            if self.cache is not None:
-                self.new_diffs.extend(batch_diffs)
-            # step 4: filtering (s) and argmax -> Y
-            t0 = time.perf_counter()
-            fin = [
-                final_labels(d, m, config.s_effective, lanczos=config.lanczos_filter)  # row 4
-                for d, m in zip(batch_diffs, m_after)
-            ]
-            filtered = [f for f, _ in fin]
-            final = np.stack([y for _, y in fin])
-            tick("filter + argmax", t0)
-        else:  # preview: Y = M~^j upsampled
-            final = resize_labels(m_after, frames.shape[1:3])
-        del ref
-
-        # the autoregressive update: Omega <- (F~^j, M~^j) of this batch only, for the next batch
-        # (the caller passes no update after the last batch, nor with the authors' KNN)
-        if f_tilde is not None and update:
-            t0 = time.perf_counter()
-            omega.fit(f_tilde, m_after)
-            self.last_fit = (f_tilde, m_after)
-            tick("coarse maps (stages 1-2)", t0)
-
-        self.steps += 1
-        details = {
-            a + r: _detail(a + r, frames[r], feats[r : r + 1], config, m_before[r], m_after[r],
-                           final[r], None if batch_diffs is None else batch_diffs[r], filtered[r])
-            for r in sorted(rel_keep)
-        }  # fmt: skip
-        return BatchResult(
-            start=a,
-            stop=b,
-            before=m_before,
-            after=m_after,
-            final=final,
-            details=details,
-            features=feats,
-            diffs=batch_diffs,
-            timings=timings,
-            computed=self.computed,
-            name_queries=queries if names_now else None,
-        )
-
-    def finish(self) -> None:
-        """Store what this run computed in the clip's cache entry (if the clip is cached)."""
-        cache = self.cache
-        if cache is None:
-            return
-        if self.cached_feats is None and self.new_feats:
-            cache.features.setdefault(self.fkey, Features.concat(self.new_feats))
-        if self.new_coarse:
-            cache.coarse.setdefault(
-                self.ckey,
-                (
-                    np.concatenate([m for m, _ in self.new_coarse]),
-                    np.concatenate([m for _, m in self.new_coarse]),
-                ),
-            )
-        if self.full:
-            cache.diffs.setdefault(self.dkey, self.new_diffs)
-
-
-def _detail(
-    index: int,
-    frame: np.ndarray,
-    feats: Features,
-    config: SegConfig,
-    before: np.ndarray,
-    after: np.ndarray,
-    final: np.ndarray,
-    diff: FrameDiff | None,
-    filtered: np.ndarray | None,
-) -> FrameDetail:
-    """The :class:`FrameDetail` of one kept frame (``feats``: its features, a 1-frame slice)."""
-    fd = {blk: t[0].numpy() for blk, t in feats.blocks.items()}
-    fd[0] = feats.stage1(config.aggregate)[0].numpy()
-    return FrameDetail(
-        index=index,
-        frame=frame,
-        features=fd,
-        coarse_before=before,
-        coarse_after=after,
-        final=final,
-        diff=diff,
-        filtered=filtered,
-    )
-
-
-def _stream_keep(keep: Sequence[int] | str | None, n: int | None) -> set[int] | Literal["all"]:
-    """The frames whose intermediates :meth:`VideoSegmenter.stream` keeps (``n``: the clip length if known;
-    ``"auto"``: all frames of clips up to 32 frames, else frame 0)."""
-    if keep == "all" or (keep == "auto" and n is not None and n <= 32):
-        return "all"
-    if keep == "auto":
-        return {0}
-    if keep is None:
-        return set()
-    return {int(i) % n if n else int(i) for i in keep}
-
-
-def _as_source(clip: Any, config: SegConfig) -> Any:
-    """What :func:`open_video` reads for ``clip``: a Clip or array cut to ``config.max_frames`` (no
-    warning, as :meth:`VideoSegmenter.prepare`), an object with ``frames`` and ``fps`` (a SyntheticClip)
-    as a Clip, a path as it is."""
-    m = config.max_frames
-    if not isinstance(clip, Clip) and hasattr(clip, "frames") and hasattr(clip, "fps"):
-        clip = Clip(frames=np.asarray(clip.frames), fps=float(clip.fps), source="<clip>")
-    if isinstance(clip, Clip):
-        if m is not None and len(clip) > m:
-            clip = Clip(
-                frames=clip.frames[:m], fps=clip.fps, source=clip.source, original_size=clip.original_size
-            )
-        return clip
-    if isinstance(clip, np.ndarray) and m is not None and clip.ndim == 4 and len(clip) > m:
-        return clip[:m]
-    return clip
 
 
 def segment_clip(
