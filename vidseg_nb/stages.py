@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -25,10 +25,6 @@ from .features import Features, reference_run
 from .modulation import FrameDiff, final_labels, modulate
 from .refine import refine
 from .video import resize_labels
-
-if TYPE_CHECKING:
-    from .pipeline import VideoSegmenter
-    from .streaming import StreamState
 
 __all__ = ["BatchResult", "FrameDetail"]
 
@@ -186,7 +182,7 @@ class _Loop:
 
     def __init__(
         self,
-        seg: VideoSegmenter,
+        seg: Any,  # the VideoSegmenter (not imported: pipeline imports this module)
         config: SegConfig,
         mode: Mode,
         keep: set[int] | Literal["all"] | None,
@@ -237,7 +233,7 @@ class _Loop:
         self.record_names = record_names  # issue 13: the first batch records its attn2 queries
         self.timings: dict[str, float] = {}
 
-    def restore(self, state: StreamState) -> None:
+    def restore(self, state: Any) -> None:  # a streaming.StreamState
         """Omega as after batch ``state.next_batch - 1``: the KNN refitted on that batch's (F~, M~), or
         the authors' KNN reference (row 5) as it was."""
         if state.features.size:
