@@ -11,6 +11,9 @@ costs.
     python benchmarks/bench_memory.py                # N = 100 and 300
     python benchmarks/bench_memory.py 100 300 1000   # any lengths
     python benchmarks/bench_memory.py --code /path/to/checkout 100   # measure another checkout's code
+    python benchmarks/bench_memory.py 100 1000 --max-ratio 1.25 --extra --preset authors --batch-size 14
+        # issue 23: the authors' preset (overlapping last batch, their KNN) streams too; exit 1 when the
+        # peak RSS of the longest clip is over 1.25x the shortest's
 
 Set OMP_NUM_THREADS etc. as for any CPU run; ``--extra`` passes more flags to ``vidseg segment``.
 """
@@ -173,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=None, help="folder for clips and outputs (default: temp)")
     p.add_argument("--stages", action="store_true", help="in-process breakdown by step (first N only)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows (and the machine) here")
+    p.add_argument(
+        "--max-ratio", type=float, default=None, help="exit 1 if peak RSS (longest / shortest N) is over this"
+    )
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `vidseg segment` flags")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,12 +209,16 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
         if len(rows) >= 2:
             a, b = rows[0], rows[-1]
-            print(f"peak RSS ratio {b['n']}/{a['n']} frames: {b['peak_rss_mb'] / a['peak_rss_mb']:.3f}")
+            ratio = b["peak_rss_mb"] / a["peak_rss_mb"]
+            print(f"peak RSS ratio {b['n']}/{a['n']} frames: {ratio:.3f}")
             slope = (b["peak_rss_mb"] - a["peak_rss_mb"]) / (b["n"] - a["n"]) * 100
             print(
                 f"growth: {slope:.0f} MB per 100 frames (raw frames alone: "
                 f"{args.height * args.width * 3 * 100 / 2**20:.0f} MB per 100 frames)"
             )
+            if args.max_ratio is not None and ratio > args.max_ratio:
+                print(f"FAIL: peak RSS ratio {ratio:.3f} > {args.max_ratio}")
+                return 1
     return 0
 
 

@@ -248,9 +248,9 @@ def _segment(args: argparse.Namespace) -> int:
     A batch's PNGs are written before its checkpoint, so a run killed between the two rewrites that
     batch's PNGs (with the same labels) on resume; PNGs of checkpointed batches are never rewritten.
     Always streamed (``cache_frames=0``): one code path for every length, bounded memory, and a
-    checkpoint for every run; the labels equal ``VideoSegmenter.segment``'s (tests/test_stream.py). The
-    exception: the authors' overlapping last batch (``shifted_last_batch``, ``gt_merge``) goes whole through
-    ``segment()`` (:func:`_segment_whole_clip`), without a checkpoint.
+    checkpoint for every run, the ``authors`` preset's included (its overlapping last batch: a batch
+    yields its frames up to the next batch's start, so every frame is written once); the labels equal
+    ``VideoSegmenter.segment``'s (tests/test_stream.py).
     """
     import numpy as np
 
@@ -271,13 +271,6 @@ def _segment(args: argparse.Namespace) -> int:
         "mode": mode,
         "config": config_json(config),
     }
-    if config.shifted_last_batch or config.gt_merge:  # the authors' overlapping last batch: whole clip
-        if args.resume:
-            raise ConfigError(
-                "--resume: the authors' overlapping last batch (shifted_last_batch / gt_merge) runs on the "
-                "whole clip without checkpoints; run without --resume"
-            )
-        return _segment_whole_clip(args, config, stream, bb, paths, objects)
     state = _check_resume(state_path, meta, labels_dir) if args.resume else None
     if objects is not None and state is not None:
         objects.resume(StreamState.load(state_path)[1])
@@ -317,10 +310,11 @@ def _segment(args: argparse.Namespace) -> int:
             record_names=names.wanted and start_batch == 0,
         ):
             names.update(sb)
-            pngs.append(sb.labels)
-            ov.append(names.legend(overlay_frames(sb.frames, sb.labels), sb.labels))
-            lv.append(colorize(sb.labels))
-            obj.append(sb)
+            if len(sb):  # (a batch the authors' last batch overlaps whole yields no frame)
+                pngs.append(sb.labels)
+                ov.append(names.legend(overlay_frames(sb.frames, sb.labels), sb.labels))
+                lv.append(colorize(sb.labels))
+                obj.append(sb)
             n = sb.stop
             _save_checkpoint(state_path, sb.state(), {**meta, **names.meta(), **obj.meta()})
     dt = time.perf_counter() - t0
@@ -399,48 +393,6 @@ def _finish_segment(
     _write_names(out, names, bool(bb.is_random))
     if bb.is_random:
         print(RANDOM_BANNER)
-
-
-def _segment_whole_clip(
-    args: argparse.Namespace,
-    config: Any,
-    stream: Any,
-    bb: Any,
-    paths: _SegmentPaths,
-    objects: _Objects | None = None,
-) -> int:
-    """``vidseg segment`` with the authors' overlapping last batch (``shifted_last_batch``, issue 15 row 7)
-    or ``gt_merge``: a later batch overwrites frames an earlier one labelled, so the clip is read whole
-    and segmented by ``VideoSegmenter.segment`` (labels equal to it by construction), then written; no
-    checkpoint. (Without ground truth ``gt_merge`` changes nothing: the CLI has no first-frame GT.)"""
-    import numpy as np
-
-    from .palette import colorize
-    from .pipeline import VideoSegmenter
-    from .video import LabelPNGWriter, VideoWriter, overlay_frames
-
-    print(
-        "note: the authors' overlapping last batch needs the whole clip: it is read into memory and "
-        "segmented in one go (no streaming, no checkpoint, no --resume)",
-        file=sys.stderr,
-    )
-    frames = stream.read().frames
-    t0 = time.perf_counter()
-    res = VideoSegmenter(bb, config).segment(frames, keep=None, progress=not args.quiet, names=args.names)
-    dt = time.perf_counter() - t0
-    labels = np.asarray(res.labels).astype(np.uint8)
-    with VideoWriter(paths.out, fps=stream.fps) as ov, VideoWriter(paths.label_video, fps=stream.fps) as lv:
-        LabelPNGWriter(paths.labels_dir).append(labels)
-        over = overlay_frames(frames, labels)
-        ov.append(_draw_legend(over, labels, res.names) if res.names else over)
-        lv.append(colorize(labels))
-    if objects is not None:
-        with _ObjectVideo(objects, stream.fps, 0) as obj:
-            obj.append(res, frames)
-    _finish_segment(args, config, stream, bb, paths, res, len(labels), 0, dt, res.work)
-    if objects is not None:
-        objects.report(len(labels))
-    return 0
 
 
 class _Objects:

@@ -1,6 +1,6 @@
 """The whole method, batch by batch: :class:`VideoSegmenter` (paper Figure 3).
 
-For each batch of B frames (:meth:`VideoSegmenter.iter_batches`):
+For each batch of B frames (:meth:`VideoSegmenter.stream`):
 
 0. reference run: the features F~ (and F_c, and the q/k and latents stage 3 replays);
 1. scene context model Omega: on the first batch K-Means gives M^1 and the KNN fitted on (F~^1, M^1)
@@ -10,10 +10,13 @@ For each batch of B frames (:meth:`VideoSegmenter.iter_batches`):
 4. filtering and argmax: the label maps Y;
 
 then the autoregressive update ``omega.fit(F~, M~)`` on this batch only, for the next batch. One loop
-body (``_Loop.step``) does this for :meth:`~VideoSegmenter.iter_batches` (frames in memory, the stage
-cache) and :meth:`~VideoSegmenter.stream` (a clip read lazily, batch by batch: memory does not grow with
-the clip; yields :class:`StreamBatch` with the labels at input resolution and a :class:`StreamState`
-checkpoint to resume from); :meth:`~VideoSegmenter.segment` collects the stream.
+over a clip, :meth:`~VideoSegmenter.stream` (a clip read lazily, batch by batch, following
+:func:`~vidseg_nb.authors.batch_plan`: memory does not grow with the clip; a short clip is read whole for
+the stage cache; yields :class:`StreamBatch` with the labels at input resolution and a :class:`StreamState`
+checkpoint to resume from; :mod:`vidseg_nb.streaming`), runs the loop body (``_Loop.step``,
+:mod:`vidseg_nb.stages`: Figure 3's five steps, each stage chosen once from the config) on each batch;
+:meth:`~VideoSegmenter.segment` collects it and :meth:`~VideoSegmenter.iter_batches` (frames already at
+the processing size) yields its batch results.
 
 Caching (:mod:`vidseg_nb.cache`): a segmenter remembers, per clip, the features (keyed on the fields the
 reference run reads), the coarse maps (plus the stage-1/2 fields) and the raw difference maps D_l (plus
@@ -31,43 +34,29 @@ the cluster ids (``result.names``; :class:`ClipNamer`, from :meth:`VideoSegmente
 this batch by batch, also for a caller of :meth:`~VideoSegmenter.stream`). The queries are kept on the
 result and cached per clip, so :meth:`VideoSegmenter.rename` (another vocabulary) costs zero UNet samples.
 
-The authors' code (issue 15, :mod:`vidseg_nb.authors`; each switch off by default) runs in the same loop
-body; its overlapping last batch (``shifted_last_batch``) and first-frame ground truth (``gt_merge``) need
-the whole clip, so they go through :meth:`~VideoSegmenter.iter_batches` / :meth:`~VideoSegmenter.segment`,
-not :meth:`~VideoSegmenter.stream`.
+The authors' code (issue 15, :mod:`vidseg_nb.authors`; each switch off by default) runs in the same loop:
+their overlapping last batch (``shifted_last_batch``) is the stream's plan (a batch yields its frames up
+to the next batch's start, the overlapped ones are held back for the next batch), their first-frame
+ground truth (``gt_merge``) an input of the stream; both stream, checkpoint and resume as any setting.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import progress as _progress
-from .authors import (
-    authors_coarse_batch,
-    authors_refine,
-    batch_plan,
-    merge_first_batch,
-    plan_overlaps,
-    require_cv2,
-)
+from .authors import batch_plan, plan_overlaps, require_cv2
 from .backbone import Backbone
-from .cache import ClipCache, StageCache, StageEntries, clip_key, diff_key, feature_key, stage_key
+from .cache import StageCache, StageEntries, clip_key, diff_key, feature_key, stage_key
 from .config import SegConfig
-from .context import SceneContextModel
-from .errors import ConfigError
-from .features import Features, reference_run
-from .modulation import FrameDiff, final_labels, modulate
+from .features import Features
 from .names import (
     DEFAULT_MARGIN,
     NAME_BLOCKS,
@@ -80,7 +69,8 @@ from .names import (
     unet_word_attention,
 )
 from .qkcache import QKCache
-from .refine import refine
+from .stages import BatchResult, FrameDetail, Mode, _choose_stages, _Loop
+from .streaming import StreamBatch, StreamState, _as_source, _FrameWindows, _stream_keep
 from .video import Clip, VideoStream, open_video, read_video, resize_frames, resize_labels, target_size
 
 __all__ = [
@@ -95,22 +85,6 @@ __all__ = [
     "parse_vocabulary",
     "segment_clip",
 ]
-
-Mode = Literal["full", "preview"]
-
-
-@dataclass
-class FrameDetail:
-    """Every intermediate of one frame (processing resolution H x W, feature grid h x w)."""
-
-    index: int
-    frame: np.ndarray  # (H, W, 3) uint8, as fed to the VAE
-    features: dict[int, np.ndarray]  # block -> (h, w, C); key 0 is the stage-1 feature (F~ or block 7)
-    coarse_before: np.ndarray  # M^j (h, w)
-    coarse_after: np.ndarray  # M~^j (h, w)
-    final: np.ndarray  # Y (H, W) (the input size H0 x W0 with SegConfig.resize_decoded, issue 15 row 3)
-    diff: FrameDiff | None = None  # D_l before filtering (+ I+/I-), at Y's size
-    filtered: np.ndarray | None = None  # D~_l (L, H, W), at Y's size
 
 
 @dataclass
@@ -156,34 +130,6 @@ class SegmentationResult:
         return {k: v / n for k, v in self.work.items()}
 
 
-@dataclass
-class BatchResult:
-    """What :meth:`VideoSegmenter.iter_batches` yields for frames ``start:stop`` of one batch.
-
-    ``before`` M^j and ``after`` M~^j (B, h, w) int64; ``final`` Y (B, H, W) int64 at the processing size
-    (at the input frame size with ``SegConfig.resize_decoded`` and the ``original_size`` given, issue 15 row 3);
-    ``details`` the kept frames' intermediates; ``features`` the batch's features F~ (served by the cache
-    or computed); ``diffs`` the raw D_l per frame (``None`` in preview mode); ``timings`` seconds spent
-    in this batch per stage; ``computed`` the stages this batch computed rather than took from the cache
-    (``"features"``, ``"coarse maps"``, ``"stage 3"``, ``"filter"``).
-    """
-
-    start: int
-    stop: int
-    before: np.ndarray
-    after: np.ndarray
-    final: np.ndarray
-    details: dict[int, FrameDetail]
-    features: Features
-    diffs: list[FrameDiff] | None
-    timings: dict[str, float]
-    computed: tuple[str, ...]
-    name_queries: dict[str, torch.Tensor] | None = None  # first batch with ``record_names`` (issue 13)
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-
 class VideoSegmenter:
     """Zero-shot video semantic segmentation with a diffusion backbone (the paper's full method).
 
@@ -204,7 +150,7 @@ class VideoSegmenter:
     ) -> None:
         self.backbone = backbone
         self.config = config or SegConfig()
-        if self.config.resize_decoded:  # issue 15 row 3 needs the optional OpenCV: say so now, not mid-run
+        if _choose_stages(self.config).needs_cv2:  # issue 15 row 3 needs OpenCV: say so now, not mid-run
             require_cv2()
         self.cache = StageCache(cache_frames)
         # names (issue 13): decoder blocks and step whose attn2 queries are recorded (default 3-8 at the
@@ -232,7 +178,7 @@ class VideoSegmenter:
         denoises the frames of a batch jointly (SVD: a frame's features depend on its batch)."""
         joint = self.backbone is not None and self.backbone.frames_per_group(config.batch_size) > 1
         # issue 15 row 9: with one noise draw per batch a frame's features depend on its place in the batch
-        return feature_key(config, joint_frames=joint or config.batch_noise)
+        return feature_key(config, joint_frames=joint or _choose_stages(config).joint_noise)
 
     # ------------------------------------------------------------------ inputs
     def prepare(
@@ -267,11 +213,10 @@ class VideoSegmenter:
 
         ``keep``: frames whose intermediates are kept (``"auto"``: all frames of clips up to 32 frames).
         Collects :meth:`stream` (short clips go through the stage cache); for long clips iterate
-        :meth:`stream` instead, which does not hold the whole clip's labels. With the authors' overlapping
-        last batch (``config.shifted_last_batch``) or first-frame ground truth (``config.gt_merge``) it
-        collects :meth:`iter_batches` over the whole clip instead (a later, overlapping batch wins).
+        :meth:`stream` instead, which does not hold the whole clip's labels (with the authors' overlapping
+        last batch, ``config.shifted_last_batch``, the later batch wins the overlap).
         ``first_frame_gt``: frame 1's ground truth (H0, W0), read only with ``config.gt_merge`` (issue 15
-        row 6, the authors' protocol): the labels are then ground-truth classes (see :meth:`iter_batches`).
+        row 6, the authors' protocol): the labels are then ground-truth classes (see :meth:`stream`).
         ``names``: a vocabulary (words, or one comma-separated string) to name the segments with (issue 13:
         ``result.names``); ``record_names`` (default: ``names`` given, or ``self.record_names``) records the
         first batch's cross-attention queries so :meth:`rename` can name the result with any vocabulary
@@ -298,54 +243,28 @@ class VideoSegmenter:
                 timings[name] = timings.get(name, 0.0) + sec
             computed.extend(c for c in batch.computed if c not in computed)
 
-        if config.shifted_last_batch or config.gt_merge:
-            # the authors' plan (overlapping last batch) / first-frame GT: the whole clip, iter_batches
-            if isinstance(clip, VideoStream):
-                clip = clip.read()
-            orig, frames, fps = self.prepare(clip, config)
-            n = len(frames)
-            labels = np.zeros((n, *orig.shape[1:3]), np.uint8)
-            before = np.zeros((n, frames.shape[1] // 16, frames.shape[2] // 16), np.int64)
-            after = before.copy()
-            for batch in self.iter_batches(
-                frames,
-                config,
-                mode=mode,
-                keep=_keep_set(keep, n),
-                progress=progress,
-                first_frame_gt=first_frame_gt,
-                record_names=record,
-                original_size=tuple(orig.shape[1:3]),
-            ):
-                a, b = batch.start, batch.stop
-                t0 = time.perf_counter()
-                labels[a:b] = resize_labels(batch.final, orig.shape[1:3]).astype(np.uint8)  # Y at input size
-                batch.timings["resize"] = batch.timings.get("resize", 0.0) + time.perf_counter() - t0
-                before[a:b], after[a:b] = batch.before, batch.after  # by frame index: a later batch wins
-                collect(batch)
-            size: tuple[int, int] = tuple(frames.shape[1:3])
-            original_size: tuple[int, int] = tuple(orig.shape[1:3])
-        else:
-            src = (
-                clip
-                if isinstance(clip, VideoStream)
-                else open_video(_as_source(clip, config), max_frames=config.max_frames)
-            )
-            size = target_size(src.size[0], src.size[1], config.max_side)
-            original_size = tuple(src.size)
-            fps = float(src.fps)
-            parts: list[np.ndarray] = []
-            before_parts: list[np.ndarray] = []
-            after_parts: list[np.ndarray] = []
-            for sb in self.stream(src, config, mode=mode, keep=keep, progress=progress, record_names=record):
-                batch = sb.result
-                parts.append(sb.labels)
-                before_parts.append(batch.before)
-                after_parts.append(batch.after)
-                collect(batch)
-            labels = np.concatenate(parts)
-            before, after = np.concatenate(before_parts), np.concatenate(after_parts)
-            n = len(labels)
+        src = (
+            clip
+            if isinstance(clip, VideoStream)
+            else open_video(_as_source(clip, config), max_frames=config.max_frames)
+        )
+        size = target_size(src.size[0], src.size[1], config.max_side)
+        original_size = tuple(src.size)
+        fps = float(src.fps)
+        parts: list[np.ndarray] = []
+        before_parts: list[np.ndarray] = []
+        after_parts: list[np.ndarray] = []
+        for sb in self.stream(
+            src, config, mode=mode, keep=keep, progress=progress, record_names=record,
+            first_frame_gt=first_frame_gt,
+        ):  # fmt: skip
+            parts.append(sb.labels)  # the frames this batch is final for (a later batch wins an overlap)
+            before_parts.append(sb.before)
+            after_parts.append(sb.after)
+            collect(sb.result)
+        labels = np.concatenate(parts)
+        before, after = np.concatenate(before_parts), np.concatenate(after_parts)
+        n = len(labels)
         cache = self.cache.current(n)
         return SegmentationResult(
             labels=labels,
@@ -380,38 +299,19 @@ class VideoSegmenter:
         record_names: bool = False,
         original_size: tuple[int, int] | None = None,
     ) -> Iterator[BatchResult]:
-        """Figure 3 over batches of B frames of ``frames`` (already at the processing size).
-
-        Yields one :class:`BatchResult` per batch, in order. Memory is bounded by one batch plus the cache
-        (clips up to ``cache_frames`` frames). Omega's state carries from batch to batch (the
-        autoregressive update), so the batches must be consumed in order.
-
-        Issue 15 (the authors' code; each switch off by default): the batches come from
-        :func:`~vidseg_nb.authors.batch_plan` (row 7: with ``shifted_last_batch`` the last batch overlaps
-        the previous one; a consumer writing by frame index lets the later batch win); stage 1 is their
-        KNN (row 5, ``knn_first_frame``); with ``gt_merge`` and ``first_frame_gt`` the clusters are merged
-        by frame 1's ground truth right after stage 1 of the first batch and the merged labels go through
-        CBR, modulation and the later batches (row 6); stage 2 is their CBR with ``authors_cbr`` (row 8).
-        A plan with overlapping batches, or a ground truth given, bypasses the stage cache.
-
-        ``record_names``: the first batch also carries its cross-attention queries (``name_queries``,
-        issue 13; cached per clip). ``original_size``: the clip's input frame size (H0, W0) before the
-        resize to the processing size; with ``config.resize_decoded`` (issue 15 row 3) D_l, the filtered
-        maps and Y are computed there (``BatchResult.final`` is (B, H0, W0)); None: the processing size.
+        """Figure 3 over batches of B frames of ``frames`` (already at the processing size): the
+        :class:`BatchResult` of each batch of :meth:`stream`'s plan, in order (whole batches, also where
+        the authors' last batch overlaps the previous one: a consumer writing by frame index lets the later
+        batch win). ``original_size``: the clip's input frame size (H0, W0); with
+        ``config.resize_decoded`` (issue 15 row 3) D_l, the filtered maps and Y are computed there; None:
+        the processing size. The other arguments are :meth:`stream`'s.
         """
-        n = len(frames)
-        plan = batch_plan(n, config)
-        gt_first = first_frame_gt if config.gt_merge else None
-        cacheable = not plan_overlaps(plan) and gt_first is None
-        cache: ClipCache | None = self.cache.for_clip(frames)  # (also makes this clip the current one)
-        loop = _Loop(
-            self, config, mode, keep, progress, cache if cacheable else None,
-            gt_first=gt_first, record_names=record_names, original_size=original_size,
-        )  # fmt: skip
-        for k, (a, b) in enumerate(tqdm(plan, desc="batches", disable=not progress or len(plan) == 1)):
-            # (no update after the last batch: nothing is left to predict; none with the authors' KNN)
-            yield loop.step(a, frames[a:b], update=k < len(plan) - 1 and not config.knn_first_frame)
-        loop.finish()
+        frames = np.asarray(frames)
+        for sb in self._drive(
+            frames, config, mode=mode, keep=keep or set(), progress=progress, first_frame_gt=first_frame_gt,
+            record_names=record_names, size=tuple(frames.shape[1:3]), original_size=original_size,
+        ):  # fmt: skip
+            yield sb.result
 
     def stream(
         self,
@@ -424,100 +324,131 @@ class VideoSegmenter:
         start_batch: int = 0,
         state: StreamState | None = None,
         record_names: bool = False,
+        first_frame_gt: np.ndarray | None = None,
     ) -> Iterator[StreamBatch]:
-        """Figure 3 over a clip read lazily (:func:`~vidseg_nb.video.open_video`), batch by batch.
+        """Figure 3 over a clip read lazily (:func:`~vidseg_nb.video.open_video`), batch by batch: the one
+        loop over a clip (:meth:`segment` collects it, :meth:`iter_batches` yields its batch results).
 
-        Holds one batch of frames (original and processing size), Omega's fit data (F~, M~ of the
-        previous batch) and the current outputs; yields one :class:`StreamBatch` per batch, with the labels
-        Y of the batch at input resolution (uint8) and the batch's original frames. The per-batch steps are
-        those of :meth:`iter_batches` (one loop body), so the labels equal :meth:`segment`'s.
+        The batches follow :func:`~vidseg_nb.authors.batch_plan` (computed once from the frame count; a
+        video file whose container gives no exact count is counted first when the plan needs N, else read
+        in batches of B until it ends). Holds at most two batches of frames (original and processing
+        size), Omega's fit data and the current outputs; yields one :class:`StreamBatch` per batch with the
+        labels Y at input resolution (uint8) of the frames it is final for: with the authors' overlapping
+        last batch (``config.shifted_last_batch``, issue 15 row 7) a batch yields its frames only up to the
+        next batch's start (the later batch wins the overlap), so the frames yielded are the clip's, once.
 
         ``start_batch``/``state``: resume after ``start_batch`` finished batches, ``state`` being the
-        :meth:`StreamBatch.state` of the last of them (Omega is refitted on its F~ and M~, so the next
-        prediction is bit-identical; frame noise is seeded by absolute frame index). The frames before
-        are decoded but not processed. A clip whose length is known exactly and within ``cache_frames``
-        (and no resume) goes through the stage cache, as :meth:`segment`.
+        :meth:`StreamBatch.state` of the last of them (Omega is refitted on its F~ and M~, or the authors'
+        KNN reference restored, so the next prediction is bit-identical; frame noise is seeded by absolute
+        frame index). The frames before are decoded but not processed. A clip whose length is known
+        exactly and within ``cache_frames`` (and no resume) is read whole and goes through the stage cache
+        (unless batches overlap or a ground truth is given).
 
-        ``record_names``: the first batch's result also carries its cross-attention queries
-        (``name_queries``, issue 13). The authors' overlapping last batch (``config.shifted_last_batch``)
-        and first-frame ground truth (``config.gt_merge``) need the whole clip: they raise
-        :class:`~vidseg_nb.errors.ConfigError` here (use :meth:`segment` or :meth:`iter_batches`).
-
-        ``progress``: a tqdm bar in frames (total: the clip's frame count when known) with an ETA.
+        ``first_frame_gt``: frame 1's ground truth (H0, W0), read only with ``config.gt_merge`` (issue 15
+        row 6, the authors' protocol): the first batch's clusters are merged by it, so the labels are
+        ground-truth classes. ``record_names``: the first batch's result also carries its cross-attention
+        queries (``name_queries``, issue 13). ``progress``: a tqdm bar in frames (total: the clip's frame
+        count when known) with an ETA.
         """
+        return self._drive(
+            clip, config, mode=mode, keep=keep, progress=progress, start_batch=start_batch, state=state,
+            record_names=record_names, first_frame_gt=first_frame_gt,
+        )  # fmt: skip
+
+    def _drive(
+        self,
+        clip: Clip | np.ndarray | str | VideoStream | Any,
+        config: SegConfig | None,
+        *,
+        mode: Mode | None,
+        keep: Sequence[int] | Literal["all", "auto"] | set[int] | None,
+        progress: bool,
+        start_batch: int = 0,
+        state: StreamState | None = None,
+        record_names: bool = False,
+        first_frame_gt: np.ndarray | None = None,
+        size: tuple[int, int] | None = None,
+        original_size: tuple[int, int] | None | Literal["clip"] = "clip",
+    ) -> Iterator[StreamBatch]:
+        """:meth:`stream` (``size``: the processing size, default from the clip; ``original_size``: the
+        size D_l and Y are computed at with ``resize_decoded``, default the clip's frame size)."""
         config = config or self.config
         mode = mode or ("full" if config.modulation else "preview")
-        if config.shifted_last_batch or config.gt_merge:
-            on = [f for f in ("shifted_last_batch", "gt_merge") if getattr(config, f)]
-            raise ConfigError(
-                f"stream does not support the authors' {' / '.join(on)} (an overlapping last batch, a "
-                "first-frame ground truth): use segment() or iter_batches() on the whole clip for those"
-            )
         if (start_batch > 0) != (state is not None):
             raise ValueError("stream: pass start_batch > 0 together with the state of that batch")
         if state is not None and state.next_batch != start_batch:
             raise ValueError(f"stream: the state is of batch {state.next_batch}, not {start_batch}")
-        if state is not None and config.knn_first_frame:
-            raise ConfigError("stream: resuming is not supported with knn_first_frame (the authors' KNN)")
-        if isinstance(clip, VideoStream):
-            src = clip
+        src = (
+            clip
+            if isinstance(clip, VideoStream)
+            else open_video(_as_source(clip, config), max_frames=config.max_frames)
+        )
+        size = size or target_size(src.size[0], src.size[1], config.max_side)
+        out_size = tuple(src.size) if original_size == "clip" else original_size
+        n = src.n_frames if src.n_frames_exact else None
+        stages = _choose_stages(config)
+        if n is None and stages.count_frames:  # the authors' plan needs N: count the frames first
+            n = sum(1 for _ in src.frames())
+        plan = batch_plan(n, config) if n is not None else None  # None: batches of B until the clip ends
+        if plan is not None and start_batch > len(plan):
+            raise ValueError(
+                f"stream: the clip has {len(plan)} batches, cannot resume at batch {start_batch}"
+            )
+        gt_first = first_frame_gt if stages.merge_gt else None
+        if plan is None:
+            first = start_batch * config.batch_size
+        else:  # frames done after start_batch batches: the next batch's start (the clip's end after the last)
+            first = plan[start_batch][0] if start_batch < len(plan) else n
+        if state is not None and state.frames_done != first:
+            raise ValueError(f"stream: the state is at frame {state.frames_done}, the plan at {first}")
+        cache = None
+        if state is None and n is not None and self.cache.accepts(n):
+            # a short clip: read whole (at most cache_frames frames) and go through the stage cache
+            whole = src.read().frames
+            proc = resize_frames(whole, size)
+            cache = self.cache.for_clip(proc)  # (also makes this clip the current one)
+            windows: Iterator[tuple[int, np.ndarray, np.ndarray | None, int]] = (
+                (a, whole[a:b], proc[a:b], b - a) for a, b in plan
+            )
+            if plan_overlaps(plan) or gt_first is not None:
+                cache = None  # a frame in two batches, or clusters merged by a GT: no per-frame cache
         else:
-            src = open_video(_as_source(clip, config), max_frames=config.max_frames)
-        bsz = config.batch_size
-        first = start_batch * bsz
-        total = src.n_frames
-        # (no Omega update with the authors' KNN, as iter_batches)
-        update = not config.knn_first_frame
+            windows = _FrameWindows(src, plan, config.batch_size, start_batch, first)
+        loop = _Loop(
+            self, config, mode, _stream_keep(keep, n), False, cache, gt_first=gt_first,
+            record_names=record_names, original_size=out_size,
+        )  # fmt: skip
+        if state is not None:
+            loop.restore(state)
         bar = tqdm(
-            total=total, initial=first, unit="frame", desc="segment", disable=not progress,
+            total=n, initial=first, unit="frame", desc="segment", disable=not progress,
             dynamic_ncols=True, smoothing=0.1,
         )  # fmt: skip
         try:
-            if state is None and total is not None and self.cache.accepts(total):
-                # a short clip: read whole (at most cache_frames frames) and go through the stage cache
-                clip_frames = src.read().frames
-                size = target_size(clip_frames.shape[1], clip_frames.shape[2], config.max_side)
-                frames = resize_frames(clip_frames, size)
-                n = len(frames)
-                cache = self.cache.for_clip(frames)
-                loop = _Loop(
-                    self, config, mode, _stream_keep(keep, n), False, cache, record_names=record_names,
-                    original_size=tuple(clip_frames.shape[1:3]),
-                )  # fmt: skip
-                for k, a in enumerate(range(0, n, bsz)):
-                    b = min(n, a + bsz)
-                    yield self._stream_batch(
-                        k, clip_frames[a:b], loop.step(a, frames[a:b], update=update), loop
-                    )
-                    bar.update(b - a)
-                loop.finish()
-                return
-            size = target_size(src.size[0], src.size[1], config.max_side)
-            loop = _Loop(
-                self, config, mode, _stream_keep(keep, total if src.n_frames_exact else None), False, None,
-                record_names=record_names, original_size=tuple(src.size),
-            )  # fmt: skip
-            if state is not None:
-                loop.restore(state)
-            for k, orig in enumerate(src.batches(bsz, start=first), start=start_batch):
+            for k, (a, orig, frames, held) in enumerate(windows, start=start_batch):
                 t0 = time.perf_counter()
-                frames = resize_frames(orig, size)
-                res = loop.step(k * bsz, frames, update=update, resize_s=time.perf_counter() - t0)
+                frames = resize_frames(orig, size) if frames is None else frames
+                res = loop.step(a, frames, update=True, resize_s=time.perf_counter() - t0)
                 del frames
-                yield self._stream_batch(k, orig, res, loop)
-                bar.update(len(orig))
+                # the frames this batch is final for: up to the next batch's start (the later batch wins)
+                stop = plan[k + 1][0] if plan is not None and k + 1 < len(plan) else res.stop
+                yield self._stream_batch(k, orig[: stop - a], res, loop, stop, held)
+                bar.update(stop - a)
+            loop.finish()
         finally:
             bar.close()
 
     def _stream_batch(
-        self, k: int, orig: np.ndarray, res: BatchResult, loop: _Loop | None = None
+        self, k: int, orig: np.ndarray, res: BatchResult, loop: _Loop, stop: int, held: int
     ) -> StreamBatch:
         t0 = time.perf_counter()
-        labels = resize_labels(res.final, orig.shape[1:3]).astype(np.uint8)  # Y at input size
+        m = stop - res.start
+        labels = resize_labels(res.final[:m], orig.shape[1:3]).astype(np.uint8)  # Y at input size
         res.timings["resize"] = res.timings.get("resize", 0.0) + time.perf_counter() - t0
         return StreamBatch(
-            index=k, frames=orig, labels=labels, result=res, _fit=loop.last_fit if loop else None
-        )
+            index=k, frames=orig, labels=labels, result=res, stop=stop, held=held,
+            _fit=loop.last_fit, _knn=loop.knn_ref,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ stage entries
     def export_stages(
@@ -668,362 +599,6 @@ def parse_vocabulary(words: Sequence[str] | str) -> list[str]:
         parts = [w.strip() for w in words.replace("\n", ",").split(",")]
         return [] if not any(parts) else parts
     return [str(w).strip() for w in words]
-
-
-@dataclass
-class StreamState:
-    """What a resumed :meth:`VideoSegmenter.stream` needs after ``next_batch`` finished batches
-    (``frames_done`` frames): Omega's fit data, the F~ (b, h, w, C) and M~ (b, h, w) int64 of the last
-    finished batch (Omega is refitted on them: its KNN holds exactly that data)."""
-
-    next_batch: int
-    frames_done: int
-    features: np.ndarray
-    labels: np.ndarray
-
-    def save(self, path: str | Path, **meta: Any) -> Path:
-        """Write to ``path`` (.npz) atomically, with JSON-able ``meta`` (identity of the run)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(
-            tmp,
-            next_batch=np.int64(self.next_batch),
-            frames_done=np.int64(self.frames_done),
-            features=self.features,
-            labels=self.labels,
-            meta=np.array(json.dumps(meta)),
-        )
-        os.replace(tmp, path)
-        return path
-
-    @staticmethod
-    def load(path: str | Path) -> tuple[StreamState, dict[str, Any]]:
-        """(state, meta) written by :meth:`save`."""
-        with np.load(Path(path), allow_pickle=False) as z:
-            st = StreamState(int(z["next_batch"]), int(z["frames_done"]), z["features"], z["labels"])
-            return st, json.loads(str(z["meta"]))
-
-
-@dataclass
-class StreamBatch:
-    """One batch of :meth:`VideoSegmenter.stream`: batch ``index`` (0-based), frames ``start:stop`` of the
-    clip; ``frames`` the original frames (b, H0, W0, 3) uint8; ``labels`` Y at input resolution
-    (b, H0, W0) uint8; ``result`` the :class:`BatchResult` (M^j, M~^j, Y at processing size, details,
-    timings). :meth:`state` is the checkpoint after this batch."""
-
-    index: int
-    frames: np.ndarray
-    labels: np.ndarray
-    result: BatchResult
-    _fit: tuple[Any, np.ndarray] | None = field(default=None, repr=False)
-
-    @property
-    def start(self) -> int:
-        return self.result.start
-
-    @property
-    def stop(self) -> int:
-        return self.result.stop
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def state(self) -> StreamState:
-        """The :class:`StreamState` after this batch (F~ kept float32, or float64 if it was: exact)."""
-        if self._fit is None:
-            raise RuntimeError("no checkpoint: this batch's coarse maps came from the stage cache")
-        f, m = self._fit
-        f = f.detach().cpu() if isinstance(f, torch.Tensor) else torch.as_tensor(f)
-        f = f if f.dtype == torch.float64 else f.float()
-        return StreamState(self.index + 1, self.stop, f.numpy().copy(), np.asarray(m, np.int64).copy())
-
-
-class _Loop:
-    """The body of Figure 3 for one batch (:meth:`step`), shared by :meth:`VideoSegmenter.iter_batches`,
-    :meth:`VideoSegmenter.stream` and so :meth:`VideoSegmenter.segment`; Omega carries between steps."""
-
-    def __init__(
-        self,
-        seg: VideoSegmenter,
-        config: SegConfig,
-        mode: Mode,
-        keep: set[int] | Literal["all"] | None,
-        progress: bool,
-        cache: ClipCache | None,
-        *,
-        gt_first: np.ndarray | None = None,
-        record_names: bool = False,
-        original_size: tuple[int, int] | None = None,
-    ) -> None:
-        self.seg, self.config, self.keep, self.progress, self.cache = (
-            seg,
-            config,
-            keep or set(),
-            progress,
-            cache,
-        )
-        self.full = mode == "full"
-        if config.resize_decoded and self.full:  # issue 15 row 3 needs OpenCV: fail before any UNet run
-            require_cv2()
-        # issue 15 row 3 (resize_decoded): D_l, the filter and Y at the input frame size
-        self.original_size = None if original_size is None else (int(original_size[0]), int(original_size[1]))
-        self.fkey, self.ckey = seg.feature_key(config), stage_key(config, "coarse")
-        self.dkey = diff_key(config, self.original_size)
-        self.cached_feats = cache.features.get(self.fkey) if cache else None
-        self.cached_coarse = cache.coarse.get(self.ckey) if cache else None
-        self.cached_diffs = cache.diffs.get(self.dkey) if cache and self.full else None
-        self.computed = tuple(
-            name
-            for name, todo in (
-                ("features", self.cached_feats is None),
-                ("coarse maps", self.cached_coarse is None),
-                ("stage 3", self.full and self.cached_diffs is None),
-                ("filter", self.full),
-            )
-            if todo
-        )
-        self.new_feats: list[Features] = []
-        self.new_coarse: list[tuple[np.ndarray, np.ndarray]] = []
-        self.new_diffs: list[FrameDiff] = []
-        # on a GPU the KNN and the refinement run there (torch backend of Omega)
-        bb = seg.backbone
-        self.dev = bb.device if bb.device.type == "cuda" else torch.device("cpu")
-        self.omega = SceneContextModel.from_config(config)
-        self.last_fit: tuple[Any, np.ndarray] | None = None  # (F~, M~) Omega was last fitted on
-        self.steps = 0  # batches stepped (or, after restore, finished): the first one fits Omega
-        # issue 15: frame 1's GT (row 6, gt_merge) and the authors' KNN reference carried between batches
-        self.gt_first = gt_first
-        self.knn_ref: tuple[np.ndarray, np.ndarray] | None = None  # row 5
-        self.record_names = record_names  # issue 13: the first batch records its attn2 queries
-
-    def restore(self, state: StreamState) -> None:
-        """Omega as after batch ``state.next_batch - 1``: the KNN refitted on that batch's (F~, M~)."""
-        f = torch.from_numpy(np.ascontiguousarray(state.features)).to(self.dev)
-        self.omega.fit(f, state.labels)
-        self.last_fit = (f, state.labels)
-        self.steps = state.next_batch
-
-    def step(self, a: int, frames: np.ndarray, *, update: bool, resize_s: float = 0.0) -> BatchResult:
-        """Steps 0-4 for the frames ``a:a+len(frames)`` (processing size), then, with ``update``, the
-        autoregressive update ``omega.fit(F~, M~)`` of this batch for the next one."""
-        config, seg, full, dev, omega = self.config, self.seg, self.full, self.dev, self.omega
-        cached_feats, cached_coarse, cached_diffs = self.cached_feats, self.cached_coarse, self.cached_diffs
-        b = a + len(frames)
-        _progress.batch(a, b)  # the one progress source (vidseg_nb.progress): no-op unless tracked
-        timings: dict[str, float] = {"resize": resize_s} if resize_s else {}
-
-        def tick(name: str, t0: float) -> None:
-            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
-
-        # step 0: reference run -> F~ (and, when stage 3 follows, the q/k and latents it replays)
-        need_diff = full and cached_diffs is None
-        ref = None
-        t0 = time.perf_counter()
-        # names (issue 13): the first batch's cross-attention queries, recorded once per clip
-        cache, fkey = self.cache, self.fkey
-        nkey = (cache.key if cache else None, fkey, seg.name_blocks, seg.name_step)
-        names_now = self.record_names and a == 0
-        queries = seg._cached_queries(nkey) if names_now else None
-        rec = names_now and queries is None
-        if need_diff or cached_feats is None or rec:
-            # a kept reference run (QKCache, SegConfig.keep_qk) serves a stage-3 rerun, e.g. a new lambda
-            bb_dev = seg.backbone.device
-            ref = seg.qk_cache.get(frames, a, fkey, config, bb_dev) if need_diff and not rec else None
-            if ref is None:
-                ref = reference_run(
-                    seg.backbone,
-                    frames,
-                    config,
-                    frame_offset=a,
-                    record_qk=need_diff,
-                    progress=self.progress,
-                    record_names=rec,
-                    name_blocks=seg.name_blocks,
-                    name_step=seg.name_step,
-                )
-                if need_diff:
-                    seg.qk_cache.put(frames, a, fkey, ref, config, bb_dev)
-            tick("reference run" if need_diff else "features", t0)
-            if rec:
-                queries = ref.name_queries
-                seg._name_queries = (nkey, queries) if cache is not None else None
-        feats = cached_feats[a:b] if cached_feats is not None else ref.features
-        if self.cache is not None:
-            self.new_feats.append(feats)
-
-        t0 = time.perf_counter()
-        f_tilde = None
-        if cached_coarse is not None:
-            m_before, m_after = cached_coarse[0][a:b], cached_coarse[1][a:b]
-        else:
-            f_tilde = feats.stage1(config.aggregate).to(dev)
-            if config.knn_first_frame:  # issue 15 row 5 (and 6): the authors' K-Means + KNN
-                f1 = feats.stage1(config.aggregate)
-                m_before, _, self.knn_ref = authors_coarse_batch(
-                    f1.reshape(b - a, -1, f1.shape[-1]), feats.grid, n_clusters=config.n_clusters,
-                    seed=config.seed, gt_first=self.gt_first, ref=self.knn_ref,
-                )  # fmt: skip
-            else:
-                # step 1: scene context model: K-Means + KNN on the first batch -> M^1..M^B, then Omega
-                first = self.steps == 0
-                m_before = omega.fit_predict(f_tilde) if first else omega.predict(f_tilde)
-                if first and self.gt_first is not None:  # issue 15 row 6: merge clusters by frame 1's GT
-                    m_before, _ = merge_first_batch(m_before, self.gt_first)
-            # step 2: correspondence-based refinement M^j -> M~^j
-            if config.refine and b - a > 1:
-                if config.authors_cbr:  # issue 15 row 8
-                    m_after = authors_refine(m_before, feats.corr)
-                else:
-                    m_after = refine(m_before, feats.corr.to(dev), radius2=config.radius2)
-            else:
-                m_after = m_before.copy()
-            if self.knn_ref is not None:  # row 5: the next batch's KNN is fitted on this batch's M~
-                self.knn_ref = (self.knn_ref[0], m_after.reshape(-1))
-            tick("coarse maps (stages 1-2)", t0)
-        if self.cache is not None:
-            self.new_coarse.append((m_before, m_after))
-
-        rel_keep = set(range(b - a)) if self.keep == "all" else {i - a for i in self.keep if a <= i < b}
-        filtered: list[np.ndarray | None] = [None] * (b - a)
-        batch_diffs: list[FrameDiff] | None = None
-        if full:
-            # step 3: masked modulation -> the difference maps D_l
-            t0 = time.perf_counter()
-            if cached_diffs is not None:
-                batch_diffs = cached_diffs[a:b]
-            else:
-                mo = modulate(
-                    seg.backbone, ref, m_after, config, keep_images=rel_keep, progress=self.progress,
-                    out_size=self.original_size,
-                )  # fmt: skip
-                batch_diffs = mo.frames
-                tick("modulation (stage 3)", t0)
-            if self.cache is not None:
-                self.new_diffs.extend(batch_diffs)
-            # step 4: filtering (s) and argmax -> Y
-            t0 = time.perf_counter()
-            fin = [
-                final_labels(d, m, config.s_effective, lanczos=config.lanczos_filter)  # row 4
-                for d, m in zip(batch_diffs, m_after)
-            ]
-            filtered = [f for f, _ in fin]
-            final = np.stack([y for _, y in fin])
-            tick("filter + argmax", t0)
-        else:  # preview: Y = M~^j upsampled
-            final = resize_labels(m_after, frames.shape[1:3])
-        del ref
-
-        # the autoregressive update: Omega <- (F~^j, M~^j) of this batch only, for the next batch
-        # (the caller passes no update after the last batch, nor with the authors' KNN)
-        if f_tilde is not None and update:
-            t0 = time.perf_counter()
-            omega.fit(f_tilde, m_after)
-            self.last_fit = (f_tilde, m_after)
-            tick("coarse maps (stages 1-2)", t0)
-
-        self.steps += 1
-        details = {
-            a + r: _detail(a + r, frames[r], feats[r : r + 1], config, m_before[r], m_after[r],
-                           final[r], None if batch_diffs is None else batch_diffs[r], filtered[r])
-            for r in sorted(rel_keep)
-        }  # fmt: skip
-        return BatchResult(
-            start=a,
-            stop=b,
-            before=m_before,
-            after=m_after,
-            final=final,
-            details=details,
-            features=feats,
-            diffs=batch_diffs,
-            timings=timings,
-            computed=self.computed,
-            name_queries=queries if names_now else None,
-        )
-
-    def finish(self) -> None:
-        """Store what this run computed in the clip's cache entry (if the clip is cached)."""
-        cache = self.cache
-        if cache is None:
-            return
-        if self.cached_feats is None and self.new_feats:
-            cache.features.setdefault(self.fkey, Features.concat(self.new_feats))
-        if self.new_coarse:
-            cache.coarse.setdefault(
-                self.ckey,
-                (
-                    np.concatenate([m for m, _ in self.new_coarse]),
-                    np.concatenate([m for _, m in self.new_coarse]),
-                ),
-            )
-        if self.full:
-            cache.diffs.setdefault(self.dkey, self.new_diffs)
-
-
-def _detail(
-    index: int,
-    frame: np.ndarray,
-    feats: Features,
-    config: SegConfig,
-    before: np.ndarray,
-    after: np.ndarray,
-    final: np.ndarray,
-    diff: FrameDiff | None,
-    filtered: np.ndarray | None,
-) -> FrameDetail:
-    """The :class:`FrameDetail` of one kept frame (``feats``: its features, a 1-frame slice)."""
-    fd = {blk: t[0].numpy() for blk, t in feats.blocks.items()}
-    fd[0] = feats.stage1(config.aggregate)[0].numpy()
-    return FrameDetail(
-        index=index,
-        frame=frame,
-        features=fd,
-        coarse_before=before,
-        coarse_after=after,
-        final=final,
-        diff=diff,
-        filtered=filtered,
-    )
-
-
-def _stream_keep(keep: Sequence[int] | str | None, n: int | None) -> set[int] | Literal["all"]:
-    """The frames whose intermediates :meth:`VideoSegmenter.stream` keeps (``n``: the clip length if known;
-    ``"auto"``: all frames of clips up to 32 frames, else frame 0)."""
-    if keep == "all" or (keep == "auto" and n is not None and n <= 32):
-        return "all"
-    if keep == "auto":
-        return {0}
-    if keep is None:
-        return set()
-    return {int(i) % n if n else int(i) for i in keep}
-
-
-def _as_source(clip: Any, config: SegConfig) -> Any:
-    """What :func:`open_video` reads for ``clip``: a Clip or array cut to ``config.max_frames`` (no
-    warning, as :meth:`VideoSegmenter.prepare`), an object with ``frames`` and ``fps`` (a SyntheticClip)
-    as a Clip, a path as it is."""
-    m = config.max_frames
-    if not isinstance(clip, Clip) and hasattr(clip, "frames") and hasattr(clip, "fps"):
-        clip = Clip(frames=np.asarray(clip.frames), fps=float(clip.fps), source="<clip>")
-    if isinstance(clip, Clip):
-        if m is not None and len(clip) > m:
-            clip = Clip(
-                frames=clip.frames[:m], fps=clip.fps, source=clip.source, original_size=clip.original_size
-            )
-        return clip
-    if isinstance(clip, np.ndarray) and m is not None and clip.ndim == 4 and len(clip) > m:
-        return clip[:m]
-    return clip
-
-
-def _keep_set(keep: Sequence[int] | str | None, n: int) -> set[int]:
-    if keep is None:
-        return set()
-    if keep == "all":
-        return set(range(n))
-    if keep == "auto":
-        return set(range(n)) if n <= 32 else {0}
-    return {int(i) % n for i in keep}
 
 
 def segment_clip(
