@@ -319,9 +319,10 @@ def build_app(
                     max_side = gr.Slider(
                         64, 1024, value=d.max_side, step=64, label="resolution cap (long side, px)"
                     )
-                    model_id = gr.Textbox(
-                        value=rt.default_model, label="model id",
-                        info="SD 2.x or SVD: Hub id, folder, .safetensors file, 'toy' (trained on toy-world clips), 'tiny' or 'tiny-svd' (random); loaded on demand",
+                    model_id = gr.Dropdown(
+                        H.model_choices(rt.default_model), value=rt.default_model, label="model id",
+                        allow_custom_value=True,
+                        info="SD 2.x or SVD: Hub id, folder, .safetensors file, 'toy' (trained on toy-world clips, no GPU needed), 'tiny' or 'tiny-svd' (random); loaded on demand",
                     )  # fmt: skip
             with gr.Column(scale=3, min_width=400):
                 status = gr.Markdown(elem_id="status")

@@ -66,7 +66,15 @@ from vidseg_nb.app_support import (
 )
 from vidseg_nb.backbone import Backbone
 from vidseg_nb.cache import StageEntries
-from vidseg_nb.config import COARSE_FIELDS, DIFF_FIELDS, MODEL_ENV, PRESETS, SegConfig, default_model
+from vidseg_nb.config import (
+    COARSE_FIELDS,
+    DEFAULT_MODEL,
+    DIFF_FIELDS,
+    MODEL_ENV,
+    PRESETS,
+    SegConfig,
+    default_model,
+)
 from vidseg_nb.errors import BackboneLoadError, ConfigError, VideoError
 from vidseg_nb.features import Features
 from vidseg_nb.modulation import final_labels
@@ -993,11 +1001,36 @@ def space_header(readme: Path = README) -> str:
     return m.group(0) if m else ""
 
 
-def example_paths(limit: int, directory: Path | None = None) -> list[str]:
-    """The synthetic example clips (written once under the work dir), trimmed to ``limit`` frames."""
-    d = directory or runtime().workdir / "examples"
+def model_choices(default: str) -> list[str]:
+    """The model box's choices: the default first, then SD 2.1, the toy model (runs on a CPU: the Space's
+    choice without a GPU) and the random tiny models; any other id, folder or file can be typed."""
+    out = [default, DEFAULT_MODEL, "toy", "tiny", "tiny-svd"]
+    return list(dict.fromkeys(m for m in out if m))
+
+
+def is_toy_source(model: str) -> bool:
+    """``model`` (a model box / ``$VIDSEG_MODEL`` value) names the shipped toy model."""
+    from vidseg_nb.toy import model_path
+
+    m = (model or "").strip()
+    return m.lower() == "toy" or (bool(m) and Path(m).expanduser().resolve() == model_path().resolve())
+
+
+def example_paths(limit: int, directory: Path | None = None, *, toy: bool | None = None) -> list[str]:
+    """The example clips (written once under the work dir), trimmed to ``limit`` frames: toy-world clips
+    when the demo's model is the toy model (``toy`` None: the runtime's default model decides), else the
+    synthetic clips of :mod:`vidseg_nb.synthetic`."""
+    if toy is None:
+        toy = is_toy_source(runtime().default_model)
+    d = directory or runtime().workdir / ("examples_toy" if toy else "examples")
+    if toy:
+        from vidseg_nb.toy import example_clips as toy_example_clips
+
+        clips = toy_example_clips(d)
+    else:
+        clips = example_clips(d)
     out = []
-    for p in example_clips(d):
+    for p in clips:
         clip = read_video(p)
         if len(clip) <= limit:
             out.append(str(p))

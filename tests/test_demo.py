@@ -607,6 +607,29 @@ def test_example_clips_fit_the_limit(rt):
         assert 2 <= len(read_video(p)) <= LIMIT
 
 
+def test_toy_model_gets_toy_world_examples(tmp_path):
+    """On the toy model the examples are toy-world clips (its training distribution, seeds that are neither
+    training nor evaluation seeds), 16 frames at 256 px; on other models the synthetic clips."""
+    from vidseg_nb.toy import EVAL_SEEDS, EXAMPLES, make_toy_clip, model_path
+    from vidseg_nb.toy.world import TRAIN_SEEDS
+
+    assert H.is_toy_source("toy") and H.is_toy_source(" TOY ") and H.is_toy_source(str(model_path()))
+    assert not H.is_toy_source("tiny") and not H.is_toy_source("stabilityai/stable-diffusion-2-1-base")
+    toy = H.example_paths(32, tmp_path / "t", toy=True)
+    other = H.example_paths(32, tmp_path / "o", toy=False)
+    assert [Path(p).name for p in toy] == [name for name, _ in EXAMPLES]
+    assert not {Path(p).name for p in toy} & {Path(p).name for p in other}
+    for (_, kw), p in zip(EXAMPLES, toy, strict=True):
+        assert kw["seed"] not in EVAL_SEEDS and kw["seed"] not in TRAIN_SEEDS
+        clip = read_video(p)
+        assert len(clip) == 16 and clip.size == (256, 256)
+        want = make_toy_clip(kw["seed"], kw["n_frames"], kw["size"], kw["n_objects"], speed=kw["speed"])
+        # the mp4 is the seeded clip (lossy codec: close, not equal)
+        assert np.abs(clip.frames[0].astype(int) - want.frames[0].astype(int)).mean() < 12
+    trimmed = H.example_paths(8, tmp_path / "t", toy=True)
+    assert all(len(read_video(p)) == 8 for p in trimmed)
+
+
 # ----------------------------------------------------------------------------------------- ZeroGPU
 @pytest.fixture
 def one_thread():

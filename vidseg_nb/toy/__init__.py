@@ -22,6 +22,7 @@ __all__ = [
     "ToyClip",
     "ToyObject",
     "caption",
+    "example_clips",
     "make_toy_clip",
     "manifest",
     "model_path",
@@ -35,6 +36,30 @@ TOY_NOTE = (
     "features, maps and numbers mean something (see docs/toy.md for how much); on real video they do not: "
     "use Stable Diffusion 2.1 weights for that."
 )
+
+
+EXAMPLES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("toy_three_shapes.mp4", dict(seed=9101, n_frames=16, size=256, n_objects=3, speed=3.0)),
+    ("toy_two_shapes.mp4", dict(seed=9102, n_frames=16, size=256, n_objects=2, speed=4.0)),
+    ("toy_four_shapes.mp4", dict(seed=9103, n_frames=16, size=256, n_objects=4, speed=2.5)),
+)
+"""The demo's example clips on the toy model: toy-world clips (16 frames, 256 px, the demo's case of
+docs/perf.md) whose seeds are neither training (:data:`.world.TRAIN_SEEDS`) nor evaluation seeds."""
+
+
+def example_clips(directory: str | Path) -> list[Path]:
+    """Write the toy-world example clips (:data:`EXAMPLES`) into ``directory`` if missing; their paths."""
+    from ..synthetic import save_clip
+
+    directory = Path(directory)
+    paths = []
+    for name, kwargs in EXAMPLES:
+        p = directory / name
+        if not p.is_file() or p.stat().st_size == 0:
+            kw = dict(kwargs)
+            save_clip(make_toy_clip(kw.pop("seed"), **kw), p)
+        paths.append(p)
+    return paths
 
 
 def is_toy(backbone: Any) -> bool:
