@@ -67,7 +67,7 @@ from vidseg_nb.app_support import (
 from vidseg_nb.backbone import Backbone
 from vidseg_nb.cache import StageEntries
 from vidseg_nb.config import COARSE_FIELDS, DIFF_FIELDS, MODEL_ENV, PRESETS, SegConfig, default_model
-from vidseg_nb.errors import BackboneLoadError, ConfigError, VideoError
+from vidseg_nb.errors import BackboneLoadError, ConfigError, VideoError, VidSegError
 from vidseg_nb.features import Features
 from vidseg_nb.modulation import final_labels
 from vidseg_nb.names import DEFAULT_MARGIN, UNNAMED
@@ -100,6 +100,10 @@ Progress = Callable[[float, str], None]
 
 class NoVideo(VideoError):
     """No clip was handed in."""
+
+
+class NoResult(VidSegError, ValueError):
+    """An event that reads the session's segmentation (Follow objects) came before any segmentation."""
 
 
 def _no_progress(fraction: float, desc: str) -> None:
@@ -137,6 +141,8 @@ def error_toast(e: BaseException, what: str = "The request") -> tuple[str, str, 
     msg = html.escape(str(e), quote=False).replace("\n", "<br>")
     if isinstance(e, NoVideo):
         return msg, f"{what}: no video yet", True
+    if isinstance(e, NoResult):
+        return msg, f"{what}: no segmentation yet", True
     if isinstance(e, BackboneLoadError):
         return msg, f"{what} failed: the model could not be loaded", True
     if isinstance(e, (VideoError, ConfigError)):
