@@ -24,7 +24,9 @@ turns into one toast.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
+import shutil
 import tempfile
 import time
 import zipfile
@@ -59,6 +61,9 @@ SIGNS = ("positive", "negative")
 BRUSH_OBJECTS = 5
 """Objects 1..5 have a brush colour (their DAVIS colour) in the mask painter."""
 
+_WRITES = itertools.count(1)
+"""Numbers of the files written (unique in the process: a new file name per prompt change)."""
+
 POSITIVE_RGB, NEGATIVE_RGB = (40, 220, 60), (235, 40, 40)
 
 
@@ -70,7 +75,6 @@ class FollowState:
     clicks: list[tuple[int, int, int, int, bool]] = field(default_factory=list)
     mask: np.ndarray | None = None  # (H0, W0) uint8 object ids (255 void) or None
     clip_sig: tuple | None = None
-    written: int = 0  # files written (names of the overlay / zip)
 
     def __eq__(self, other: object) -> bool:  # the mask is an array
         if not isinstance(other, FollowState):
@@ -162,19 +166,23 @@ def _display(frames: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
     return resize_frames(frames, (max(2, round(h * k)), max(2, round(w * k))))
 
 
-def _write(s: _Session, follow: FollowState, masks: np.ndarray) -> tuple[str, str]:
+def _write(s: _Session, masks: np.ndarray) -> tuple[str, str]:
     """The object overlay (H.264 mp4) and a zip of the DAVIS palette PNGs + that overlay, in the
-    session's folder (named after the current run, so the next runs clean them up as their own files)."""
+    session's folder. Names carry the current run's number (``_write`` of the handlers cleans them up
+    with that run's files) and a number of their own; the files of the prompt before stay (the browser
+    may still fetch them), older ones go."""
     work = s.work
     if work.directory is None or not work.directory.is_dir():  # pragma: no cover - a run made it
         base = s.rt.workdir / "sessions"
         base.mkdir(parents=True, exist_ok=True)
         work.directory = Path(tempfile.mkdtemp(prefix="s_", dir=base))
     d = work.directory
-    tag = f"objects_{s.state.run:03d}_{follow.written:03d}"
-    for old in d.glob(f"*objects_{s.state.run:03d}_*"):  # keep the previous click's files (still shown)
-        if f"_{follow.written - 1:03d}" not in old.name:
-            old.unlink(missing_ok=True)
+    tag = f"objects_{s.state.run:03d}_{next(_WRITES):05d}"
+    keep = getattr(work, "follow_tag", None)
+    for old in d.glob("*_objects_*"):
+        if keep is None or keep not in old.name:
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    work.follow_tag = tag  # type: ignore[attr-defined]
     stem = Path(work.clip.source).stem[:40] if work.clip is not None else "clip"
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem) or "clip"
     overlay = write_video(
@@ -230,8 +238,7 @@ def _render(s: _Session, follow: FollowState, t0: float, before: dict | None, wh
             follow=follow, frame=_marked(frame1, follow.clicks), overlay=None, zip=None, status=status
         )
     masks = object_masks(s.result, objects)
-    follow = dataclasses.replace(follow, written=follow.written + 1)
-    overlay, zpath = _write(s, follow, masks)
+    overlay, zpath = _write(s, masks)
     preview = _marked(object_overlay(frame1[None], masks[:1])[0], follow.clicks)
     unet = _unet(counters, before)
     parts = [f"object {k}: {_plural(len(v), 'cluster')}" for k, v in sorted(objects.items())]
