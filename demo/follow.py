@@ -3,7 +3,7 @@
 ``app.py`` calls :func:`section` once inside its Blocks. Frame 1 of the last segmentation is an image:
 a click (``select``) adds a positive or negative point for the chosen object id; a first-frame mask can
 be uploaded (PNG) or painted (``gr.ImageEditor``). Each prompt updates the object overlay video, frame
-1's mask preview (the same image, objects in the DAVIS palette, clicks as dots), the download (DAVIS
+1's mask preview (the same image, objects in their overlay colours, clicks as dots), the download (DAVIS
 palette PNGs + the overlay, zipped) and the status line ("object 1: N clusters · 0 UNet samples"). The
 handlers (``demo/follow_handlers.py``, no Gradio there) only read the session's result: no device step,
 so on ZeroGPU they never ask for a GPU.
@@ -18,7 +18,6 @@ import gradio as gr
 
 from demo import follow_handlers as FH
 from demo.toasts import user_errors
-from vidseg_nb.prompts import davis_palette
 
 HELP = (
     "Pick objects of the segmentation on **frame 1**: a *positive* click puts the cluster under the pointer "
@@ -79,14 +78,15 @@ def _hex(rgb: Any) -> str:
 def section(session: gr.State, result_video: gr.Video) -> Follow:
     """Lay out "Follow objects" here (inside the Blocks) and wire it: ``session`` is the app's session
     state, ``result_video`` the segmentation's overlay (a new value there refreshes frame 1)."""
-    colours = [_hex(c) for c in davis_palette()[1 : FH.BRUSH_OBJECTS + 1]]
+    colours = [_hex(c) for c in FH.brush_colours()]
     with gr.Accordion("Follow objects: click on frame 1 (no UNet)", open=True, elem_id="follow"):
         gr.Markdown(HELP)
         follow = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 frame = gr.Image(
-                    label="frame 1: click an object (objects in the DAVIS colours, clicks as dots)",
+                    label="frame 1: click an object (objects in their overlay colours, clicks as dots)",
+                    height=360,
                     type="numpy", format="png", interactive=False, elem_id="follow-frame",
                 )  # fmt: skip
                 with gr.Row():
@@ -104,6 +104,7 @@ def section(session: gr.State, result_video: gr.Video) -> Follow:
                 status = gr.Markdown(elem_id="follow-status")
                 overlay = gr.Video(
                     label="object overlay",
+                    height=360,
                     autoplay=True,
                     loop=True,
                     interactive=False,

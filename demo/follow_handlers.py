@@ -5,7 +5,7 @@ the frame's pixels) with an object id and a sign (positive / negative) adds one
 :class:`~vidseg_nb.prompts.Click`; an uploaded or painted first-frame mask sets the objects by
 :func:`~vidseg_nb.prompts.objects_from_mask` (clicks then correct it). Every prompt change gives, at once:
 the object masks of every frame (:func:`~vidseg_nb.prompts.object_masks`), an object overlay video (mp4),
-frame 1 with the objects in the DAVIS palette and the clicks marked (the image that takes the clicks),
+frame 1 with the objects in their overlay colours and the clicks marked (the image that takes the clicks),
 a zip of the DAVIS palette PNGs and the overlay, and a status line with the UNet samples the handler
 spent, read from the backbone's counters before and after (always 0: the handlers only read the
 :class:`~vidseg_nb.pipeline.SegmentationResult` the session holds; they never call the device step, so
@@ -39,10 +39,10 @@ from PIL import Image, ImageDraw
 
 from demo import handlers as H
 from vidseg_nb.app_support import DISPLAY_SIDE
+from vidseg_nb.palette import colorize
 from vidseg_nb.prompts import (
     Click,
     PromptError,
-    davis_palette,
     davis_png,
     object_masks,
     object_overlay,
@@ -59,7 +59,14 @@ SIGNS = ("positive", "negative")
 """The sign radio's choices: positive = this cluster is part of the object, negative = it is not."""
 
 BRUSH_OBJECTS = 5
-"""Objects 1..5 have a brush colour (their DAVIS colour) in the mask painter."""
+"""Objects 1..5 have a brush colour in the mask painter: their overlay colour (:func:`brush_colours`)."""
+
+
+def brush_colours() -> np.ndarray:
+    """(BRUSH_OBJECTS, 3) uint8: the colours objects 1..BRUSH_OBJECTS have in the overlay and the preview
+    (:func:`vidseg_nb.prompts.object_overlay`'s palette), so a stroke is painted in the colour it shows."""
+    return colorize(np.arange(1, BRUSH_OBJECTS + 1, dtype=np.int64)[None])[0]
+
 
 _WRITES = itertools.count(1)
 """Numbers of the files written (unique in the process: a new file name per prompt change)."""
@@ -121,7 +128,7 @@ def _clip_sig(s: _Session) -> tuple | None:
 # ------------------------------------------------------------------------------------------ masks
 def mask_from_editor(value: dict) -> np.ndarray:
     """Object ids (H, W) of a painted mask: a ``gr.ImageEditor`` value (``{"background", "layers",
-    "composite"}``, numpy arrays) whose layers' strokes are in the DAVIS colours of objects
+    "composite"}``, numpy arrays) whose layers' strokes are in the :func:`brush_colours` of objects
     1..:data:`BRUSH_OBJECTS`: each painted pixel (alpha >= 128) takes the nearest of those colours, the
     rest is 0 (background). The background (frame 1) is not read."""
     layers = [np.asarray(a) for a in (value.get("layers") or []) if a is not None]
@@ -132,7 +139,7 @@ def mask_from_editor(value: dict) -> np.ndarray:
         raise PromptError(f"the painted layers have different sizes {sorted(shapes)}")
     h, w = layers[0].shape[:2]
     ids = np.zeros((h, w), np.int64)
-    pal = davis_palette()[1 : BRUSH_OBJECTS + 1].astype(np.int64)
+    pal = brush_colours().astype(np.int64)
     for a in layers:  # later layers paint over earlier ones
         if a.ndim == 2:
             a = np.stack([a] * 3 + [np.full_like(a, 255)], -1)
@@ -250,6 +257,8 @@ def _render(s: _Session, follow: FollowState, t0: float, before: dict | None, wh
         f"{what}{', '.join(parts)} ({source}; {len(masks)} frames) · {unet} UNet samples · "
         f"{time.perf_counter() - t0:.2f} s"
     )
+    if follow.mask is not None and any(not v for v in objects.values()):
+        status += " · an object that is the majority of no cluster on frame 1 stays empty: try a larger K"
     return dict(follow=follow, frame=preview, overlay=overlay, zip=zpath, status=status)
 
 

@@ -128,7 +128,7 @@ def test_click_inside_a_planted_object_gives_the_masks_of_objects_from_clicks(se
     video = read_video(out["overlay"])
     assert len(video) == 4 and video.size == (128, 160)
     assert out["status"].startswith("object 1: 1 cluster (1 click; 4 frames) · 0 UNet samples")
-    # the preview is frame 1 with object 1 in its DAVIS colour: an object pixel away from the dot changes
+    # the preview is frame 1 with object 1 in its overlay colour: an object pixel away from the dot changes
     ys, xs = np.nonzero(want[0] == 1)
     far = np.argmax((ys - y) ** 2 + (xs - x) ** 2)
     plain = ref["frame"]
@@ -180,9 +180,9 @@ def test_uploaded_or_painted_mask_gives_the_masks_of_objects_from_mask(seg, back
     np.testing.assert_array_equal(zipped_masks(up["zip"])[0], want)
     assert up["status"].startswith(f"Mask: object 1: {len(objects[1])} cluster")
     assert "(mask; 4 frames) · 0 UNet samples" in up["status"]
-    # the painter: strokes in object 1's DAVIS colour on a transparent layer
+    # the painter: strokes in object 1's overlay colour (the brush's first) on a transparent layer
     layer = np.zeros((*mask.shape, 4), np.uint8)
-    layer[mask == 1] = (*P.davis_palette()[1], 255)
+    layer[mask == 1] = (*FH.brush_colours()[0], 255)
     editor = dict(background=r.labels[0] * 0, layers=[layer], composite=None)
     painted = FH.use_mask(state, None, editor)
     np.testing.assert_array_equal(zipped_masks(painted["zip"])[0], want)
