@@ -23,12 +23,10 @@ second event may do its CPU work (decoding, cached re-runs, writing videos) mean
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,7 @@ if __package__ in (None, ""):  # `python demo/app.py`: this checkout's `vidseg_n
 
 import gradio as gr
 
+from demo import follow
 from demo import handlers as H
 from demo.handlers import (  # noqa: F401 - re-exported for callers of the app module
     OUTPUT_NAMES,
@@ -50,6 +49,7 @@ from demo.handlers import (  # noqa: F401 - re-exported for callers of the app m
     example_paths,
     runtime,
 )
+from demo.toasts import user_errors
 from vidseg_nb.app_support import MAX_UPLOAD_MB, MODEL_CONFIG_ENV
 from vidseg_nb.backbone import Backbone
 from vidseg_nb.config import MODEL_ENV, PRESETS
@@ -96,32 +96,6 @@ CSS = "#gallery .caption-label { white-space: normal; max-width: 100%; overflow:
 TITLE = "VidSeg: zero-shot video semantic segmentation with Stable Diffusion"
 SPACE_HEADER = H.space_header()
 """The Hugging Face Space YAML header: README.md's front matter, the one place it is written."""
-
-
-# ------------------------------------------------------------------------------------------ errors
-def user_errors(what: str) -> Callable:
-    """Turn every failure of the event ``what`` ("Segment", "Upload", ...) into one readable ``gr.Error``
-    whose title says what failed (never a bare traceback; :func:`demo.handlers.error_toast`)."""
-
-    def wrap(fn: Callable) -> Callable:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except gr.Error:
-                raise
-            except Exception as e:  # noqa: BLE001 - every error becomes one toast
-                message, title, known = H.error_toast(e, what)
-                if not known:
-                    log.exception("demo event %s failed", getattr(fn, "__name__", fn))
-                # Gradio 6 groups toasts by type under the bare word "Error": the title leads the message
-                raise gr.Error(
-                    f"<strong>{title}</strong><br>{message}", title=title, print_exception=False
-                ) from e
-
-        return wrapper
-
-    return wrap
 
 
 # ------------------------------------------------------------------------------------------ events
@@ -361,6 +335,7 @@ def build_app(
                     "Glossary of the symbols (F~, M^j, M~^j, D_l, D~_l, t_m, lambda, s)", open=False
                 ):
                     gr.Markdown(H.glossary(), elem_id="glossary")
+        demo.vidseg_follow = follow.section(state, overlay_out)  # issue 22: "Follow objects", below
         if examples:
             with left:  # back in the input column: the examples sit under the controls
                 ex_paths = example_paths(lim.max_frames)

@@ -75,7 +75,7 @@ from vidseg_nb.config import (
     SegConfig,
     default_model,
 )
-from vidseg_nb.errors import BackboneLoadError, ConfigError, VideoError
+from vidseg_nb.errors import BackboneLoadError, ConfigError, VideoError, VidSegError
 from vidseg_nb.features import Features
 from vidseg_nb.modulation import final_labels
 from vidseg_nb.names import DEFAULT_MARGIN, UNNAMED
@@ -108,6 +108,10 @@ Progress = Callable[[float, str], None]
 
 class NoVideo(VideoError):
     """No clip was handed in."""
+
+
+class NoResult(VidSegError, ValueError):
+    """An event that reads the session's segmentation (Follow objects) came before any segmentation."""
 
 
 def _no_progress(fraction: float, desc: str) -> None:
@@ -145,6 +149,8 @@ def error_toast(e: BaseException, what: str = "The request") -> tuple[str, str, 
     msg = html.escape(str(e), quote=False).replace("\n", "<br>")
     if isinstance(e, NoVideo):
         return msg, f"{what}: no video yet", True
+    if isinstance(e, NoResult):
+        return msg, f"{what}: no segmentation yet", True
     if isinstance(e, BackboneLoadError):
         return msg, f"{what} failed: the model could not be loaded", True
     if isinstance(e, (VideoError, ConfigError)):

@@ -177,3 +177,103 @@ def test_bad_upload_shows_an_error_and_the_page_keeps_working(server, tmp_path):
             )
         finally:
             browser.close()
+
+
+FOLLOW_READY = """(src) => {
+    const v = document.querySelector('#follow-video video');
+    return v !== null && v.currentSrc !== src && v.readyState >= 2 && v.videoWidth > 0
+        && document.querySelector('#follow-status').innerText.includes('UNet samples');
+}"""
+
+
+def _inside(mask):
+    """(x, y) of a pixel deep inside ``mask`` (erode until one more step would empty it)."""
+    import numpy as np
+
+    m = mask.astype(bool)
+    while True:
+        e = m.copy()
+        e[1:] &= m[:-1]
+        e[:-1] &= m[1:]
+        e[:, 1:] &= m[:, :-1]
+        e[:, :-1] &= m[:, 1:]
+        if not e.any():
+            break
+        m = e
+    ys, xs = np.nonzero(m)
+    return int(xs[len(xs) // 2]), int(ys[len(ys) // 2])
+
+
+def _click_pixel(page, selector: str, x: int, y: int) -> None:
+    """Click pixel (x, y) of the image in ``selector``, as Gradio maps a click to a pixel (the image is
+    centred and scaled down to fit, never up)."""
+    box = page.evaluate(
+        """(sel) => { const i = document.querySelector(sel + ' img'); const r = i.getBoundingClientRect();
+        return [r.left, r.top, r.width, r.height, i.naturalWidth, i.naturalHeight]; }""",
+        selector,
+    )
+    left, top, w, h, nw, nh = box
+    r = min(w / nw, h / nh, 1)
+    page.mouse.click(left + (w - nw * r) / 2 + (x + 0.5) * r, top + (h - nh * r) / 2 + (y + 0.5) * r)
+
+
+def test_follow_objects_click_on_frame_1_gives_the_overlay_at_once(server, tmp_path):
+    """Issue 22: after Segment, one click inside a planted object on frame 1 shows the object overlay,
+    with no UNet sample spent, in under 2 s."""
+    import time
+
+    synth = make_clip(4, 128, 160, n_objects=2, seed=5)
+    clip = save_clip(synth, tmp_path / "planted.mp4")
+    x, y = _inside(synth.labels[0] == 1)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.goto(server, wait_until="domcontentloaded")
+            page.wait_for_selector("#segment-btn", timeout=60_000)
+            page.locator("#video-in input[type=file]").set_input_files(str(clip))
+            page.wait_for_function(
+                "() => document.querySelector('#clip-info').innerText.includes('160x128')", timeout=60_000
+            )
+            page.locator("#segment-btn").click()
+            page.wait_for_function(VIDEO_READY, timeout=180_000)
+            page.wait_for_function(  # frame 1, at the clip's size, waits for clicks
+                "() => { const i = document.querySelector('#follow-frame img');"
+                " return i !== null && i.complete && i.naturalWidth === 160 && i.naturalHeight === 128; }",
+                timeout=60_000,
+            )
+            assert "Click on frame 1" in page.locator("#follow-status").inner_text()
+            page.locator("#follow-frame img").scroll_into_view_if_needed()
+            assert page.locator("#follow-video video").count() == 0  # no object overlay yet
+            t0 = time.perf_counter()
+            _click_pixel(page, "#follow-frame", x, y)
+            page.wait_for_function(FOLLOW_READY, arg="", timeout=30_000)
+            took = time.perf_counter() - t0
+            status = page.locator("#follow-status").inner_text()
+            print(f"click -> object overlay: {took:.2f} s; status: {status}")
+            assert "object 1: 1 cluster" in status and "0 UNet samples" in status, status
+            size = page.evaluate(
+                "() => { const v = document.querySelector('#follow-video video'); return [v.videoWidth, v.videoHeight]; }"
+            )
+            assert size == [160, 128]
+            assert page.locator(".toast-body.error").count() == 0
+            assert took < 2.0, f"click -> overlay took {took:.2f} s"
+            # an uploaded first-frame mask (black/white PNG: object 1 = planted object 1) replaces the clicks
+            from PIL import Image
+
+            png = tmp_path / "mask.png"
+            Image.fromarray(((synth.labels[0] == 1) * 255).astype("uint8"), "L").save(png)
+            page.get_by_text("Or frame 1's mask").click()
+            page.locator("#follow-mask-file input[type=file]").set_input_files(str(png))
+            page.wait_for_function(
+                "() => document.querySelector('#follow-status').innerText.startsWith('Mask: object 1:')",
+                timeout=30_000,
+            )
+            assert "(mask; 4 frames) · 0 UNet samples" in page.locator("#follow-status").inner_text()
+            assert page.locator(".toast-body.error").count() == 0
+            shot = tmp_path / "follow.png"
+            page.locator("#follow").screenshot(path=str(shot))
+            assert shot.stat().st_size > 5_000
+            shutil.copy(shot, "/tmp/demo_follow_screenshot.png")
+        finally:
+            browser.close()
