@@ -213,3 +213,16 @@ def test_readme_names_the_space_pins():
     readme = (ROOT / "README.md").read_text()
     for pin in PYPROJECT["tool"]["vidseg"]["space"]["pins"]:
         assert f"`{pin}`" in readme, f"README's 'Installing' should name the Space's {pin}"
+
+
+def test_the_wheel_holds_every_package_of_the_library():
+    """setuptools' finder (pyproject's ``packages.find``) sees each folder of vidseg_nb/ with an
+    ``__init__.py``, the ``video`` package among them, so none is missing from a built wheel."""
+    from setuptools import find_packages
+
+    found = set(
+        find_packages(where=str(ROOT), include=PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"])
+    )
+    folders = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "vidseg_nb").rglob("__init__.py")}
+    assert "vidseg_nb.video" in folders
+    assert folders <= found

@@ -158,8 +158,10 @@ def test_cli_resume_equals_an_uninterrupted_run(clip_file, tmp_path, monkeypatch
     assert not (tmp_path / "ref" / "seg_state.npz").exists()  # removed when the run finishes
 
     writes: list[str] = []
-    real_save = video._save_label_png
-    monkeypatch.setattr(video, "_save_label_png", lambda p, *a: (writes.append(p.name), real_save(p, *a)))
+    real_save = video.labels._save_label_png
+    monkeypatch.setattr(
+        video.labels, "_save_label_png", lambda p, *a: (writes.append(p.name), real_save(p, *a))
+    )
     real_ckpt = cli._save_checkpoint
     calls = []
 

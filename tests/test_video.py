@@ -464,8 +464,8 @@ def test_open_video_resumes_at_start(syn, mp4, tmp_path):
 def test_folder_frames_are_loaded_one_by_one(syn, tmp_path, monkeypatch):
     folder = save_clip(syn, tmp_path / "frames")
     loaded = []
-    real = video._load_frame
-    monkeypatch.setattr(video, "_load_frame", lambda p, name: loaded.append(p.name) or real(p, name))
+    real = video.reading._load_frame
+    monkeypatch.setattr(video.reading, "_load_frame", lambda p, name: loaded.append(p.name) or real(p, name))
     s = video.open_video(folder)
     assert s.n_frames == 12 and s.size == (H, W) and loaded == ["00000.png"]  # only the first, for the size
     it = s.batches(3)
@@ -666,4 +666,4 @@ def test_batches_hold_only_a_few_frames(long_mp4):
         tracemalloc.stop()
     assert n == 40
     assert eager_peak > 40 * frame  # the measurement sees the whole clip ...
-    assert lazy_peak < (video._HOLD + 2 * 2 + 4) * frame  # ... and the stream holds a few frames only
+    assert lazy_peak < (video.reading._HOLD + 2 * 2 + 4) * frame  # ... and the stream holds a few frames only

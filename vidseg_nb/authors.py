@@ -177,7 +177,8 @@ values. The posterior sample stays a CPU draw everywhere, as theirs. With an SVD
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -205,6 +206,9 @@ __all__ = [
     "authors_last_blend_step",
     "authors_unit_to_uint8",
     "batch_plan",
+    "choose_diff",
+    "choose_start",
+    "DiffChoice",
     "merge_first_batch",
     "plan_overlaps",
     "start_latents",
@@ -707,6 +711,56 @@ def start_latents(backbone: Any, frames: np.ndarray, config: Any) -> tuple[torch
     eps = authors_noise(tuple(z0.shape), int(config.seed), backbone.device, cpu_generator=gen,
                         condition_shape=(1, 3, *np.asarray(frames).shape[1:3]) if joint else None)  # fmt: skip
     return z0, eps
+
+
+def choose_start(config: Any) -> Callable[[Any, np.ndarray], tuple[torch.Tensor, torch.Tensor | None]]:
+    """Rows 1 and 9 chosen once: how :func:`vidseg_nb.features.reference_run` draws a batch's start latent
+    z0 and its noise, ``start(backbone, frames) -> (z0, eps or None)``. With ``vae_sample`` or
+    ``batch_noise``: :func:`start_latents` (one CPU generator seeded per batch); else the paper's
+    ``(backbone.encode(frames), None)``: the posterior mean, and each frame's own seeded noise drawn by
+    the caller (``features.frame_noise``)."""
+    if config.vae_sample or config.batch_noise:
+        return lambda backbone, frames: start_latents(backbone, frames, config)
+    return lambda backbone, frames: (backbone.encode(frames), None)
+
+
+def _decoded_as_they_are(images: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+    return images
+
+
+def _decoded_8bit_at(images: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+    if size is None:
+        return images
+    return torch.from_numpy(authors_decoded_images(images, size)).permute(0, 3, 1, 2) / 255
+
+
+@dataclass(frozen=True)
+class DiffChoice:
+    """Row 3 chosen once (:func:`choose_diff`): how stage 3 (:func:`vidseg_nb.modulation.modulate`) turns
+    the decoded I+ and I- (N, 3, h, w) in [0, 1] into D_l.
+
+    ``at_input_size``: D_l lives at the clip's input frame size (when that is given and another size than
+    the processing size), the authors' ``cv2.resize`` of their decoded images; ``maps(I+, I-, ksize,
+    sigma, size=...)``: the authors' D_l (:func:`authors_diff_maps`) in place of the paper's, or None;
+    ``images(I, size)``: what the paper's difference map is taken of (I itself when ``size`` is None, else
+    the authors' 8-bit images resized to ``size``, / 255, channels first); ``dtype``: of the D_l kept
+    (float32; float16 with ``diff_fp16``; float64 for the authors' D_l, as theirs)."""
+
+    at_input_size: bool
+    maps: Callable[..., torch.Tensor] | None
+    images: Callable[[torch.Tensor, tuple[int, int] | None], torch.Tensor]
+    dtype: torch.dtype
+
+
+def choose_diff(config: Any) -> DiffChoice:
+    """Row 3 (``uint8_diff``, ``resize_decoded``) chosen once, see :class:`DiffChoice`."""
+    dtype = torch.float16 if config.diff_fp16 else torch.float64 if config.uint8_diff else torch.float32
+    return DiffChoice(
+        at_input_size=bool(config.resize_decoded),
+        maps=authors_diff_maps if config.uint8_diff else None,
+        images=_decoded_8bit_at if config.resize_decoded else _decoded_as_they_are,
+        dtype=dtype,
+    )
 
 
 def authors_noise(

@@ -962,7 +962,7 @@ CLI_WHAT_TO_GIVE = "Give an mp4/webm/mov/gif/avi file or a folder of PNG/JPG fra
 def cli_message(error: BaseException) -> str:
     """One line for a user mistake, in command-line words: the library's clip errors end with what to
     upload in the demo; here they say what to give on the command line."""
-    from .video import _WHAT_TO_UPLOAD
+    from .video.clip import _WHAT_TO_UPLOAD
 
     return str(error).replace("\n", " ").replace(_WHAT_TO_UPLOAD, CLI_WHAT_TO_GIVE)
 

@@ -10,7 +10,7 @@ is noised and denoised unmodulated exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import progress as _progress
-from .authors import start_latents
+from .authors import choose_start
 from .backbone import Backbone
 from .config import SegConfig
 from .errors import ConfigError
@@ -138,6 +138,7 @@ def reference_run(
     record_names: bool = False,
     name_blocks: Sequence[int] = NAME_BLOCKS,
     name_step: int | None = None,
+    start: Callable[[Backbone, np.ndarray], tuple[torch.Tensor, torch.Tensor | None]] | None = None,
 ) -> Reference:
     """Stage 0: noise each frame to sigma[t_m], denoise unmodulated to the last step, record the features.
 
@@ -153,6 +154,9 @@ def reference_run(
     cross-attention queries (``attn2.to_q``, cond half, float16 on the CPU) of ``name_blocks`` (default
     3-8) at step ``name_step`` (default the feature step, the last) into ``Reference.name_queries``; the
     early stop then moves after the last name block's ``attn2.to_q`` when that block comes later.
+
+    ``start(backbone, frames) -> (z0, eps or None)``: how the start latent and its noise are drawn (issue 15
+    rows 1 and 9), chosen once from ``config`` by :func:`~vidseg_nb.authors.choose_start` when not given.
     """
     if backbone.n_steps != config.n_steps:
         backbone.set_steps(config.n_steps)
@@ -163,11 +167,8 @@ def reference_run(
     chunk = chunk or backbone.default_chunk(n, modulated=False)
     last = config.n_steps - 1
     layout = backbone.layout
-    eps = None
-    if config.vae_sample or config.batch_noise:  # issue 15 rows 1, 9: the authors' draws, seeded per batch
-        z0, eps = start_latents(backbone, frames, config)
-    else:
-        z0 = backbone.encode(frames)
+    start = choose_start(config) if start is None else start  # issue 15 rows 1, 9
+    z0, eps = start(backbone, frames)  # the authors' draws, seeded per batch, or (the paper) eps is None
     # the conditioning of the first group serves the batch: SD has none, an SVD batch is one group
     cond = backbone.condition(frames[:g], seed=config.seed, index=frame_offset)
     if eps is None:

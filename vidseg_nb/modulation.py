@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import progress as _progress
-from .authors import authors_decoded_images, authors_diff_maps, authors_filter_masks, authors_last_blend_step
+from .authors import DiffChoice, authors_filter_masks, authors_last_blend_step, choose_diff
 from .backbone import Backbone
 from .config import SegConfig
 from .features import Reference
@@ -33,8 +33,8 @@ from .probe import AddToOutput, InjectAttention, InjectQK, OneKeyAttention, Prob
 @dataclass
 class FrameDiff:
     """Difference maps of one frame: ``labels`` (L,) ids and D_l ``raw`` (L, H, W) in [0, 1] (float32;
-    float16 only with ``SegConfig.diff_fp16``; float64 with ``SegConfig.uint8_diff``). (H, W) is the
-    processing size, or the input frame size with ``SegConfig.resize_decoded`` (issue 15 row 3)."""
+    float16 only with ``SegConfig.diff_fp16``; float64 for the authors' D_l, issue 15 row 3). (H, W) is
+    the processing size, or the input frame size with row 3's resize (:class:`~vidseg_nb.authors.DiffChoice`)."""
 
     labels: np.ndarray
     raw: np.ndarray
@@ -112,7 +112,7 @@ def filter_maps(
 ) -> np.ndarray:
     """D~_l = D_l * M + s * D_l * (1 - M), M = bilinear-upsampled mask of label l of ``coarse`` (h, w).
 
-    ``lanczos`` (``SegConfig.lanczos_filter``, issue 15 row 4): M upsampled by Pillow LANCZOS from the
+    ``lanczos`` (issue 15 row 4, chosen in ``stages._choose_stages``): M upsampled by Pillow LANCZOS from the
     0/255 mask, in float64, as the authors' ``filter_difference_map``."""
     masks = (np.asarray(coarse)[None] == np.asarray(labels)[:, None, None]).astype(np.float32)
     if lanczos:
@@ -173,6 +173,7 @@ def modulate(
     return_latents: bool = False,
     progress: bool = True,
     out_size: tuple[int, int] | None = None,
+    diff: DiffChoice | None = None,
 ) -> ModulationOutput:
     """Stage 3: the masked-modulation runs of a batch and their difference maps D_l.
 
@@ -187,11 +188,13 @@ def modulate(
     ``keep_images``. ``ModulationOutput.runs`` holds (group, label, sign); ``final_latents`` (R, G, 4,
     h8, w8) when asked.
 
-    ``out_size``: the clip's input frame size (H0, W0). With ``config.resize_decoded`` (issue 15 row 3)
-    the decoded, uint8-truncated I+ and I- are resized there by OpenCV (``cv2.resize``, as the authors'
-    ``sample_video``) and D_l (so the filter and Y after it) lives at (H0, W0): their D_l with
-    ``uint8_diff``, else the paper's float D_l of those 8-bit images (/ 255). Otherwise, and without
-    ``out_size``, D_l is at the processing size (so with sides that are multiples of 64 nothing changes).
+    ``diff``: how D_l is made of the decoded I+/I- (issue 15 row 3, chosen once from ``config`` by
+    :func:`~vidseg_nb.authors.choose_diff` when not given). ``out_size``: the clip's input frame size (H0,
+    W0). With ``diff.at_input_size`` the decoded, uint8-truncated I+ and I- are resized there by OpenCV
+    (``cv2.resize``, as the authors' ``sample_video``) and D_l (so the filter and Y after it) lives at
+    (H0, W0): their D_l with ``diff.maps``, else the paper's float D_l of those 8-bit images (/ 255).
+    Otherwise, and without ``out_size``, D_l is at the processing size (so with sides that are multiples
+    of 64 nothing changes).
     The kept I+/I- (``keep_images``) are the decoded images at the processing size either way.
     """
     if ref.qk is None:
@@ -212,8 +215,9 @@ def modulate(
     images: dict[tuple[int, int, int], np.ndarray] = {}
     finals = []
     H, W = lat_h * backbone.vae_scale, lat_w * backbone.vae_scale
-    resize_to = None  # issue 15 row 3: D_l at the input frame size (when that is another size)
-    if config.resize_decoded and out_size is not None and (int(out_size[0]), int(out_size[1])) != (H, W):
+    diff = choose_diff(config) if diff is None else diff  # issue 15 row 3
+    resize_to = None  # D_l at the input frame size (when that is another size)
+    if diff.at_input_size and out_size is not None and (int(out_size[0]), int(out_size[1])) != (H, W):
         resize_to = H, W = int(out_size[0]), int(out_size[1])
     _progress.stage("stage 3, modulation", 2 * len(runs) * g * (config.n_steps - config.t_m))
     for a in tqdm(range(0, len(runs), chunk), desc="modulation", disable=not progress, leave=False):
@@ -255,19 +259,14 @@ def modulate(
             fr = [f for f in range(g) if multi[k * g + f] and bool((coarse[k * g + f] == lab).any())]
             if not fr:
                 continue
-            if config.uint8_diff:  # issue 15 row 3: the authors' D_l (uint8 wrap, sqrt, 8-bit JPEG), float64
-                # (with resize_decoded their uint8 images cv2-resized to the input frame size first)
-                d = authors_diff_maps(
+            if diff.maps is not None:  # the authors' D_l (uint8 wrap, sqrt, 8-bit JPEG), float64
+                # (their uint8 images cv2-resized to the input frame size first, with resize_to)
+                d = diff.maps(
                     img[j, fr], img[j + 1, fr], config.blur_kernel, config.blur_sigma, size=resize_to
                 )
-            elif resize_to is not None:  # row 3's resize alone: the paper's float D_l of their 8-bit images
-                p8, m8 = (
-                    torch.from_numpy(authors_decoded_images(img[jj, fr], resize_to)) for jj in (j, j + 1)
-                )
-                d = difference_map(p8.permute(0, 3, 1, 2) / 255, m8.permute(0, 3, 1, 2) / 255,
-                                   config.blur_kernel, config.blur_sigma)  # fmt: skip
-            else:
-                d = difference_map(img[j, fr], img[j + 1, fr], config.blur_kernel, config.blur_sigma).cpu()
+            else:  # the paper's float D_l (of the authors' 8-bit images at resize_to, with row 3's resize)
+                p, m = (diff.images(img[jj, fr], resize_to) for jj in (j, j + 1))
+                d = difference_map(p, m, config.blur_kernel, config.blur_sigma).cpu()
             for i, f in enumerate(fr):
                 diffs[(k * g + f, lab)] = d[i]
                 if k * g + f in keep_images:
@@ -283,7 +282,7 @@ def modulate(
             continue
         raw = torch.stack([diffs[(f, int(lab))] for lab in labs])
         # SPEC 7: float32 (fp16 opt-in); the authors' D_l (row 3) stays float64 as theirs
-        raw = (raw.half() if config.diff_fp16 else raw.double() if config.uint8_diff else raw.float()).numpy()
+        raw = raw.to(diff.dtype).numpy()
         fd = FrameDiff(labels=labs.astype(np.int64), raw=raw)
         if f in keep_images:
             fd.plus = np.stack([images[(f, int(lab), 1)] for lab in labs])

@@ -35,9 +35,9 @@ this batch by batch, also for a caller of :meth:`~VideoSegmenter.stream`). The q
 result and cached per clip, so :meth:`VideoSegmenter.rename` (another vocabulary) costs zero UNet samples.
 
 The authors' code (issue 15, :mod:`vidseg_nb.authors`; each switch off by default) runs in the same loop:
-their overlapping last batch (``shifted_last_batch``) is the stream's plan (a batch yields its frames up
+their overlapping last batch (row 7) is the stream's plan (a batch yields its frames up
 to the next batch's start, the overlapped ones are held back for the next batch), their first-frame
-ground truth (``gt_merge``) an input of the stream; both stream, checkpoint and resume as any setting.
+ground truth (row 6) an input of the stream; both stream, checkpoint and resume as any setting.
 """
 
 from __future__ import annotations
@@ -214,9 +214,9 @@ class VideoSegmenter:
         ``keep``: frames whose intermediates are kept (``"auto"``: all frames of clips up to 32 frames).
         Collects :meth:`stream` (short clips go through the stage cache); for long clips iterate
         :meth:`stream` instead, which does not hold the whole clip's labels (with the authors' overlapping
-        last batch, ``config.shifted_last_batch``, the later batch wins the overlap).
-        ``first_frame_gt``: frame 1's ground truth (H0, W0), read only with ``config.gt_merge`` (issue 15
-        row 6, the authors' protocol): the labels are then ground-truth classes (see :meth:`stream`).
+        last batch, issue 15 row 7, the later batch wins the overlap).
+        ``first_frame_gt``: frame 1's ground truth (H0, W0), read only with the authors' first-frame merge
+        (issue 15 row 6, their protocol): the labels are then ground-truth classes (see :meth:`stream`).
         ``names``: a vocabulary (words, or one comma-separated string) to name the segments with (issue 13:
         ``result.names``); ``record_names`` (default: ``names`` given, or ``self.record_names``) records the
         first batch's cross-attention queries so :meth:`rename` can name the result with any vocabulary
@@ -302,9 +302,9 @@ class VideoSegmenter:
         """Figure 3 over batches of B frames of ``frames`` (already at the processing size): the
         :class:`BatchResult` of each batch of :meth:`stream`'s plan, in order (whole batches, also where
         the authors' last batch overlaps the previous one: a consumer writing by frame index lets the later
-        batch win). ``original_size``: the clip's input frame size (H0, W0); with
-        ``config.resize_decoded`` (issue 15 row 3) D_l, the filtered maps and Y are computed there; None:
-        the processing size. The other arguments are :meth:`stream`'s.
+        batch win). ``original_size``: the clip's input frame size (H0, W0); with the authors' resize of
+        the decoded images (issue 15 row 3) D_l, the filtered maps and Y are computed there; None: the
+        processing size. The other arguments are :meth:`stream`'s.
         """
         frames = np.asarray(frames)
         for sb in self._drive(
@@ -334,7 +334,7 @@ class VideoSegmenter:
         in batches of B until it ends). Holds at most two batches of frames (original and processing
         size), Omega's fit data and the current outputs; yields one :class:`StreamBatch` per batch with the
         labels Y at input resolution (uint8) of the frames it is final for: with the authors' overlapping
-        last batch (``config.shifted_last_batch``, issue 15 row 7) a batch yields its frames only up to the
+        last batch (issue 15 row 7) a batch yields its frames only up to the
         next batch's start (the later batch wins the overlap), so the frames yielded are the clip's, once.
 
         ``start_batch``/``state``: resume after ``start_batch`` finished batches, ``state`` being the
@@ -344,8 +344,8 @@ class VideoSegmenter:
         exactly and within ``cache_frames`` (and no resume) is read whole and goes through the stage cache
         (unless batches overlap or a ground truth is given).
 
-        ``first_frame_gt``: frame 1's ground truth (H0, W0), read only with ``config.gt_merge`` (issue 15
-        row 6, the authors' protocol): the first batch's clusters are merged by it, so the labels are
+        ``first_frame_gt``: frame 1's ground truth (H0, W0), read only with the authors' first-frame merge
+        (issue 15 row 6, their protocol): the first batch's clusters are merged by it, so the labels are
         ground-truth classes. ``record_names``: the first batch's result also carries its cross-attention
         queries (``name_queries``, issue 13). ``progress``: a tqdm bar in frames (total: the clip's frame
         count when known) with an ETA.
@@ -371,7 +371,7 @@ class VideoSegmenter:
         original_size: tuple[int, int] | None | Literal["clip"] = "clip",
     ) -> Iterator[StreamBatch]:
         """:meth:`stream` (``size``: the processing size, default from the clip; ``original_size``: the
-        size D_l and Y are computed at with ``resize_decoded``, default the clip's frame size)."""
+        size D_l and Y are computed at with issue 15 row 3's resize, default the clip's frame size)."""
         config = config or self.config
         mode = mode or ("full" if config.modulation else "preview")
         if (start_batch > 0) != (state is not None):

@@ -311,7 +311,7 @@ def davis_png(masks: np.ndarray, folder: str | os.PathLike, start: int = 0) -> l
     """Write object masks (N, H, W) (or one (H, W)) ids 0..255 as DAVIS palette PNGs (mode "P", the DAVIS
     palette) ``{start:05d}.png, ...`` in ``folder`` (created); PIL reads them back as the same ids.
     Returns the paths."""
-    from .video import _check_label_ids, _save_label_png
+    from .video.labels import _check_label_ids, _save_label_png
 
     a = np.asarray(masks)
     a = a[None] if a.ndim == 2 else a

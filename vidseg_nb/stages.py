@@ -18,7 +18,14 @@ import numpy as np
 import torch
 
 from . import progress as _progress
-from .authors import authors_coarse_batch, authors_refine, merge_first_batch, require_cv2
+from .authors import (
+    authors_coarse_batch,
+    authors_refine,
+    choose_diff,
+    choose_start,
+    merge_first_batch,
+    require_cv2,
+)
 from .cache import ClipCache, diff_key, stage_key
 from .config import SegConfig
 from .context import SceneContextModel
@@ -85,7 +92,10 @@ class _Stages:
     whose KNN is fitted on the previous batch's M~ instead); ``merge_gt``: frame 1's ground truth is read
     (row 6); ``count_frames``: the batch plan needs the clip's length N up front (row 7, the overlapping
     last batch); ``needs_cv2``: D_l and Y at the input size need OpenCV (row 3); ``joint_noise``: one noise
-    draw per batch, so a frame's features depend on its batch (row 9, in the feature cache key)."""
+    draw per batch, so a frame's features depend on its batch (row 9, in the feature cache key);
+    ``start``: how the reference run draws z0 and its noise (rows 1, 9: :func:`~vidseg_nb.authors.choose_start`);
+    ``diff``: how stage 3 makes D_l of the decoded images (row 3: :func:`~vidseg_nb.authors.choose_diff`).
+    The stage functions (``reference_run``, ``modulate``) receive these and read no authors' switch."""
 
     context: Any
     refinement: Any
@@ -95,11 +105,14 @@ class _Stages:
     count_frames: bool = False
     needs_cv2: bool = False
     joint_noise: bool = False
+    start: Any = None
+    diff: Any = None
 
 
 def _choose_stages(config: SegConfig) -> _Stages:
     """The stage functions of ``config``: rows 5 (``knn_first_frame``), 6 (``gt_merge``: the merge, given a
-    ground truth), 8 (``authors_cbr``) and 4 (``lanczos_filter``) each swap one step, independently."""
+    ground truth), 8 (``authors_cbr``), 4 (``lanczos_filter``), 1 and 9 (``vae_sample``, ``batch_noise``)
+    and 3 (``uint8_diff``, ``resize_decoded``) each swap one step, independently."""
 
     def paper_context(loop: _Loop, f_tilde: torch.Tensor, feats: Features) -> np.ndarray:
         # step 1: K-Means + KNN on the first batch -> M^1..M^B, then Omega's prediction
@@ -140,6 +153,8 @@ def _choose_stages(config: SegConfig) -> _Stages:
         count_frames=config.shifted_last_batch,
         needs_cv2=config.resize_decoded,
         joint_noise=config.batch_noise,
+        start=choose_start(config),
+        diff=choose_diff(config),
     )
 
 
@@ -302,6 +317,7 @@ class _Loop:
                 ref = reference_run(
                     seg.backbone, frames, config, frame_offset=a, record_qk=need_diff, progress=self.progress,
                     record_names=rec, name_blocks=seg.name_blocks, name_step=seg.name_step,
+                    start=self.stages.start,
                 )  # fmt: skip
                 if need_diff:
                     seg.qk_cache.put(frames, a, self.fkey, ref, config, bb_dev)
@@ -328,7 +344,7 @@ class _Loop:
         t0 = time.perf_counter()
         mo = modulate(
             self.seg.backbone, ref, m_after, self.config, keep_images=keep, progress=self.progress,
-            out_size=self.original_size,
+            out_size=self.original_size, diff=self.stages.diff,
         )  # fmt: skip
         self._tick("modulation (stage 3)", t0)
         return mo.frames
