@@ -44,6 +44,8 @@ pytestmark = [
 gr = pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api")
 
+from masks import inside  # noqa: E402
+
 from demo import app  # noqa: E402
 from vidseg_nb.config import SegConfig  # noqa: E402
 from vidseg_nb.synthetic import make_clip, save_clip  # noqa: E402
@@ -186,24 +188,6 @@ FOLLOW_READY = """(src) => {
 }"""
 
 
-def _inside(mask):
-    """(x, y) of a pixel deep inside ``mask`` (erode until one more step would empty it)."""
-    import numpy as np
-
-    m = mask.astype(bool)
-    while True:
-        e = m.copy()
-        e[1:] &= m[:-1]
-        e[:-1] &= m[1:]
-        e[:, 1:] &= m[:, :-1]
-        e[:, :-1] &= m[:, 1:]
-        if not e.any():
-            break
-        m = e
-    ys, xs = np.nonzero(m)
-    return int(xs[len(xs) // 2]), int(ys[len(ys) // 2])
-
-
 def _click_pixel(page, selector: str, x: int, y: int) -> None:
     """Click pixel (x, y) of the image in ``selector``, as Gradio maps a click to a pixel (the image is
     centred and scaled down to fit, never up)."""
@@ -224,7 +208,7 @@ def test_follow_objects_click_on_frame_1_gives_the_overlay_at_once(server, tmp_p
 
     synth = make_clip(4, 128, 160, n_objects=2, seed=5)
     clip = save_clip(synth, tmp_path / "planted.mp4")
-    x, y = _inside(synth.labels[0] == 1)
+    x, y = inside(synth.labels[0] == 1)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:

@@ -25,6 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 gr = pytest.importorskip("gradio")
 
+from masks import inside  # noqa: E402
+
 from demo import app, follow  # noqa: E402
 from demo import follow_handlers as FH  # noqa: E402
 from demo import handlers as H  # noqa: E402
@@ -38,30 +40,10 @@ KW = dict(lam=50.0, s=0.7, n_clusters=3, preset="vidseg", t_m=24, batch_size=4, 
 WORK = ("unet_samples", "unet_partial_samples", "unet_calls", "vae_encodes", "vae_decodes")
 
 
-def inside(mask: np.ndarray) -> tuple[int, int]:
-    """(x, y) of a pixel deep inside ``mask`` (erode until one more step would empty it)."""
-    m = mask.astype(bool)
-    while True:
-        e = m.copy()
-        e[1:] &= m[:-1]
-        e[:-1] &= m[1:]
-        e[:, 1:] &= m[:, :-1]
-        e[:, :-1] &= m[:, 1:]
-        if not e.any():
-            break
-        m = e
-    ys, xs = np.nonzero(m)
-    return int(xs[len(xs) // 2]), int(ys[len(ys) // 2])
-
-
 @pytest.fixture(scope="module")
-def backbone(request):
-    try:
-        return request.getfixturevalue("tiny")
-    except pytest.FixtureLookupError:  # pragma: no cover - without the shared conftest
-        from vidseg_nb.loading import load_backbone
-
-        return load_backbone("tiny", device="cpu")
+def backbone(tiny):
+    """The tiny random backbone (conftest.py's session fixture)."""
+    return tiny
 
 
 @pytest.fixture(scope="module")
