@@ -202,8 +202,9 @@ def test_injecting_own_qk_reproduces_run_bit_for_bit(svd):
     with Probe(svd.unet, rec, layout=svd.layout) as p:
         ref = svd.sample(x, 22, listener=p, cond=cond)
     sites = svd.layout.injection_sites(svd.unet)
-    assert len(sites) == 36  # 9 attentions in up_blocks[1..3] x (spatial, temporal) x (attn1, attn2)
-    assert sum("temporal_transformer_blocks" in s for s in sites) == 18
+    # 9 attentions in up_blocks[1..3] x (spatial, temporal) x attn1: the attn2 attend to one token
+    assert len(sites) == 18 and all(s.endswith("attn1") for s in sites)
+    assert sum("temporal_transformer_blocks" in s for s in sites) == 9
     assert len(rec.qk) == 3 * len(sites) * 2  # 3 steps x sites x (q, k)
     with Probe(svd.unet, InjectQK(rec.qk, torch.tensor([0])), layout=svd.layout) as inj:
         again = svd.sample(x, 22, listener=inj, cond=cond)
@@ -213,6 +214,41 @@ def test_injecting_own_qk_reproduces_run_bit_for_bit(svd):
     with Probe(svd.unet, InjectQK(rec.qk, torch.tensor([0])), layout=svd.layout) as inj:
         injected = svd.sample(y, 22, listener=inj, cond=cond)
     assert not torch.allclose(injected, svd.sample(y, 22, cond=cond))
+
+
+def test_one_token_sites_are_svds_cross_attentions_and_never_injected(svd):
+    """Issue 23 item 4: the layout lists the one-token sites (SVD's cross-attentions attend to one CLIP
+    image token; SD's 77 text tokens: none), injection leaves them out up front, and InjectQK raises at
+    a site without recorded q/k instead of passing it by."""
+    from vidseg_nb.probe import SD_LAYOUT
+
+    attn2 = [n for n, _ in svd.unet.named_modules() if n.endswith("attn2")]
+    assert attn2 and svd.layout.one_token_sites(svd.unet) == attn2
+    assert SD_LAYOUT.one_token_sites(svd.unet) == []
+    assert not set(svd.layout.injection_sites(svd.unet)) & set(attn2)
+    seen: dict[str, int] = {}  # the one-token contexts, as the UNet runs them
+    handles = [
+        m.register_forward_pre_hook(
+            lambda _m, a, kw, n=n: seen.__setitem__(n, kw["encoder_hidden_states"].shape[1]), with_kwargs=True
+        )
+        for n, m in svd.unet.named_modules()
+        if n in attn2
+    ]
+    cond = svd.condition_on(_frames(1)[0])
+    x = _clip_latents(svd, 2, 3)
+    rec = RecordQK()
+    try:
+        with Probe(svd.unet, rec, layout=svd.layout) as p:
+            svd.sample(x, 22, listener=p, cond=cond)
+    finally:
+        for h in handles:
+            h.remove()
+    assert set(seen) == set(attn2) and set(seen.values()) == {1}
+    assert not any(site.endswith("attn2") for _, site, _ in rec.qk.data)
+    del rec.qk.data[next(iter(rec.qk.data))]  # a site without its q/k: refused, not passed by
+    with pytest.raises(KeyError, match="no recorded"):
+        with Probe(svd.unet, InjectQK(rec.qk, torch.tensor([0])), layout=svd.layout) as inj:
+            svd.sample(x, 22, listener=inj, cond=cond)
 
 
 # ------------------------------------------------------------------------------- stage 3

@@ -78,7 +78,10 @@ class Layout:
     cross-attention, for SD; ``"attn1"``, self-attention, for SVD); ``mod_temporal``: also add it to the
     output of the temporal transformer block's ``attn1`` (SVD, as the authors' code does);
     ``inject_spatial`` / ``inject_temporal``: which transformer blocks of ``qk_up_blocks`` get their
-    ``attn1``/``attn2`` q/k replaced in modulated runs.
+    ``attn1``/``attn2`` q/k replaced in modulated runs; ``one_token_kinds``: the attention kinds whose
+    context is a single token (SVD: every ``attn2`` attends to its one CLIP image embedding). Softmax over
+    one key is exactly 1, so q/k change nothing there: such sites (:meth:`one_token_sites`) are no
+    injection sites, and q/k are neither recorded nor injected at them.
     """
 
     name: str = "sd"
@@ -90,6 +93,7 @@ class Layout:
     qk_up_blocks: tuple[int, ...] = (1, 2, 3)
     inject_spatial: bool = True
     inject_temporal: bool = False
+    one_token_kinds: tuple[str, ...] = ()
 
     def block_path(self, block: int) -> str:
         """Spatial transformer block of paper block ``block`` (``...transformer_blocks.0``)."""
@@ -133,11 +137,18 @@ class Layout:
             sites += [f"{tb}.norm2", f"{tb}.attn2"]
         return [s for s in sites if s in names]
 
+    def one_token_sites(self, unet: torch.nn.Module) -> list[str]:
+        """Paths of the attention modules of ``unet`` whose context is one token (``one_token_kinds``)."""
+        return [n for n, _ in unet.named_modules() if n.rsplit(".", 1)[-1] in self.one_token_kinds]
+
     def injection_sites(self, unet: torch.nn.Module, up_blocks: Iterable[int] | None = None) -> list[str]:
-        """``attn1``/``attn2`` paths of the spatial and/or temporal transformer blocks in ``up_blocks``."""
+        """``attn1``/``attn2`` paths of the spatial and/or temporal transformer blocks in ``up_blocks``,
+        less the one-token sites (:meth:`one_token_sites`: q/k do not change their output)."""
         out = []
         for site in injection_sites(unet, self.qk_up_blocks if up_blocks is None else up_blocks):
             temporal = ".temporal_transformer_blocks." in site
+            if site.rsplit(".", 1)[-1] in self.one_token_kinds:
+                continue
             if self.inject_temporal if temporal else self.inject_spatial:
                 out.append(site)
         return out
@@ -349,7 +360,9 @@ class RecordQK(Hook):
 
 class InjectQK(Hook):
     """(d) Replace the ``to_q``/``to_k`` outputs at the injection sites by those recorded in ``store``
-    (EmerDiff's fixed QK^T): run k of the batch gets the rows of reference group ``index[k]``."""
+    (EmerDiff's fixed QK^T): run k of the batch gets the rows of reference group ``index[k]``. The layout
+    leaves one-token sites out of the injection sites, so every site met has recorded q/k; one without
+    them (a reference recorded with another layout or other steps) raises :class:`KeyError`."""
 
     def __init__(self, store: QKStore, index: torch.Tensor, up_blocks: Iterable[int] | None = None) -> None:
         self.store = store
@@ -360,10 +373,8 @@ class InjectQK(Hook):
         def make(site: str, kind: str):
             def hook(_m: torch.nn.Module, _inp: Any, out: torch.Tensor) -> torch.Tensor | None:
                 key = (probe.step, site, kind)
-                if key not in self.store.data and site.endswith("attn2"):
-                    # the reference ran this cross-attention with OneKeyAttention (a one-token context):
-                    # nothing was recorded, and injecting q/k there would not change its output
-                    return None
+                if key not in self.store.data:
+                    raise KeyError(f"InjectQK: no recorded {kind} at {site}, step {probe.step}")
                 group = (out.shape[0] // 2) // len(self.index)
                 return self.store.get(key, self.index, group).to(out.dtype)
 

@@ -90,6 +90,7 @@ SVD_LAYOUT = Layout(
     qk_up_blocks=(1, 2, 3),
     inject_spatial=True,
     inject_temporal=True,
+    one_token_kinds=("attn2",),  # the cross-attentions attend to one CLIP image token
 )
 
 # stabilityai/stable-video-diffusion-img2vid scheduler/scheduler_config.json
