@@ -126,6 +126,23 @@ def test_cli_train_toy_writes_a_model(tmp_path, capsys):
     assert "UNet crop" in capsys.readouterr().err
 
 
+def test_cli_train_toy_defaults_to_the_shipped_plan():
+    # a from-scratch `vidseg train-toy` does the shipped model's steps on any machine; --minutes plans
+    from vidseg_nb.cli import build_parser, train_settings
+    from vidseg_nb.toy.train import SHIPPED_STEPS
+
+    p = build_parser()
+    plain = train_settings(p.parse_args(["train-toy"]))
+    assert (plain.vae_steps, plain.unet_steps) == SHIPPED_STEPS
+    if (model_path() / "MANIFEST.json").is_file():  # the constant is the shipped model's own plan
+        plan = manifest()["training"]["plan"]
+        assert SHIPPED_STEPS == (plan["vae_steps"], plan["unet_steps"])
+    timed = train_settings(p.parse_args(["train-toy", "--minutes", "5"]))
+    assert timed.minutes == 5 and timed.vae_steps is None and timed.unet_steps is None
+    fixed = train_settings(p.parse_args(["train-toy", "--vae-steps", "3", "--unet-steps", "4"]))
+    assert (fixed.vae_steps, fixed.unet_steps) == (3, 4)
+
+
 needs_model = pytest.mark.skipif(
     not (model_path() / "model_index.json").is_file(), reason="the toy model is not in this checkout"
 )

@@ -47,9 +47,19 @@ from ..errors import ConfigError
 from . import world
 from .tokenizer import check_words, write_word_tokenizer
 
-__all__ = ["TrainSettings", "build_toy_components", "save_toy_model", "train_toy", "write_manifest"]
+__all__ = [
+    "SHIPPED_STEPS",
+    "TrainSettings",
+    "build_toy_components",
+    "save_toy_model",
+    "train_toy",
+    "write_manifest",
+]
 
 CHECKPOINT = "checkpoint.pt"
+# (VAE steps, UNet steps) of the shipped model (its MANIFEST.json plan): `vidseg train-toy` without
+# --minutes runs this plan, so a from-scratch run does the same work on any machine (docs/toy.md)
+SHIPPED_STEPS = (2470, 5233)
 
 
 @dataclass
