@@ -87,7 +87,7 @@ plt.show()
 # %% [markdown]
 # ## 2 · How it was trained
 #
-# `vidseg train-toy --minutes 40 --out DIR` (seeded, resumable) trains in two phases: the VAE first (so
+# `vidseg train-toy --out DIR` (seeded, resumable, the shipped model's plan of steps) trains in two phases: the VAE first (so
 # that latents exist), then the UNet and the text encoder together on captioned crops of the VAE's
 # latents (epsilon prediction). 15% of the captions are dropped to the empty prompt and 10% of the text
 # states are zeroed, because the method conditions on the empty prompt and pairs it with zero states for
