@@ -162,6 +162,26 @@ def test_clip_namer_decides_on_the_first_batch_and_carries_the_names(tiny, clip)
         seg.name_tracker(WORDS).update(b1)  # a fresh one given a batch without queries
 
 
+def test_names_queries_are_one_stage_of_the_clip_cache(tiny, clip):
+    # issue 23 item 3: the first batch's queries are looked up and stored like the other stages
+    seg = VideoSegmenter(tiny, cfg())
+    first = seg.segment(clip, progress=False, record_names=True)
+    ((key, q),) = seg.cache.entry.queries.items()
+    assert dict(key)["name_blocks"] == tuple(seg.name_blocks) and dict(key)["name_step"] == seg.name_step
+    assert q is first.name_queries and key[: len(seg.feature_key(cfg()))] == seg.feature_key(cfg())
+    c0 = tiny.counters.snapshot()
+    again = seg.segment(clip, cfg(n_clusters=2), progress=False, record_names=True)  # new K: stages 1-2 only
+    assert unet_work(tiny.counters.since(c0)) == 0 and again.name_queries is q
+    c1 = tiny.counters.snapshot()
+    seg.name_step = cfg().t_m  # other queries: the first batch's reference run again, once
+    third = seg.segment(clip, progress=False, record_names=True)
+    b, n = cfg().batch_size, len(clip.frames)
+    assert tiny.counters.since(c1)["unet_partial_samples"] == first.work["unet_partial_samples"] * b // n
+    assert len(seg.cache.entry.queries) == 2 and third.name_queries is not q
+    seg.clear_cache()
+    assert seg.cache.entry is None
+
+
 def test_rename_needs_recorded_queries(tiny, clip):
     seg = VideoSegmenter(tiny, cfg(), cache_frames=0)
     res = seg.segment(clip, progress=False)

@@ -5,7 +5,12 @@ One clip at a time (keyed on a content hash of its frames at the processing size
 - ``features``: the reference run's features F~ (all blocks + F_c), keyed on :func:`feature_key`;
 - ``coarse``: the coarse maps (M^j, M~^j), keyed on :func:`stage_key` ``(config, "coarse")``;
 - ``diffs``: the raw difference maps D_l, keyed on :func:`diff_key` (:func:`stage_key` ``(config,
-  "diff")``, plus the input frame size when D_l is computed there, ``SegConfig.resize_decoded``).
+  "diff")``, plus the input frame size when D_l is computed there, ``SegConfig.resize_decoded``);
+- ``queries``: the names' attn2 queries of the first batch (issue 13), keyed on the feature key plus the
+  recorded blocks and step.
+
+The reference runs kept for stage-3 reruns are per batch and within a memory budget
+(:mod:`vidseg_nb.qkcache`); :class:`vidseg_nb.stages._Slot` looks all five up and stores them the same way.
 
 The keys are the values of exactly the :class:`~vidseg_nb.config.SegConfig` fields each stage reads,
 cumulatively (:func:`vidseg_nb.config.stage_fields`, from the fields' ``stage`` metadata): a new s only
@@ -22,6 +27,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from .config import SegConfig, stage_fields
 from .features import Features
@@ -72,6 +78,7 @@ class ClipCache:
     features: dict[Key, Features] = field(default_factory=dict)
     coarse: dict[Key, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # (M^j, M~^j), (N, h, w)
     diffs: dict[Key, list[FrameDiff]] = field(default_factory=dict)  # D_l per frame
+    queries: dict[Key, dict[str, torch.Tensor]] = field(default_factory=dict)  # first batch's, issue 13
 
 
 class StageCache:

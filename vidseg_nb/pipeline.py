@@ -154,9 +154,8 @@ class VideoSegmenter:
             require_cv2()
         self.cache = StageCache(cache_frames)
         # names (issue 13): decoder blocks and step whose attn2 queries are recorded (default 3-8 at the
-        # feature step), the margin below which a cluster stays unnamed; one cached set of queries
+        # feature step), the margin below which a cluster stays unnamed (their queries: the clip's cache)
         self.name_blocks, self.name_step, self.name_margin = tuple(name_blocks), name_step, name_margin
-        self._name_queries: tuple[tuple, dict[str, torch.Tensor]] | None = None
         self.record_names = False  # default of segment(record_names=None) (the demo sets it: rename later)
         self.qk_cache = QKCache()  # kept reference runs for stage-3 reruns (SegConfig.keep_qk)
 
@@ -170,7 +169,6 @@ class VideoSegmenter:
 
     def clear_cache(self) -> None:
         self.cache.clear()
-        self._name_queries = None
         self.qk_cache.clear()
 
     def feature_key(self, config: SegConfig) -> tuple:
@@ -512,10 +510,6 @@ class VideoSegmenter:
         ``margin`` defaults to ``self.name_margin``."""
         vocab = self.vocabulary(words)
         return ClipNamer(self, vocab, self.name_margin if margin is None else margin)
-
-    def _cached_queries(self, key: tuple) -> dict[str, torch.Tensor] | None:
-        """The cached first-batch queries of the clip/feature setting ``key`` (one entry), else None."""
-        return self._name_queries[1] if self._name_queries and self._name_queries[0] == key else None
 
     def _word_attention(
         self, queries: dict[str, torch.Tensor] | None, vocab: Vocabulary, grid: tuple[int, int]

@@ -4,8 +4,9 @@ correspondence-based refinement, the masked modulation, filtering + argmax, then
 
 Each step is a stage function chosen once per run from the :class:`~vidseg_nb.config.SegConfig`
 (:func:`_choose_stages`: the paper's or the authors' version of its row, issue 15; rows independently
-switchable), and each cached stage (features, coarse maps, difference maps; :mod:`vidseg_nb.cache`) goes
-through one mechanism (:class:`_Slot`: look up before the stage runs, store the clip's result after).
+switchable), and each cached stage (features, coarse maps, difference maps, the names' queries;
+:mod:`vidseg_nb.cache`; and the kept reference run, :mod:`vidseg_nb.qkcache`) goes through one mechanism
+(:class:`_Slot`: look up by key before the stage runs, store after).
 """
 
 from __future__ import annotations
@@ -160,10 +161,11 @@ def _choose_stages(config: SegConfig) -> _Stages:
 
 class _Slot:
     """One cached stage of a clip (:mod:`vidseg_nb.cache`): looked up by ``key`` in ``store`` before the run,
-    served batch by batch from the hit, else computed and stored for the whole clip by :meth:`finish`."""
+    served batch by batch from the hit, else computed and stored for the whole clip by :meth:`finish`.
+    ``first``: the stage's output belongs to the first batch only (the names' queries), served as it is."""
 
-    def __init__(self, store: dict | None, key: tuple, on: bool = True) -> None:
-        self.store, self.key = (store if on else None), key
+    def __init__(self, store: dict | None, key: tuple, on: bool = True, *, first: bool = False) -> None:
+        self.store, self.key, self.first = (store if on else None), key, first
         self.hit = self.store.get(key) if self.store is not None else None
         self.parts: list[Any] = []
 
@@ -171,6 +173,8 @@ class _Slot:
         """Frames ``a:b`` of the hit, else ``compute()``; kept for :meth:`finish` when the clip is cached."""
         if self.hit is None:
             out = compute()
+        elif self.first:
+            out = self.hit
         elif isinstance(self.hit, tuple):
             out = tuple(x[a:b] for x in self.hit)
         else:
@@ -183,13 +187,35 @@ class _Slot:
         if self.store is None or self.hit is not None or not self.parts:
             return
         first = self.parts[0]
-        if isinstance(first, Features):
-            whole: Any = Features.concat(self.parts)
+        if self.first:
+            whole: Any = first
+        elif isinstance(first, Features):
+            whole = Features.concat(self.parts)
         elif isinstance(first, tuple):
             whole = tuple(np.concatenate(p) for p in zip(*self.parts))
         else:
             whole = [d for p in self.parts for d in p]
-        self.store.setdefault(self.key, whole)
+        if whole is not None:
+            self.store.setdefault(self.key, whole)
+
+
+class _KeptRef(_Slot):
+    """The kept reference run of each batch (stage 3's q/k and latents; ``seg.qk_cache``,
+    :mod:`vidseg_nb.qkcache`): the same look-up-then-store as :class:`_Slot`, per batch (keyed on its
+    frames and offset) and within the memory budget, so nothing waits for :meth:`finish`."""
+
+    def __init__(self, qk: Any, fkey: tuple, config: SegConfig, device: torch.device) -> None:
+        super().__init__(None, fkey)
+        self.qk, self.config, self.device = qk, config, device
+
+    def run(self, a: int, frames: np.ndarray, compute: Any, *, fresh: bool = False) -> Any:
+        """The kept reference of frames ``a:a+len(frames)``, else ``compute()``, kept if it fits;
+        ``fresh``: compute it anyway (a run that must record something the kept one lacks)."""
+        ref = None if fresh else self.qk.get(frames, a, self.key, self.config, self.device)
+        if ref is None:
+            ref = compute()
+            self.qk.put(frames, a, self.key, ref, self.config, self.device)
+        return ref
 
 
 class _Loop:
@@ -227,6 +253,10 @@ class _Loop:
         self.feats = _Slot(c.features if c else None, self.fkey)
         self.coarse = _Slot(c.coarse if c else None, stage_key(config, "coarse"))
         self.diffs = _Slot(c.diffs if c else None, diff_key(config, self.original_size), on=self.full)
+        # issue 13: the first batch records its attn2 queries, once per clip and feature setting
+        nkey = self.fkey + (("name_blocks", tuple(seg.name_blocks)), ("name_step", seg.name_step))
+        self.names = _Slot(c.queries if c else None, nkey, on=record_names, first=True)
+        self.kept = _KeptRef(seg.qk_cache, self.fkey, config, seg.backbone.device)
         self.computed = tuple(
             name
             for name, todo in (
@@ -302,31 +332,26 @@ class _Loop:
         Runs only when something needs it: the features (not cached), stage 3 (its q/k and latents, kept
         by ``seg.qk_cache`` for a rerun with ``SegConfig.keep_qk``) or the names' queries (issue 13,
         recorded once per clip and cached with it)."""
-        seg, config, cache = self.seg, self.config, self.cache
+        seg, config = self.seg, self.config
         need_diff = self.full and self.diffs.hit is None
-        nkey = (cache.key if cache else None, self.fkey, seg.name_blocks, seg.name_step)
         names_now = self.record_names and a == 0
-        queries = seg._cached_queries(nkey) if names_now else None
-        rec = names_now and queries is None
+        rec = names_now and self.names.hit is None
         ref = None
         if need_diff or self.feats.hit is None or rec:
             t0 = time.perf_counter()
-            bb_dev = seg.backbone.device
-            ref = seg.qk_cache.get(frames, a, self.fkey, config, bb_dev) if need_diff and not rec else None
-            if ref is None:
-                ref = reference_run(
+
+            def run() -> Any:
+                return reference_run(
                     seg.backbone, frames, config, frame_offset=a, record_qk=need_diff, progress=self.progress,
                     record_names=rec, name_blocks=seg.name_blocks, name_step=seg.name_step,
                     start=self.stages.start,
                 )  # fmt: skip
-                if need_diff:
-                    seg.qk_cache.put(frames, a, self.fkey, ref, config, bb_dev)
+
+            ref = self.kept.run(a, frames, run, fresh=rec) if need_diff else run()
             self._tick("reference run" if need_diff else "features", t0)
-            if rec:
-                queries = ref.name_queries
-                seg._name_queries = (nkey, queries) if cache is not None else None
         feats = self.feats.get(a, a + len(frames), lambda: ref.features)
-        return ref, feats, queries if names_now else None
+        queries = self.names.get(a, a + len(frames), lambda: ref.name_queries) if names_now else None
+        return ref, feats, queries
 
     def coarse_maps(self, f_tilde: torch.Tensor, feats: Features) -> tuple[np.ndarray, np.ndarray]:
         """Steps 1-2: the scene context model's M^j, then the refinement M~^j (one frame: M~ = M)."""
@@ -362,7 +387,7 @@ class _Loop:
 
     def finish(self) -> None:
         """Store what this run computed in the clip's cache entry (if the clip is cached)."""
-        for slot in (self.feats, self.coarse, self.diffs):
+        for slot in (self.feats, self.coarse, self.diffs, self.names):
             slot.finish()
 
 
