@@ -10,7 +10,7 @@ import torch
 
 from vidseg_nb.toy import manifest, model_path, world
 from vidseg_nb.toy.tokenizer import bpe, check_words, write_word_tokenizer
-from vidseg_nb.toy.train import TrainSettings, build_pool, crop_caption, file_hashes, train_toy
+from vidseg_nb.toy.train import TrainSettings, build_pool, crop_caption, file_hashes, name_caption, train_toy
 
 
 def test_clip_labels_objects_and_captions_agree():
@@ -71,6 +71,34 @@ def test_crop_captions_name_only_visible_objects():
         for i, o in enumerate(clip.objects):
             px = (clip.labels[0, y * 8 : y * 8 + 64, x * 8 : x * 8 + 64] == i + 1).sum()
             assert (o.phrase in cap) == (px >= 48), (y, x, o, px, cap)
+
+
+def test_name_captions_are_the_names_prompt_for_the_most_visible_object():
+    # TrainSettings.p_name: "a photo of a {colour or shape}" of the crop's largest visible object
+    from vidseg_nb.names import DEFAULT_TEMPLATE
+
+    st = TrainSettings(n_clips=3, frames_per_clip=2, size=128)
+    pool = build_pool(st, progress=False)
+    clip = world.make_toy_clip(world.TRAIN_SEEDS[0], 2, 128)
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for y, x in ((0, 0), (8, 8), (4, 0), (0, 8), (8, 0)):
+        px = [
+            (clip.labels[0, y * 8 : y * 8 + 64, x * 8 : x * 8 + 64] == i + 1).sum()
+            for i in range(len(clip.objects))
+        ]
+        for _ in range(6):
+            cap = name_caption(pool, 0, y, x, 8, 8, 48, g)
+            if max(px) < 48:
+                assert cap == world.caption([])
+                continue
+            o = clip.objects[int(np.argmax(px))]
+            assert cap in (DEFAULT_TEMPLATE.format(o.colour), DEFAULT_TEMPLATE.format(o.shape)), (cap, o)
+            seen.add(cap == DEFAULT_TEMPLATE.format(o.colour))
+    assert seen == {True, False}  # both kinds of word are drawn
+    with pytest.raises(Exception, match="p_name"):
+        TrainSettings(p_name=1.5).validate()
+    assert TrainSettings().p_name == 0  # the shipped plan never uses it
 
 
 SMALL = dict(

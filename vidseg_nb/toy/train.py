@@ -82,6 +82,7 @@ class TrainSettings:
     unet_lr: float = 5e-4
     p_empty: float = 0.15
     p_zero: float = 0.10
+    p_name: float = 0.0  # share of crops captioned "a photo of a {word}" (the names' prompt; 0: never)
     min_visible_px: int = 48
     vae_steps: int | None = None
     unet_steps: int | None = None
@@ -94,6 +95,8 @@ class TrainSettings:
             raise ConfigError("train-toy: --size must be a multiple of 64")
         if self.vae_crop % 8 or not 8 <= self.vae_crop <= self.size:
             raise ConfigError("train-toy: the VAE crop must be a multiple of 8 within the frame")
+        if not 0 <= self.p_name <= 1:
+            raise ConfigError("train-toy: p_name is a probability in [0, 1]")
         if not 1 <= self.unet_crop <= self.size // 8:
             raise ConfigError("train-toy: the UNet crop (latent cells) must fit the latent")
         if self.n_clips < 1 or self.frames_per_clip < 1:
@@ -167,6 +170,18 @@ def crop_caption(pool: Pool, n: int, y: int, x: int, h: int, w: int, min_px: int
     px = pool.cover[n, : len(objs), y : y + h, x : x + w].sum((1, 2)) * 64
     order = torch.randperm(len(objs), generator=g).tolist() if objs else []
     return world.caption([objs[i] for i in order if px[i] >= min_px])
+
+
+def name_caption(pool: Pool, n: int, y: int, x: int, h: int, w: int, min_px: int, g: torch.Generator) -> str:
+    """The names' prompt for latent crop (y, x, h, w) of frame ``n``: ``"a photo of a {word}"`` with the
+    colour or the shape word (one draw) of the crop's most visible object; ``"a photo"`` if none is."""
+    objs = pool.objects[n]
+    px = pool.cover[n, : len(objs), y : y + h, x : x + w].sum((1, 2)) * 64
+    colour = bool(torch.rand(1, generator=g).item() < 0.5)
+    if not objs or px.max() < min_px:
+        return world.caption([])
+    o = objs[int(px.argmax())]
+    return f"{world.TEMPLATE} a {o.colour if colour else o.shape}"
 
 
 # ------------------------------------------------------------------ schedule
@@ -444,6 +459,12 @@ def _train_unet(st, state, unet, te, tok, opt, pool, lat, g, checkpoint, progres
         caps = [
             crop_caption(pool, n, y, x, c, c, st.min_visible_px, g) for n, y, x in zip(idx.tolist(), ys, xs)
         ]
+        if st.p_name > 0:  # no extra draw otherwise: the shipped plan stays bit-identical
+            named = (torch.rand(b, generator=g) < st.p_name).tolist()
+            caps = [
+                name_caption(pool, n, y, x, c, c, st.min_visible_px, g) if k else cap
+                for k, cap, n, y, x in zip(named, caps, idx.tolist(), ys, xs)
+            ]
         u = torch.rand(b, generator=g)
         caps = ["" if ui < st.p_empty else cap for ui, cap in zip(u.tolist(), caps)]
         keep = (torch.rand(b, generator=g) >= st.p_zero).float()[:, None, None]
