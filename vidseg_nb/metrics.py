@@ -199,19 +199,26 @@ def _as_mask(name: str, a: np.ndarray) -> np.ndarray:
     return a.astype(bool, copy=False)
 
 
-def region_similarity(gt_mask: np.ndarray, pred_mask: np.ndarray, void: np.ndarray | None = None) -> float:
-    """DAVIS region similarity J: the IoU of two boolean masks; 1.0 when both are empty.
-
-    ``void`` (optional) marks pixels left out of both masks, as in ``db_eval_iou``.
-    """
+def _mask_pair(
+    gt_mask: np.ndarray, pred_mask: np.ndarray, void: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two boolean masks of J and F, checked to share a shape, with the ``void`` pixels cleared."""
     g = _as_mask("gt_mask", gt_mask)
     p = _as_mask("pred_mask", pred_mask)
     if g.shape != p.shape:
         raise ValueError(f"gt_mask and pred_mask shapes differ: {g.shape} vs {p.shape}")
     if void is not None:
         keep = ~_as_mask("void", void)
-        g = g & keep
-        p = p & keep
+        g, p = g & keep, p & keep
+    return g, p
+
+
+def region_similarity(gt_mask: np.ndarray, pred_mask: np.ndarray, void: np.ndarray | None = None) -> float:
+    """DAVIS region similarity J: the IoU of two boolean masks; 1.0 when both are empty.
+
+    ``void`` (optional) marks pixels left out of both masks, as in ``db_eval_iou``.
+    """
+    g, p = _mask_pair(gt_mask, pred_mask, void)
     union = np.count_nonzero(g | p)
     if union == 0:
         return 1.0
@@ -286,14 +293,7 @@ def boundary_f(
     Edge cases as DAVIS: both boundaries empty -> F = 1; exactly one empty -> F = 0.
     ``void`` (optional) pixels are cleared from both masks before taking boundaries.
     """
-    g = _as_mask("gt_mask", gt_mask)
-    p = _as_mask("pred_mask", pred_mask)
-    if g.shape != p.shape:
-        raise ValueError(f"gt_mask and pred_mask shapes differ: {g.shape} vs {p.shape}")
-    if void is not None:
-        keep = ~_as_mask("void", void)
-        g = g & keep
-        p = p & keep
+    g, p = _mask_pair(gt_mask, pred_mask, void)
     radius = float(bound_th) if bound_th >= 1 else float(np.ceil(bound_th * np.linalg.norm(g.shape)))
     # Crop to the masks' bounding box plus one pixel: seg2bmap gives the same boundary pixels (the extra
     # row/column holds every boundary pixel outside the masks, and all comparisons beyond it are 0 vs 0),
