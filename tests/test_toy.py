@@ -135,6 +135,30 @@ def test_train_toy_resume_equals_uninterrupted_run(tmp_path):
     assert not bb.is_random and abs(bb.scaling_factor - man["training"]["scaling_factor"]) < 1e-3
 
 
+def test_finetune_script_continues_a_finished_run(tmp_path):
+    # scripts/toy_finetune.py (docs/toy.md's experiments): UNet + text encoder move, the VAE is kept
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "toy_finetune.py"
+    spec = importlib.util.spec_from_file_location("toy_finetune", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    run = tmp_path / "run"
+    base = train_toy(run, TrainSettings(**SMALL), progress=False, log=lambda m: None)
+    out = tmp_path / "ft"
+    assert mod.main(["--run", str(run), "--out", str(out), "--steps", "3", "--p-name", "1"]) == 0
+    wa, wb = _weights(base), _weights(out / "model")
+    assert all(torch.equal(wa["vae"][k], wb["vae"][k]) for k in wa["vae"])
+    assert any(not torch.equal(wa["unet"][k], wb["unet"][k]) for k in wa["unet"])
+    rows = json.loads((out / "losses.json").read_text())["rows"]
+    assert rows[-1]["step"] == 3 and rows[-1]["full_from"] == 0  # every step on whole latents
+    halt = lambda phase, step: phase == "unet" and step == 1  # noqa: E731
+    train_toy(tmp_path / "half", TrainSettings(**SMALL), progress=False, halt=halt, log=lambda m: None)
+    with pytest.raises(SystemExit, match="not a finished run"):
+        mod.main(["--run", str(tmp_path / "half"), "--out", str(tmp_path / "ft2"), "--steps", "1"])
+
+
 def test_train_toy_refuses_to_overwrite_a_run(tmp_path):
     from vidseg_nb.errors import ConfigError
 

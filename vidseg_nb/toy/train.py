@@ -164,10 +164,14 @@ def build_pool(st: TrainSettings, progress: bool = True) -> Pool:
     return Pool(np.concatenate(frames), np.concatenate(cover), objects)
 
 
+def _crop_px(pool: Pool, n: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+    """Pixels of each object of frame ``n`` inside latent crop (y, x, h, w)."""
+    return pool.cover[n, : len(pool.objects[n]), y : y + h, x : x + w].sum((1, 2)) * 64
+
+
 def crop_caption(pool: Pool, n: int, y: int, x: int, h: int, w: int, min_px: int, g: torch.Generator) -> str:
     """Caption of latent crop (y, x, h, w) of frame ``n``: its visible objects, in a random order."""
-    objs = pool.objects[n]
-    px = pool.cover[n, : len(objs), y : y + h, x : x + w].sum((1, 2)) * 64
+    objs, px = pool.objects[n], _crop_px(pool, n, y, x, h, w)
     order = torch.randperm(len(objs), generator=g).tolist() if objs else []
     return world.caption([objs[i] for i in order if px[i] >= min_px])
 
@@ -175,8 +179,7 @@ def crop_caption(pool: Pool, n: int, y: int, x: int, h: int, w: int, min_px: int
 def name_caption(pool: Pool, n: int, y: int, x: int, h: int, w: int, min_px: int, g: torch.Generator) -> str:
     """The names' prompt for latent crop (y, x, h, w) of frame ``n``: ``"a photo of a {word}"`` with the
     colour or the shape word (one draw) of the crop's most visible object; ``"a photo"`` if none is."""
-    objs = pool.objects[n]
-    px = pool.cover[n, : len(objs), y : y + h, x : x + w].sum((1, 2)) * 64
+    objs, px = pool.objects[n], _crop_px(pool, n, y, x, h, w)
     colour = bool(torch.rand(1, generator=g).item() < 0.5)
     if not objs or px.max() < min_px:
         return world.caption([])
