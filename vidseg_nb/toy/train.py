@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from ..backbone import SCALED_LINEAR, tiny_configs
 from ..errors import ConfigError
+from ..names import DEFAULT_TEMPLATE
 from . import world
 from .tokenizer import check_words, write_word_tokenizer
 
@@ -184,7 +185,7 @@ def name_caption(pool: Pool, n: int, y: int, x: int, h: int, w: int, min_px: int
     if not objs or px.max() < min_px:
         return world.caption([])
     o = objs[int(px.argmax())]
-    return f"{world.TEMPLATE} a {o.colour if colour else o.shape}"
+    return DEFAULT_TEMPLATE.format(o.colour if colour else o.shape)
 
 
 # ------------------------------------------------------------------ schedule
